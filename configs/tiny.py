@@ -1,0 +1,27 @@
+"""The embedded default: a ~0.8M-parameter char-level reasoner trained on every task family.
+
+Trains in under 15 minutes on a 2-core CPU:
+  python launch/train.py --config=configs/tiny.py --workdir=runs/tiny
+"""
+
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict(dict(
+      vocab_size=128, embed_dim=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
+      mlp_dim=384, max_seq_len=256, rope_theta=10_000.0, rope_scaling=None, norm_eps=1e-6,
+      qk_norm=False, qkv_bias=False, tie_embeddings=True, param_dtype="float32",
+      dtype="float32", attention_impl="xla"))
+  c.model.rope_scaling = ml_collections.FieldReference(None, field_type=dict)
+  c.data = ml_collections.ConfigDict(dict(
+      tasks=("addition", "equation", "countdown"), difficulties=(1, 2, 3, 4),
+      no_thinking_fraction=0.15, seed=0))
+  c.data.answer_only = ml_collections.ConfigDict()  # task -> difficulties without worked steps
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1500, batch_size=64, seq_len=192, learning_rate=3e-3, final_lr_fraction=0.05,
+      warmup_steps=100, weight_decay=0.01, grad_clip=1.0, seed=0,
+      log_every=25, eval_every=500, eval_problems=16, eval_seed=1234,
+      checkpoint_every=100, max_to_keep=2, export_dir=""))
+  return c

@@ -1,0 +1,171 @@
+"""The decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU; Llama/Qwen2/Qwen3 layouts.
+
+The decode path is pure: `forward(params, tokens, positions, cache, config)` returns
+(logits, final hidden states, new cache). Every parameter carries logical axis names
+(`embed`, `heads`, `kv_heads`, `head_dim`, `mlp`, `vocab`, `norm`); o1jax/parallel/ maps them
+to mesh axes.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from o1jax.model.attention import attend
+from o1jax.model.cache import KVCache, write_kv
+from o1jax.model.config import ModelConfig
+from o1jax.model.rope import apply_rope, inverse_frequencies
+
+
+def _param(module: nn.Module, name: str, init, shape, axes, dtype):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+def _fan_in_init(fan_in_axes=(0,)):
+  return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                          in_axis=fan_in_axes, out_axis=-1)
+
+
+class RMSNorm(nn.Module):
+  eps: float
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("norm",),
+                   self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (x32 * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask_positions, cache_kv):
+    c = self.config
+    dt, pdt = c.jnp_dtype, c.jnp_param_dtype
+    e, h, kvh, d = c.embed_dim, c.num_heads, c.num_kv_heads, c.head_dim
+    wq = _param(self, "q", _fan_in_init(), (e, h, d), ("embed", "heads", "head_dim"), pdt)
+    wk = _param(self, "k", _fan_in_init(), (e, kvh, d), ("embed", "kv_heads", "head_dim"), pdt)
+    wv = _param(self, "v", _fan_in_init(), (e, kvh, d), ("embed", "kv_heads", "head_dim"), pdt)
+    wo = _param(self, "o", _fan_in_init((0, 1)), (h, d, e), ("heads", "head_dim", "embed"), pdt)
+    q = jnp.einsum("bte,ehd->bthd", x, wq.astype(dt))
+    k = jnp.einsum("bte,ehd->bthd", x, wk.astype(dt))
+    v = jnp.einsum("bte,ehd->bthd", x, wv.astype(dt))
+    if c.qkv_bias:
+      zeros = nn.initializers.zeros
+      q = q + _param(self, "q_bias", zeros, (h, d), ("heads", "head_dim"), pdt).astype(dt)
+      k = k + _param(self, "k_bias", zeros, (kvh, d), ("kv_heads", "head_dim"), pdt).astype(dt)
+      v = v + _param(self, "v_bias", zeros, (kvh, d), ("kv_heads", "head_dim"), pdt).astype(dt)
+    if c.qk_norm:  # Qwen3: RMSNorm over head_dim before RoPE
+      q = RMSNorm(c.norm_eps, pdt, name="q_norm")(q)
+      k = RMSNorm(c.norm_eps, pdt, name="k_norm")(k)
+    inv_freq = inverse_frequencies(d, c.rope_theta, c.rope_scaling)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
+
+    if cache_kv is None:  # training / full forward: keys are this call's tokens
+      keys, values, new_kv = k, v, None
+    else:  # keys are the whole cache, with this call's tokens written at their positions
+      keys, values = write_kv(cache_kv[0], cache_kv[1], k, v, positions)
+      new_kv = (keys, values)
+    out = attend(q, keys.astype(dt), values.astype(dt), mask_positions, c.attention_impl)
+    return jnp.einsum("bthd,hde->bte", out, wo.astype(dt)), new_kv
+
+
+class Mlp(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.config
+    dt, pdt = c.jnp_dtype, c.jnp_param_dtype
+    gate = _param(self, "gate", _fan_in_init(), (c.embed_dim, c.mlp_dim), ("embed", "mlp"), pdt)
+    up = _param(self, "up", _fan_in_init(), (c.embed_dim, c.mlp_dim), ("embed", "mlp"), pdt)
+    down = _param(self, "down", _fan_in_init(), (c.mlp_dim, c.embed_dim), ("mlp", "embed"), pdt)
+    hidden = jax.nn.silu(x @ gate.astype(dt)) * (x @ up.astype(dt))
+    hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
+    return hidden @ down.astype(dt)
+
+
+class Block(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask_positions, cache_kv):
+    c = self.config
+    attn_out, new_kv = Attention(c, name="attn")(
+        RMSNorm(c.norm_eps, c.jnp_param_dtype, name="attn_norm")(x),
+        positions, mask_positions, cache_kv)
+    x = x + attn_out
+    x = x + Mlp(c, name="mlp")(RMSNorm(c.norm_eps, c.jnp_param_dtype, name="mlp_norm")(x))
+    return nn.with_logical_constraint(x, ("batch", "length", "embed")), new_kv
+
+
+class Decoder(nn.Module):
+  """tokens [B, T], positions [B, T] (-1 marks padding) -> (logits, hidden, cache)."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens, positions, cache: Optional[KVCache] = None):
+    c = self.config
+    dt, pdt = c.jnp_dtype, c.jnp_param_dtype
+    embedding = _param(self, "embedding", nn.initializers.normal(0.02),
+                       (c.vocab_size, c.embed_dim), ("vocab", "embed"), pdt)
+    x = embedding.astype(dt)[tokens]
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    if cache is None:
+      # Keys are this call's tokens, so the mask compares indices within the call;
+      # positions (which may be offset) only rotate q and k.
+      t = tokens.shape[1]
+      mask_positions = jnp.where(positions >= 0, jnp.arange(t)[None, :], -1)
+    else:
+      mask_positions = positions  # keys sit in the cache at the index equal to their position
+    new_k, new_v = [], []
+    for i in range(c.num_layers):
+      layer_kv = None if cache is None else (cache.k[i], cache.v[i])
+      x, kv = Block(c, name=f"layers_{i}")(x, positions, mask_positions, layer_kv)
+      if kv is not None:
+        new_k.append(kv[0])
+        new_v.append(kv[1])
+    hidden = RMSNorm(c.norm_eps, pdt, name="final_norm")(x)
+    if c.tie_embeddings:
+      logits = jnp.einsum("bte,ve->btv", hidden, embedding.astype(dt))
+    else:
+      head = _param(self, "lm_head", _fan_in_init(), (c.embed_dim, c.vocab_size),
+                    ("embed", "vocab"), pdt)
+      logits = hidden @ head.astype(dt)
+    logits = logits.astype(jnp.float32)
+    new_cache = None if cache is None else KVCache(k=tuple(new_k), v=tuple(new_v))
+    return logits, hidden, new_cache
+
+
+def forward(params, tokens, positions, cache: Optional[KVCache], config: ModelConfig):
+  """Pure forward pass: (logits [B,T,V] f32, final hidden [B,T,E], new cache or None)."""
+  return Decoder(config).apply({"params": params}, tokens, positions, cache)
+
+
+def init_params(config: ModelConfig, rng: jax.Array):
+  """Plain (unboxed) parameters; use `param_logical_axes` for their logical axis names."""
+  return nn.unbox(_boxed_init(config, rng))
+
+
+def _boxed_init(config: ModelConfig, rng: jax.Array):
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return Decoder(config).init(rng, tokens, jnp.zeros((1, 1), jnp.int32))["params"]
+
+
+def param_logical_axes(config: ModelConfig):
+  """A pytree like params whose leaves are PartitionSpecs of logical axis names."""
+  boxed = jax.eval_shape(lambda r: _boxed_init(config, r), jax.random.key(0))
+  return nn.get_partition_spec(boxed)
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))

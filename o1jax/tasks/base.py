@@ -1,0 +1,240 @@
+"""The shared parts of the verifiable reasoning tasks.
+
+A task example is one line of text, `{prompt}<think>{step}; ...; {step}</think>{answer}`.
+This module holds the `Problem` record, rendering and parsing of that text, the
+deterministic train/held-out split and the `Task` interface that every task family
+implements. Model output is untrusted text, so every function that reads it returns a
+value for any string instead of raising.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import re
+import zlib
+from typing import Sequence
+
+import numpy as np
+
+from o1jax.tasks.tokenizer import END_THINK_TEXT, THINK_TEXT
+
+STEP_SEP = "; "
+SPLITS = ("train", "eval", "any")
+HELDOUT_MODULUS = 10  # one prompt in HELDOUT_MODULUS is held out for evaluation
+
+# Generated steps and prompts are a few dozen characters; capping what the parsers look at
+# keeps their work (and recursion depth) bounded on adversarial model output.
+MAX_STEP_CHARS = 100
+MAX_PROMPT_CHARS = 200
+MAX_ANSWER_CHARS = 200
+
+# What may follow an integer answer: the end, whitespace, or punctuation that cannot
+# continue a number or an expression ("4." ends a sentence, "4.5", "4/2", "2x" do not).
+INT_ANSWER_END = r"(?=$|\s|[,;:!?<)\]]|\.(?![0-9]))"
+
+# Rejection sampling gives up after this many draws; only a broken task can hit it.
+_MAX_DRAWS = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """One task instance with its reference thinking steps and answer."""
+
+  task: str
+  difficulty: int
+  prompt: str
+  steps: tuple[str, ...]
+  answer: str
+  data: tuple  # task-specific parameters (numbers, target, ...), hashable
+
+
+def thinking_text(problem: Problem) -> str:
+  return STEP_SEP.join(problem.steps)
+
+
+def render(problem: Problem, with_thinking: bool = True) -> str:
+  """The training text of `problem`, without end of sequence (the tokenizer adds it)."""
+  thinking = thinking_text(problem) if with_thinking else ""
+  return f"{problem.prompt}{THINK_TEXT}{thinking}{END_THINK_TEXT}{problem.answer}"
+
+
+def split_thinking(text: str) -> tuple[str | None, str]:
+  """Splits model output into (thinking or None, answer text).
+
+  The answer is whatever follows the last `</think>`; without one the thinking is None and
+  the whole text is the answer. The thinking starts after the last `<think>` (or an earlier
+  `</think>`) before that, so the output may or may not include the prompt.
+  """
+  if not isinstance(text, str):
+    return None, ""
+  end = text.rfind(END_THINK_TEXT)
+  if end < 0:
+    return None, text
+  answer = text[end + len(END_THINK_TEXT):]
+  before = text[:end]
+  start = 0
+  think_at = before.rfind(THINK_TEXT)
+  if think_at >= 0:
+    start = think_at + len(THINK_TEXT)
+  end_at = before.rfind(END_THINK_TEXT)
+  if end_at >= 0:
+    start = max(start, end_at + len(END_THINK_TEXT))
+  return before[start:], answer
+
+
+def split_steps(thinking: str | None) -> list[str]:
+  """The non-empty, stripped steps of a thinking text (split on ";")."""
+  if not isinstance(thinking, str):
+    return []
+  return [s.strip() for s in thinking.split(";") if s.strip()]
+
+
+def is_heldout(prompt: str) -> bool:
+  """Deterministic ~10% held-out split by prompt hash, stable across runs and machines."""
+  digest = hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()
+  return int(digest, 16) % HELDOUT_MODULUS == 0
+
+
+def check_split(split: str) -> str:
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}; got {split!r}")
+  return split
+
+
+def in_split(prompt: str, split: str) -> bool:
+  if split == "any":
+    return True
+  return is_heldout(prompt) == (split == "eval")
+
+
+def parse_int(pattern: re.Pattern[str], text: str) -> int | None:
+  """The integer captured by `pattern` at the start of `text`, or None.
+
+  Patterns cap the digit count, which keeps int() clear of Python's limit on converting
+  very long digit strings (which raises ValueError).
+  """
+  match = pattern.match(text[:MAX_ANSWER_CHARS])
+  return int(match.group(1)) if match else None
+
+
+class Task(abc.ABC):
+  """A family of generated problems whose answers and thinking steps can be checked.
+
+  Subclasses implement `_sample`, `_parse_prompt`, `_check_answer`, `_check_step` and
+  `_max_text_len`; the public methods here validate arguments and guard against
+  non-string input so the subclass code only sees what it expects.
+  """
+
+  name: str = ""
+  difficulties: tuple[int, ...] = (1, 2, 3, 4)
+
+  def __init__(self):
+    self._max_len_cache: dict[int, int] = {}
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}(name={self.name!r})"
+
+  # ---- generation ----
+
+  def check_difficulty(self, difficulty: int) -> int:
+    valid = ", ".join(map(str, self.difficulties))
+    # bool is an int subclass: True would silently mean difficulty 1.
+    if isinstance(difficulty, (bool, np.bool_)) or not isinstance(difficulty, (int, np.integer)):
+      raise ValueError(f"difficulty for task {self.name!r} must be one of {valid}; "
+                       f"got {difficulty!r}")
+    if int(difficulty) not in self.difficulties:
+      raise ValueError(f"difficulty for task {self.name!r} must be one of {valid}; "
+                       f"got {difficulty!r}")
+    return int(difficulty)
+
+  def generate(self, rng: np.random.Generator, difficulty: int, *, split: str = "any"
+               ) -> Problem:
+    """One random problem of `difficulty` from `split` ("train", "eval" or "any")."""
+    difficulty = self.check_difficulty(difficulty)
+    check_split(split)
+    for _ in range(_MAX_DRAWS):
+      problem = self._sample(rng, difficulty)
+      if problem is not None and in_split(problem.prompt, split):
+        return problem
+    raise RuntimeError(f"task {self.name!r} drew no problem of difficulty {difficulty} "
+                       f"in split {split!r} after {_MAX_DRAWS} tries")
+
+  def generate_problems(self, seed: int, difficulty: int, n: int, split: str = "train"
+                        ) -> list[Problem]:
+    """`n` problems, a deterministic function of (task, seed, difficulty, split).
+
+    The task name and difficulty are mixed into the seed so that the same seed gives
+    unrelated streams for different tasks and difficulties; a longer list starts with the
+    shorter one.
+    """
+    difficulty = self.check_difficulty(difficulty)
+    check_split(split)
+    if n < 0:
+      raise ValueError(f"n must be >= 0; got {n}")
+    entropy = [int(seed), zlib.crc32(self.name.encode()), difficulty]
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    return [self.generate(rng, difficulty, split=split) for _ in range(n)]
+
+  @abc.abstractmethod
+  def _sample(self, rng: np.random.Generator, difficulty: int) -> Problem | None:
+    """One draw of the generator; None rejects the draw (the caller draws again)."""
+
+  # ---- parsing and verification ----
+
+  def from_prompt(self, prompt: str) -> Problem | None:
+    """The problem (with reference steps and answer) a prompt in this task's format asks,
+    or None if it is not in this task's format."""
+    if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
+      return None
+    return self._parse_prompt(prompt)
+
+  @abc.abstractmethod
+  def _parse_prompt(self, prompt: str) -> Problem | None:
+    ...
+
+  def verify(self, problem: Problem, text: str) -> bool:
+    """Whether free model output `text` ends in a correct answer to `problem`."""
+    if not isinstance(text, str):
+      return False
+    _, answer = split_thinking(text)
+    return self._check_answer(problem, answer.strip()[:MAX_ANSWER_CHARS])
+
+  @abc.abstractmethod
+  def _check_answer(self, problem: Problem, answer: str) -> bool:
+    ...
+
+  def check_step(self, problem: Problem, prev_steps: Sequence[str], step: str) -> bool:
+    """Whether `step` is locally correct after `prev_steps` (as written) for `problem`."""
+    if not isinstance(step, str) or isinstance(prev_steps, str):
+      return False
+    try:
+      prev = [s.strip() for s in prev_steps]
+    except (TypeError, AttributeError):
+      return False
+    step = step.strip()
+    if not step or len(step) > MAX_STEP_CHARS or any(len(s) > MAX_STEP_CHARS for s in prev):
+      return False
+    return self._check_step(problem, prev, step)
+
+  @abc.abstractmethod
+  def _check_step(self, problem: Problem, prev_steps: list[str], step: str) -> bool:
+    ...
+
+  # ---- sizing ----
+
+  def max_text_len(self, difficulty: int) -> int:
+    """Upper bound of len(render(p)) over generated problems p of `difficulty`.
+
+    This counts characters; `<think>` and `</think>` are one token each, so the token
+    count is 13 less (plus one for end of sequence).
+    """
+    difficulty = self.check_difficulty(difficulty)
+    if difficulty not in self._max_len_cache:
+      self._max_len_cache[difficulty] = self._max_text_len(difficulty)
+    return self._max_len_cache[difficulty]
+
+  @abc.abstractmethod
+  def _max_text_len(self, difficulty: int) -> int:
+    ...

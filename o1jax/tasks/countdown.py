@@ -1,0 +1,242 @@
+"""Countdown: reach a target from three numbers, thinking by depth-first search.
+
+Prompt `3 5 2 to 16`: three numbers 1..9 and a positive target. The numbers are used once
+each in the given order, combined left to right as `(a op b) op c` with op in + - *. There
+is no division: it would add fractions and a fourth branch per node, and long, irregular
+traces are what a tiny model cannot learn.
+
+The thinking is the depth-first search over the 3x3 operator choices, + - * in that order:
+an internal node `3+5=8`, a failed leaf `8+2=10 no`, and the first successful leaf written
+without a mark, which ends the search:
+
+  3+5=8; 8+2=10 no; 8-2=6 no; 8*2=16        answer (3+5)*2
+
+So a trace shows branches being tried and abandoned. Negative intermediates are written
+plainly (`3-5=-2`). Difficulty is where the search first succeeds (leaf 0..8): d1 leaves
+0-1, d2 2-3, d3 4-5, d4 6-8.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import operator
+import re
+from fractions import Fraction
+
+import numpy as np
+
+from o1jax.tasks.base import Problem, Task, render
+
+OPS = ("+", "-", "*")
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+_NUMBERS = tuple(range(1, 10))
+LEAF_BUCKETS = {1: range(0, 2), 2: range(2, 4), 3: range(4, 6), 4: range(6, 9)}
+
+_PROMPT = re.compile(r"([1-9]) ([1-9]) ([1-9]) to ([0-9]{1,6})")
+_STEP = re.compile(r"(-?[0-9]{1,4})([-+*])(-?[0-9]{1,4})=(-?[0-9]{1,7})( no)?")
+_EXPRESSION_CHARS = frozenset("0123456789+-*/() ")
+
+
+def difficulty_of_leaf(leaf: int) -> int:
+  return next(d for d, leaves in LEAF_BUCKETS.items() if leaf in leaves)
+
+
+def _first_success(a: int, b: int, c: int, target: int) -> int | None:
+  """The leaf index where the search succeeds (leaf 3*i+j is OPS[i] then OPS[j])."""
+  for i, op1 in enumerate(OPS):
+    first = _APPLY[op1](a, b)
+    for j, op2 in enumerate(OPS):
+      if _APPLY[op2](first, c) == target:
+        return 3 * i + j
+  return None
+
+
+def search(numbers: tuple[int, int, int], target: int) -> tuple[list[str], str, int] | None:
+  """(steps, answer, index of the successful leaf) of the depth-first search, or None."""
+  a, b, c = numbers
+  success = _first_success(a, b, c, target)
+  if success is None:
+    return None
+  steps = []
+  for leaf in range(success + 1):
+    op1, op2 = OPS[leaf // 3], OPS[leaf % 3]
+    first = _APPLY[op1](a, b)
+    if leaf % 3 == 0:  # entering a new depth-one branch
+      steps.append(f"{a}{op1}{b}={first}")
+    mark = "" if leaf == success else " no"
+    steps.append(f"{first}{op2}{c}={_APPLY[op2](first, c)}{mark}")
+  op1, op2 = OPS[success // 3], OPS[success % 3]
+  return steps, f"({a}{op1}{b}){op2}{c}", success
+
+
+def build(numbers: tuple[int, int, int], target: int) -> Problem | None:
+  """The problem, or None if the target is not positive or the search cannot reach it."""
+  if target <= 0:
+    return None
+  found = search(numbers, target)
+  if found is None:
+    return None
+  steps, answer, leaf = found
+  a, b, c = numbers
+  return Problem(task=CountdownTask.name, difficulty=difficulty_of_leaf(leaf),
+                 prompt=f"{a} {b} {c} to {target}", steps=tuple(steps), answer=answer,
+                 data=(a, b, c, target))
+
+
+class _BadExpression(Exception):
+  pass
+
+
+class _ExpressionParser:
+  """expr := term (('+'|'-') term)*; term := atom (('*'|'/') atom)*;
+  atom := number | '(' expr ')'. Exact rationals; records the numbers it reads.
+  No unary minus: a countdown answer only combines the given numbers."""
+
+  def __init__(self, text: str):
+    self.tokens = re.findall(r"[0-9]+|[-+*/()]", text)
+    # Spaces only separate tokens ("3 5" is two numbers, which the grammar then rejects).
+    if "".join(self.tokens) != text.replace(" ", ""):
+      raise _BadExpression("unexpected characters")
+    self.pos = 0
+    self.numbers: list[int] = []
+
+  def _peek(self) -> str | None:
+    return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+  def _take(self) -> str:
+    token = self._peek()
+    if token is None:
+      raise _BadExpression("unexpected end")
+    self.pos += 1
+    return token
+
+  def parse(self) -> Fraction:
+    value = self._expr()
+    if self._peek() is not None:
+      raise _BadExpression("trailing tokens")
+    return value
+
+  def _expr(self) -> Fraction:
+    value = self._term()
+    while self._peek() in ("+", "-"):
+      value = value + self._term() if self._take() == "+" else value - self._term()
+    return value
+
+  def _term(self) -> Fraction:
+    value = self._atom()
+    while self._peek() in ("*", "/"):
+      op = self._take()
+      other = self._atom()
+      if op == "*":
+        value *= other
+      elif other == 0:
+        raise _BadExpression("division by zero")
+      else:
+        value /= other
+    return value
+
+  def _atom(self) -> Fraction:
+    token = self._take()
+    if token == "(":
+      value = self._expr()
+      if self._take() != ")":
+        raise _BadExpression("expected ')'")
+      return value
+    if token.isdigit() and len(token) <= 3:
+      self.numbers.append(int(token))
+      return Fraction(int(token))
+    raise _BadExpression(f"unexpected {token!r}")
+
+
+def evaluate_answer(text: str) -> tuple[Fraction, list[int]] | None:
+  """(value, numbers used) of an arithmetic expression, or None if it is not one."""
+  try:
+    parser = _ExpressionParser(text)
+    return parser.parse(), parser.numbers
+  except (_BadExpression, RecursionError):
+    return None
+
+
+class CountdownTask(Task):
+  name = "countdown"
+
+  def _sample(self, rng: np.random.Generator, difficulty: int) -> Problem | None:
+    leaves = LEAF_BUCKETS[difficulty]
+    a, b, c = (int(v) for v in rng.integers(1, 10, size=3))
+    # The search succeeds at the drawn op pair or earlier, so pairs before the bucket can
+    # never land in it; drawing from the bucket's first pair onwards only skips waste.
+    leaf = int(rng.integers(leaves.start, 3 * len(OPS)))
+    target = _APPLY[OPS[leaf % 3]](_APPLY[OPS[leaf // 3]](a, b), c)
+    # An earlier pair may hit the same target, so the drawn pair does not fix the bucket.
+    if target <= 0 or _first_success(a, b, c, target) not in leaves:
+      return None
+    return build((a, b, c), target)
+
+  def _parse_prompt(self, prompt: str) -> Problem | None:
+    match = _PROMPT.fullmatch(" ".join(prompt.split()))
+    if match is None:
+      return None
+    a, b, c, target = (int(g) for g in match.groups())
+    return build((a, b, c), target)
+
+  def _check_answer(self, problem: Problem, answer: str) -> bool:
+    # Tolerate trailing text such as "(3+5)*2 = 16" by reading the longest prefix made
+    # of expression characters.
+    end = 0
+    while end < len(answer) and answer[end] in _EXPRESSION_CHARS:
+      end += 1
+    evaluated = evaluate_answer(answer[:end].strip())
+    if evaluated is None:
+      return False
+    value, used = evaluated
+    *numbers, target = problem.data
+    return value == target and collections.Counter(used) == collections.Counter(numbers)
+
+  def _check_step(self, problem: Problem, prev_steps: list[str], step: str) -> bool:
+    n0, n1, n2, target = problem.data
+    # Replay the history as written to find the latest internal node and whether the
+    # search already ended. A marked step is a leaf; an unmarked step is an internal node
+    # at the start or when it uses the first two numbers after a leaf, and otherwise a
+    # successful leaf (after which nothing may follow).
+    last_kind = None  # None before any step, then "internal" or "leaf"
+    internal_result = None
+    finished = False
+    for text in prev_steps:
+      parsed = _STEP.fullmatch(text)
+      if parsed is None:
+        return False
+      left, right, result = int(parsed.group(1)), int(parsed.group(3)), int(parsed.group(4))
+      if parsed.group(5):
+        last_kind = "leaf"
+      elif last_kind is None or (last_kind == "leaf" and (left, right) == (n0, n1)):
+        last_kind, internal_result = "internal", result
+      else:
+        last_kind, finished = "leaf", True
+    if finished:
+      return False
+
+    parsed = _STEP.fullmatch(step)
+    if parsed is None:
+      return False
+    left, op, right = int(parsed.group(1)), parsed.group(2), int(parsed.group(3))
+    result, marked = int(parsed.group(4)), bool(parsed.group(5))
+    if _APPLY[op](left, right) != result:
+      return False
+    as_internal = not marked and (left, right) == (n0, n1) and last_kind != "internal"
+    as_leaf = (internal_result is not None and (left, right) == (internal_result, n2)
+               and marked == (result != target))
+    return as_internal or as_leaf
+
+  def _max_text_len(self, difficulty: int) -> int:
+    # Exhaustive: every reachable (numbers, target) pair, i.e. every prompt the generator
+    # can produce, grouped by the difficulty its search gives.
+    longest = 0
+    for numbers in itertools.product(_NUMBERS, repeat=3):
+      targets = {_APPLY[op2](_APPLY[op1](numbers[0], numbers[1]), numbers[2])
+                 for op1, op2 in itertools.product(OPS, repeat=2)}
+      for target in targets:
+        problem = build(numbers, target)
+        if problem is not None and problem.difficulty == difficulty:
+          longest = max(longest, len(render(problem)))
+    return longest

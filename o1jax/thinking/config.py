@@ -1,0 +1,95 @@
+"""Static configuration of the thinking loop and the enums its carry uses."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from o1jax.model.config import ModelConfig
+
+
+class Phase(enum.IntEnum):
+  THINKING = 0   # sampling hidden chain-of-thought tokens
+  CLOSING = 1    # emitting a forced token sequence (the close string, an answer prefix, "wait")
+  ANSWERING = 2  # sampling the answer
+  DONE = 3
+
+
+class StopReason(enum.IntEnum):
+  """Why a sequence's thinking ended (recorded once, when it ends)."""
+  NONE = 0        # still thinking when the loop ended (only if the cache filled up)
+  NATURAL = 1     # the model closed its thinking itself
+  BUDGET = 2      # the hard cap was reached and the close was forced
+  CONFIDENCE = 3  # a probe (or a confidence head) was confident enough
+  CONVERGED = 4   # the hidden states of the thinking stopped changing
+  CONTEXT = 5     # the cache could not hold more thinking plus the answer
+
+
+STOP_RULES = ("natural", "budget", "confidence", "converged")
+DEFAULT_STOP_RULES = ("natural", "budget")
+
+
+@dataclasses.dataclass(frozen=True)
+class ThinkConfig:
+  """Everything static about a thinking run: hashable, passed to `jit` as a static arg.
+
+  Token sequences are tuples of ids. `close_ids` is forced when thinking is stopped from
+  outside (budget, confidence, convergence, context); `answer_prefix_ids` follows every close,
+  natural or forced; `wait_ids` is inserted when the model tries to close before the minimum.
+  """
+  model: ModelConfig
+  cache_len: int
+  think_id: int
+  end_think_id: int
+  eos_id: int
+  pad_id: int
+  close_ids: tuple[int, ...] = ()
+  answer_prefix_ids: tuple[int, ...] = ()
+  wait_ids: tuple[int, ...] = ()
+  stop_rules: tuple[str, ...] = DEFAULT_STOP_RULES
+  max_answer_tokens: int = 32
+  # sampling
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+  # confidence probe
+  probe_every: int = 16
+  probe_answer_tokens: int = 8
+  confidence_threshold: float = 0.95
+  probe_agreement: int = 2    # also stop when this many previous probes gave the same answer
+  # convergence
+  converge_window: int = 50
+  converge_threshold: float = 0.9
+
+  def __post_init__(self):
+    unknown = [r for r in self.stop_rules if r not in STOP_RULES]
+    if unknown:
+      raise ValueError(f"unknown stop rule(s) {unknown}; known: {', '.join(STOP_RULES)}")
+    if "budget" not in self.stop_rules:
+      # The budget is the contract of this library; it cannot be switched off, only set high.
+      raise ValueError("stop rule 'budget' is always on; use a large budget to think longer")
+    if not self.close_ids:
+      object.__setattr__(self, "close_ids", (self.end_think_id,))
+    if self.end_think_id not in self.close_ids:
+      raise ValueError("close_ids must contain the end-of-thinking token "
+                       f"{self.end_think_id}, got {self.close_ids}")
+    checks = [("cache_len", self.cache_len > 0), ("max_answer_tokens", self.max_answer_tokens > 0),
+              ("probe_every", self.probe_every > 0),
+              ("probe_answer_tokens", self.probe_answer_tokens > 0),
+              ("converge_window", self.converge_window > 0),
+              ("temperature", self.temperature >= 0), ("top_k", self.top_k >= 0),
+              ("top_p", 0 < self.top_p <= 1), ("probe_agreement", self.probe_agreement >= 0),
+              ("confidence_threshold", 0 <= self.confidence_threshold <= 1),
+              ("converge_threshold", -1 <= self.converge_threshold <= 1)]
+    bad = [name for name, ok in checks if not ok]
+    if bad:
+      raise ValueError("invalid ThinkConfig values: " +
+                       ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+  @property
+  def reserve(self) -> int:
+    """Cache slots kept free after thinking: the forced close, the prefix and the answer."""
+    return len(self.close_ids) + len(self.answer_prefix_ids) + self.max_answer_tokens
+
+  def rule(self, name: str) -> bool:
+    return name in self.stop_rules

@@ -1,0 +1,211 @@
+"""think(): prefill, then one `lax.while_loop` that decodes the whole batch.
+
+Each iteration every live sequence (1) picks its next token from the carried logits, as its
+controller phase dictates: sample while THINKING, emit a forced sequence while CLOSING, sample
+while ANSWERING; (2) feeds that token through the model at its own position; (3) updates its
+stop-rule statistics (convergence windows, confidence probes). Budgets, minimums and stop
+reasons are arrays in the carry, so one compiled program serves a batch whose sequences
+think for different lengths and stop for different reasons, with no host round trip.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from o1jax.model.cache import KVCache
+from o1jax.model.decode import prompt_positions
+from o1jax.model.transformer import forward
+from o1jax.thinking import probe as probe_lib
+from o1jax.thinking.config import Phase, StopReason, ThinkConfig
+from o1jax.thinking.sampling import sample
+from o1jax.thinking.state import (FORCED_CLOSE, FORCED_PREFIX, FORCED_WAIT, Segment,
+                                  ThinkInputs, ThinkResult, ThinkState, forced_table,
+                                  initial_controller)
+
+
+def _where(cond, a, b):
+  """jnp.where that keeps int32 carries int32 (IntEnum operands would widen them)."""
+  return jnp.where(cond, a, b).astype(jnp.int32)
+
+
+def _choose_token(s: ThinkState, config: ThinkConfig, table, table_len):
+  """Picks every sequence's next token and advances its phase. Returns (state, token, segment)."""
+  thinking = s.phase == Phase.THINKING
+  waiting = (s.phase == Phase.CLOSING) & (s.forced == FORCED_WAIT)
+  below_min = s.thinking_tokens < s.min_thinking
+  has_wait = len(config.wait_ids) > 0
+
+  # Thinking ends with </think>, never with EOS; below the minimum, without a wait string,
+  # the close itself is suppressed (s1 budget forcing).
+  logits = s.logits
+  logits = logits.at[:, config.eos_id].set(
+      jnp.where(thinking, -jnp.inf, logits[:, config.eos_id]))
+  suppress_close = thinking & below_min & (not has_wait)
+  logits = logits.at[:, config.end_think_id].set(
+      jnp.where(suppress_close, -jnp.inf, logits[:, config.end_think_id]))
+  step_keys = jax.vmap(jax.random.fold_in)(s.keys, jnp.broadcast_to(s.step, s.keys.shape))
+  sampled = sample(logits, step_keys, config.temperature, config.top_k, config.top_p)
+
+  # Transitions out of THINKING, in priority order: the cap, then the model's own close.
+  hit_cap = (thinking | waiting) & (s.thinking_tokens >= s.cap)
+  tries_close = thinking & ~hit_cap & (sampled == config.end_think_id)
+  start_wait = tries_close & below_min  # only reachable when a wait string exists
+  natural = tries_close & ~below_min
+  has_prefix = len(config.answer_prefix_ids) > 0
+
+  phase, forced, cursor = s.phase, s.forced, s.forced_cursor
+  stop_reason = _where(hit_cap, s.cap_reason, s.stop_reason)
+  stop_reason = _where(natural, StopReason.NATURAL, stop_reason)
+  phase = _where(hit_cap | start_wait, Phase.CLOSING, phase)
+  forced = _where(hit_cap, FORCED_CLOSE, _where(start_wait, FORCED_WAIT, forced))
+  cursor = _where(hit_cap | start_wait, 0, cursor)
+
+  # Emit: a forced token while CLOSING (including sequences that just entered it).
+  closing = phase == Phase.CLOSING
+  forced_token = jnp.asarray(table)[forced, jnp.minimum(cursor, table.shape[1] - 1)]
+  cursor_after = cursor + 1
+  forced_done = closing & (cursor_after >= jnp.asarray(table_len)[forced])
+  answering = s.phase == Phase.ANSWERING
+  done = s.phase == Phase.DONE
+
+  token = jnp.where(closing, forced_token, sampled)
+  token = jnp.where(natural, config.end_think_id, token)
+  token = jnp.where(done, config.pad_id, token)
+
+  segment = jnp.full_like(token, Segment.THINKING)
+  segment = jnp.where(closing & (forced != FORCED_WAIT), Segment.CLOSE, segment)
+  segment = jnp.where(natural, Segment.CLOSE, segment)
+  segment = jnp.where(answering, Segment.ANSWER, segment)
+  segment = jnp.where(done, Segment.PAD, segment)
+
+  # Phase after emitting.
+  after_forced = _where(forced == FORCED_WAIT, Phase.THINKING, Phase.ANSWERING)
+  phase = _where(forced_done, after_forced, phase)
+  phase = _where(natural, Phase.CLOSING if has_prefix else Phase.ANSWERING, phase)
+  forced = _where(natural, FORCED_PREFIX, forced)
+  cursor = _where(natural, 0, _where(closing, cursor_after, cursor))
+  answer_tokens = s.answer_tokens + answering
+  finished_answer = answering & ((token == config.eos_id) |
+                                 (answer_tokens >= config.max_answer_tokens))
+  phase = _where(finished_answer, Phase.DONE, phase)
+  thinking_tokens = s.thinking_tokens + (segment == Segment.THINKING)
+
+  s = s.replace(phase=phase, forced=forced, forced_cursor=cursor, stop_reason=stop_reason,
+                answer_tokens=answer_tokens, thinking_tokens=thinking_tokens)
+  return s, token, segment
+
+
+def _early_stop(s: ThinkState, fire, reason: int) -> ThinkState:
+  """Switches the sequences where `fire` holds from THINKING to the forced close."""
+  fire = fire & (s.phase == Phase.THINKING)
+  return s.replace(phase=_where(fire, Phase.CLOSING, s.phase),
+                   forced=_where(fire, FORCED_CLOSE, s.forced),
+                   forced_cursor=_where(fire, 0, s.forced_cursor),
+                   stop_reason=_where(fire, reason, s.stop_reason))
+
+
+def _update_convergence(s: ThinkState, hidden, fed_thinking, config: ThinkConfig):
+  """Tumbling windows of W thinking tokens: compare each window's mean hidden state with
+  the previous window's (the article's rule, evaluated at every window boundary)."""
+  window_sum = s.window_sum + jnp.where(fed_thinking[:, None], hidden.astype(jnp.float32), 0.0)
+  count = s.window_count + fed_thinking
+  full = count >= config.converge_window
+  mean = window_sum / config.converge_window
+  cos = jnp.sum(mean * s.prev_window_mean, -1) / (
+      jnp.linalg.norm(mean, axis=-1) * jnp.linalg.norm(s.prev_window_mean, axis=-1) + 1e-9)
+  compared = full & s.has_prev_window
+  s = s.replace(
+      similarity=jnp.where(compared, cos, s.similarity),
+      prev_window_mean=jnp.where(full[:, None], mean, s.prev_window_mean),
+      has_prev_window=s.has_prev_window | full,
+      window_sum=jnp.where(full[:, None], 0.0, window_sum),
+      window_count=jnp.where(full, 0, count))
+  if config.rule("converged"):
+    s = _early_stop(s, compared & (cos >= config.converge_threshold), StopReason.CONVERGED)
+  return s
+
+
+def _body(s: ThinkState, params, config: ThinkConfig, table, table_len) -> ThinkState:
+  s, token, segment = _choose_token(s, config, table, table_len)
+  live = segment != Segment.PAD
+  batch = jnp.arange(token.shape[0])
+  index = jnp.where(live, s.num_generated, s.tokens.shape[1])
+  s = s.replace(tokens=s.tokens.at[batch, index].set(token, mode="drop"),
+                segments=s.segments.at[batch, index].set(segment, mode="drop"),
+                num_generated=s.num_generated + live)
+
+  # Feed the token at its position (finished sequences at -1: nothing written or attended).
+  position = jnp.where(live, s.position, -1)
+  logits, hidden, cache = forward(params, token[:, None], position[:, None], s.cache,
+                                  config.model)
+  s = s.replace(logits=logits[:, 0], cache=cache, position=s.position + live, step=s.step + 1)
+
+  fed_thinking = segment == Segment.THINKING
+  s = _update_convergence(s, hidden[:, 0], fed_thinking, config)
+  if config.rule("confidence"):
+    due = (fed_thinking & (s.phase == Phase.THINKING) &
+           (s.thinking_tokens % config.probe_every == 0) &
+           (s.position + probe_lib.probe_length(config) <= config.cache_len))
+    s = jax.lax.cond(due.any(), lambda st: probe_lib.run_probe(st, due, params, config),
+                     lambda st: st, s)
+    confident = due & probe_lib.is_confident(s, config)
+    s = _early_stop(s, confident, StopReason.CONFIDENCE)
+
+  # A sequence whose cache is full stops wherever it is.
+  s = s.replace(phase=_where(s.position >= config.cache_len, Phase.DONE, s.phase))
+  return s
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def think(params, inputs: ThinkInputs, config: ThinkConfig, rng: jax.Array) -> ThinkResult:
+  """Thinks and answers for a batch of prompts in one compiled program.
+
+  `rng` is one PRNG key; sequence b samples from `fold_in(rng, b)` so its tokens do not
+  depend on what else is in the batch.
+  """
+  batch, width = inputs.tokens.shape
+  model = config.model
+  cache = KVCache.init(model, batch, config.cache_len)
+  logits, _, cache = forward(params, inputs.tokens, prompt_positions(inputs.lengths, width),
+                             cache, model)
+  last = jnp.maximum(inputs.lengths - 1, 0)
+  logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
+  max_new = config.cache_len
+  agreement = max(config.probe_agreement, 1)
+  state = ThinkState(
+      cache=cache, logits=logits, position=inputs.lengths.astype(jnp.int32),
+      keys=jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(batch)),
+      step=jnp.zeros((), jnp.int32),
+      tokens=jnp.full((batch, max_new), config.pad_id, jnp.int32),
+      segments=jnp.zeros((batch, max_new), jnp.int32),
+      num_generated=jnp.zeros((batch,), jnp.int32),
+      window_sum=jnp.zeros((batch, model.embed_dim), jnp.float32),
+      window_count=jnp.zeros((batch,), jnp.int32),
+      prev_window_mean=jnp.zeros((batch, model.embed_dim), jnp.float32),
+      has_prev_window=jnp.zeros((batch,), bool),
+      similarity=jnp.full((batch,), jnp.nan, jnp.float32),
+      probe_history=jnp.full((batch, agreement, config.probe_answer_tokens), -1, jnp.int32),
+      num_probes=jnp.zeros((batch,), jnp.int32),
+      confidence=jnp.full((batch,), jnp.nan, jnp.float32),
+      probe_agrees=jnp.zeros((batch,), bool),
+      **initial_controller(inputs, config))
+  table, table_len = forced_table(config)
+
+  def cond_fn(s: ThinkState):
+    return ((s.phase != Phase.DONE).any()        # someone is still thinking or answering
+            & (s.step < max_new))                # every iteration writes one token: bounded
+
+  final = jax.lax.while_loop(cond_fn, lambda s: _body(s, params, config, table, table_len),
+                             state)
+  last_token = jnp.take_along_axis(final.tokens, jnp.maximum(final.num_generated - 1, 0)[:, None],
+                                   axis=1)[:, 0]
+  finished = (final.answer_tokens >= config.max_answer_tokens) | (
+      (final.answer_tokens > 0) & (last_token == config.eos_id))
+  return ThinkResult(tokens=final.tokens, segments=final.segments,
+                     num_generated=final.num_generated, thinking_tokens=final.thinking_tokens,
+                     answer_tokens=final.answer_tokens, stop_reason=final.stop_reason,
+                     num_probes=final.num_probes, confidence=final.confidence,
+                     similarity=final.similarity, finished=finished)

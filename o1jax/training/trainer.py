@@ -1,0 +1,190 @@
+"""The training loop: AdamW with warmup and cosine decay, masked next-token loss,
+periodic greedy evaluation, progress lines, metrics.jsonl and exact resume."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct
+
+from o1jax.model.config import ModelConfig
+from o1jax.model.transformer import count_params, forward, init_params
+from o1jax.training import data as data_lib
+from o1jax.training.checkpoint import TrainCheckpointer, save_pretrained
+from o1jax.training.evaluate import evaluate
+
+# Tests set this to SIGKILL the process right after a step: a real `kill -9`, at a known point.
+KILL_ENV = "O1JAX_TEST_KILL_AT_STEP"
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array                # [] int32
+  params: Any
+  opt_state: Any
+
+
+def model_config_from(config: ml_collections.ConfigDict) -> ModelConfig:
+  d = config.model.to_dict()
+  if d.get("rope_scaling") is None:
+    d["rope_scaling"] = None
+  return ModelConfig.from_dict(d)
+
+
+def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
+  d = config.data
+  # A task run of one global batch: processes read strided slices of it, so every local
+  # batch of step k is the same task and all processes trim to the same shape.
+  run = config.train.batch_size if d.get("task_batches", True) else 1
+  return data_lib.Mixture(tasks=tuple(d.tasks), difficulties=tuple(d.difficulties),
+                          no_thinking_fraction=float(d.no_thinking_fraction), seed=int(d.seed),
+                          task_run=run,
+                          answer_only_difficulties=tuple(
+                              (k, tuple(v)) for k, v in dict(d.get("answer_only", {})).items()))
+
+
+def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, t.learning_rate, t.warmup_steps, max(t.steps, t.warmup_steps + 1),
+      end_value=t.learning_rate * t.final_lr_fraction)
+  return optax.chain(optax.clip_by_global_norm(t.grad_clip),
+                     optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=t.weight_decay))
+
+
+def loss_fn(params, batch, model_config: ModelConfig):
+  inputs = batch["inputs"]
+  positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+  logits, _, _ = forward(params, inputs, positions, None, model_config)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+  mask = batch["loss_mask"]
+  return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("model_config", "optimizer"), donate_argnames=("state",))
+def train_step(state: TrainState, batch, model_config: ModelConfig, optimizer):
+  loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, model_config)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def init_state(model_config: ModelConfig, optimizer, seed: int) -> TrainState:
+  params = init_params(model_config, jax.random.key(seed))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params))
+
+
+def _validate(config: ml_collections.ConfigDict, mixture: data_lib.Mixture) -> None:
+  t = config.train
+  for name in ("steps", "batch_size", "seq_len", "log_every", "eval_every", "checkpoint_every"):
+    if int(t[name]) <= 0:
+      raise ValueError(f"train.{name} must be a positive integer, got {t[name]}")
+  if t.learning_rate <= 0:
+    raise ValueError(f"train.learning_rate must be positive, got {t.learning_rate}")
+  # Each of "<think>" and "</think>" is one token, and EOS is added.
+  need = mixture.max_text_len() - len("<think></think>") + 2 + 1
+  if t.seq_len + 1 < need:
+    raise ValueError(f"train.seq_len={t.seq_len} is too short for the longest example of this "
+                     f"mixture ({need} tokens with EOS); set train.seq_len >= {need - 1}")
+  if t.seq_len > config.model.max_seq_len:
+    raise ValueError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len="
+                     f"{config.model.max_seq_len}")
+
+
+def _say(line: str) -> None:
+  print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+class _Progress:
+  """Step, loss, tokens/s and ETA, measured over the steps since the last line."""
+
+  def __init__(self, total: int, start: int):
+    self.total, self.tokens = total, 0
+    self.t0, self.step0, self.t_last, self.step_last = time.time(), start, time.time(), start
+
+  def add_tokens(self, n: int) -> None:
+    self.tokens += n  # padded batch tokens actually computed on
+
+  def line(self, step: int, loss: float) -> tuple[str, float]:
+    now = time.time()
+    overall = (step - self.step0) / max(now - self.t0, 1e-9)
+    eta = (self.total - step) / max(overall, 1e-9)
+    tps = self.tokens / max(now - self.t_last, 1e-9)
+    self.t_last, self.step_last, self.tokens = now, step, 0
+    return (f"step {step}/{self.total} loss {loss:.4f} tokens/s {tps:,.0f} "
+            f"eta {int(eta // 60)}m{int(eta % 60):02d}s"), tps
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool = True):
+  """Trains (or resumes) to config.train.steps; returns (params, model_config, last eval)."""
+  model_config = model_config_from(config)
+  mixture = mixture_from(config)
+  _validate(config, mixture)
+  t = config.train
+  optimizer = make_optimizer(t)
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = TrainCheckpointer(os.path.join(workdir, "checkpoints"), t.max_to_keep)
+
+  state = init_state(model_config, optimizer, t.seed)
+  dataset = data_lib.make_dataset(mixture, t.batch_size, t.seq_len,
+                                  process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+  data_iter = iter(dataset)
+  restored = ckpt.restore_latest(jax.tree.map(jnp.zeros_like, state), model_config)
+  if restored is not None:
+    state, data_state = restored
+    data_iter.set_state(data_state)
+    _say(f"resumed from step {int(state.step)} (checkpoint in {ckpt.directory})")
+  else:
+    _say(f"model: {count_params(state.params):,} params; training {t.steps} steps")
+
+  heldout = data_lib.heldout_problems(mixture.tasks, mixture.difficulties, t.eval_problems,
+                                      seed=t.eval_seed)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  start = int(state.step)
+  progress = _Progress(t.steps, start)
+  kill_at = int(os.environ.get(KILL_ENV, "-1"))
+  last_eval: dict[str, float] = {}
+  loss = float("nan")
+  t_start = time.time()
+  for step in range(start + 1, t.steps + 1):
+    batch = {k: jnp.asarray(v) for k, v in next(data_iter).items()}
+    state, metrics = train_step(state, batch, model_config, optimizer)
+    progress.add_tokens(batch["inputs"].size)
+    record: dict[str, Any] = {}
+    if step % t.log_every == 0 or step == t.steps:
+      loss = float(metrics["loss"])  # blocks: the timing below is honest
+      line, tps = progress.line(step, loss)
+      record.update(loss=loss, grad_norm=float(metrics["grad_norm"]), tokens_per_s=tps)
+      if is_primary:
+        _say(line)
+    if step % t.eval_every == 0 or step == t.steps:
+      last_eval = evaluate(state.params, model_config, heldout)
+      record["eval"] = last_eval
+      if is_primary:
+        _say(f"eval step {step}: " + " ".join(f"{k}={v:.2f}" for k, v in last_eval.items()))
+    if record and is_primary:
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps({"step": step, "elapsed_s": time.time() - t_start, **record}) + "\n")
+    if step % t.checkpoint_every == 0 or step == t.steps:
+      ckpt.save(step, state, data_iter.get_state(), model_config)
+    if step == kill_at:
+      ckpt.wait()
+      os.kill(os.getpid(), signal.SIGKILL)
+  ckpt.wait()
+  ckpt.close()
+  if is_primary and t.export_dir:
+    save_pretrained(t.export_dir, state.params, model_config,
+                    {"train_config": json.loads(config.to_json()), "eval": last_eval})
+  return state.params, model_config, last_eval
