@@ -37,12 +37,13 @@ def cudnn_attention(q, k, v, q_positions, scale=None):
                                       implementation="cudnn")
 
 
-def attend(q, k, v, q_positions, impl: str = "xla", scale=None):
+def attend(q, k, v, q_positions, impl: str = "xla", scale=None, from_cache: bool = False):
+  """`from_cache`: keys are a KV cache being decoded against (no gradient is needed)."""
   if impl == "xla":
     return xla_attention(q, k, v, q_positions, scale)
   if impl == "pallas":
     from o1jax import kernels  # imported lazily: Pallas is only needed when asked for
-    if q.shape[1] <= _DECODE_MAX_QUERIES:
+    if from_cache and q.shape[1] <= _DECODE_MAX_QUERIES:
       return kernels.decode_attention(q, k, v, q_positions, scale=scale)
     return kernels.flash_attention(q, k, v, q_positions, scale=scale)
   if impl == "cudnn":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -36,8 +37,11 @@ class KVCache:
     dtype = dtype or config.jnp_dtype
     shape = (batch_size, cache_len, config.num_kv_heads, config.head_dim)
     # Separate buffers per leaf: donating two leaves that alias one buffer fails.
-    k = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
-    v = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    # The constraint is a no-op unless o1jax.parallel.activate(mesh, ...) is in effect; under
+    # it the cache is born sharded (batch and KV heads split over the mesh) instead of whole.
+    zeros = lambda: nn.with_logical_constraint(jnp.zeros(shape, dtype), CACHE_AXES)
+    k = tuple(zeros() for _ in range(config.num_layers))
+    v = tuple(zeros() for _ in range(config.num_layers))
     return cls(k=k, v=v)
 
 

@@ -75,7 +75,8 @@ class Attention(nn.Module):
     else:  # keys are the whole cache, with this call's tokens written at their positions
       keys, values = write_kv(cache_kv[0], cache_kv[1], k, v, positions)
       new_kv = (keys, values)
-    out = attend(q, keys.astype(dt), values.astype(dt), mask_positions, c.attention_impl)
+    out = attend(q, keys.astype(dt), values.astype(dt), mask_positions, c.attention_impl,
+                 from_cache=cache_kv is not None)
     return jnp.einsum("bthd,hde->bte", out, wo.astype(dt)), new_kv
 
 

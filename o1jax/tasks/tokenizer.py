@@ -79,6 +79,14 @@ class CharTokenizer:
       # ids past the character range (the rounded-up tail) decode to nothing
     return "".join(out)
 
+  def encode_prompt(self, prompt: str) -> list[int]:
+    """The context the thinking loop starts from: the prompt, then `<think>`."""
+    return self.encode(prompt) + [THINK]
+
+  def close_ids(self) -> tuple[int, ...]:
+    """What a forced stop emits: just `</think>` (the answer follows directly)."""
+    return (END_THINK,)
+
   def check_text(self, text: str) -> None:
     """Raises TokenizerError naming the first character outside the vocabulary."""
     self.encode(text)

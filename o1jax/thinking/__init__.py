@@ -1,6 +1,6 @@
 """The thinking loop: one compiled `lax.while_loop` with a per-sequence budget controller."""
 
-from o1jax.thinking.api import (UNLIMITED, Thought, decode_result, parse_budget,
+from o1jax.thinking.api import (UNLIMITED, Thought, decode_result, make_think_config, parse_budget,
                                 prepare_inputs, think_texts)
 from o1jax.thinking.budget import ARTICLE_BUDGETS, article_budget, scaled_policy
 from o1jax.thinking.config import (DEFAULT_STOP_RULES, STOP_RULES, Phase, StopReason,

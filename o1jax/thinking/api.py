@@ -80,7 +80,7 @@ def prepare_inputs(tokenizer, prompts: Sequence[str], config: ThinkConfig, budge
       raise ValueError("min_thinking must be a finite integer")
     if m > b:
       raise ValueError(f"prompt {i}: min_thinking ({m}) is above the thinking budget ({b})")
-    ids = tokenizer.encode(p) + [config.think_id]
+    ids = list(tokenizer.encode_prompt(p))
     room = config.cache_len - len(ids) - config.reserve
     if room < 0 or (b != UNLIMITED and b > room):
       need = len(ids) + config.reserve + (0 if b == UNLIMITED else b)
@@ -94,6 +94,20 @@ def prepare_inputs(tokenizer, prompts: Sequence[str], config: ThinkConfig, budge
   return ThinkInputs(tokens=jnp.asarray(tokenizer.pad_batch(encoded, width)),
                      lengths=jnp.asarray(lengths), budget=jnp.asarray(budgets, jnp.int32),
                      min_thinking=jnp.asarray(mins, jnp.int32))
+
+
+def make_think_config(model_config, tokenizer, cache_len: int | None = None,
+                      **overrides) -> ThinkConfig:
+  """A ThinkConfig whose special tokens and close string come from the tokenizer."""
+  cache_len = cache_len or model_config.max_seq_len
+  if cache_len > model_config.max_seq_len:
+    raise ValueError(f"cache_len {cache_len} exceeds the model's max_seq_len "
+                     f"{model_config.max_seq_len}")
+  kw = dict(model=model_config, cache_len=cache_len, think_id=tokenizer.think_id,
+            end_think_id=tokenizer.end_think_id, eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id, close_ids=tuple(tokenizer.close_ids()))
+  kw.update(overrides)
+  return ThinkConfig(**kw)
 
 
 def decode_result(result, tokenizer, prompts: Sequence[str]) -> list[Thought]:

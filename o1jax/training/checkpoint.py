@@ -119,3 +119,29 @@ def load_pretrained(directory: str, model_config: ModelConfig | None = None):
   params = flax.serialization.from_state_dict(template, state)
   params = jax.tree.map(lambda x: jax.numpy.asarray(x, saved_config.jnp_param_dtype), params)
   return params, saved_config, info
+
+
+def load_params(path: str, model_config: ModelConfig | None = None):
+  """(params, model_config, info) from a shipped checkpoint directory (model.json +
+  params.msgpack) or from a training workdir (its newest orbax checkpoint)."""
+  if os.path.exists(os.path.join(path, "model.json")):
+    return load_pretrained(path, model_config)
+  ckpt_dir = os.path.join(path, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(f"{path} is neither a checkpoint directory (model.json + "
+                            "params.msgpack) nor a training workdir (checkpoints/)")
+  manager = ocp.CheckpointManager(os.path.abspath(ckpt_dir))
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"training workdir {path} has no complete checkpoint yet")
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  saved_config = ModelConfig.from_dict(meta["model_config"])
+  if model_config is not None:
+    check_model_config(meta["model_config"], model_config, f"{ckpt_dir}/{step}")
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return state["state"]["params"], saved_config, {"step": step}
+
+
+def embedded_checkpoint_dir() -> str:
+  """The tiny reasoner shipped inside the package."""
+  return os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints", "tiny")

@@ -1,5 +1,11 @@
 """The training loop: AdamW with warmup and cosine decay, masked next-token loss,
-periodic greedy evaluation, progress lines, metrics.jsonl and exact resume."""
+periodic greedy evaluation, progress lines, metrics.jsonl and exact resume.
+
+Sharding (o1jax/parallel/): the state is born sharded on the mesh from `config.mesh.shape`
+(default (-1, 1, 1): data parallel over every device), the step is jitted with that layout,
+each process feeds its own rows of every global batch, and checkpoints restore onto any mesh.
+On one device all of this is the identity and the run is the plain single-device loop.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +23,10 @@ import numpy as np
 import optax
 from flax import struct
 
+from o1jax import parallel
 from o1jax.model.config import ModelConfig
 from o1jax.model.transformer import count_params, forward, init_params
+from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.training import data as data_lib
 from o1jax.training.checkpoint import TrainCheckpointer, save_pretrained
 from o1jax.training.evaluate import evaluate
@@ -70,8 +78,7 @@ def loss_fn(params, batch, model_config: ModelConfig):
   return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=("model_config", "optimizer"), donate_argnames=("state",))
-def train_step(state: TrainState, batch, model_config: ModelConfig, optimizer):
+def _train_step(state: TrainState, batch, model_config: ModelConfig, optimizer):
   loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, model_config)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -79,10 +86,47 @@ def train_step(state: TrainState, batch, model_config: ModelConfig, optimizer):
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
+# The unsharded step (one device, default placement); `train` uses `sharded_train_step`.
+train_step = jax.jit(_train_step, static_argnames=("model_config", "optimizer"),
+                     donate_argnames=("state",))
+
+
 def init_state(model_config: ModelConfig, optimizer, seed: int) -> TrainState:
   params = init_params(model_config, jax.random.key(seed))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params))
+
+
+def state_shardings(model_config: ModelConfig, optimizer, mesh):
+  """(abstract TrainState, TrainState of NamedShardings) for this mesh.
+
+  Raises a ValueError when the mesh does not fit the model (see parallel.check_model_fits).
+  """
+  abstract = jax.eval_shape(lambda: init_state(model_config, optimizer, 0))
+  params = parallel.param_shardings(model_config, mesh)
+  return abstract, TrainState(
+      step=parallel.replicated(mesh), params=params,
+      opt_state=parallel.opt_state_shardings(optimizer, abstract.opt_state, params, mesh))
+
+
+def sharded_train_step(model_config: ModelConfig, optimizer, mesh, shardings: TrainState):
+  """The train step jitted for `mesh`: data parallel over the batch axes, parameters and
+  moments laid out as `shardings` (FSDP over embed, tensor parallel over heads/mlp/vocab).
+  Pinning the output layout to the input layout keeps donation in place step after step.
+  Call it inside `parallel.activate(mesh, model_config)`, where the model's activation
+  constraints bind to the mesh."""
+  step = functools.partial(_train_step, model_config=model_config, optimizer=optimizer)
+  return jax.jit(step, in_shardings=(shardings, parallel.batch_sharding(mesh, 2)),
+                 out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+
+
+def _evaluate(params, model_config: ModelConfig, heldout, mesh) -> dict[str, float]:
+  if jax.process_count() == 1:
+    with parallel.activate(mesh, model_config):  # greedy decoding sharded over the batch
+      return evaluate(params, model_config, heldout)
+  # greedy_decode reads tokens on the host every step, which arrays spread over processes do
+  # not allow: every process evaluates a gathered copy on its own devices (outside the mesh).
+  return evaluate(parallel.to_host(params), model_config, heldout)
 
 
 def _validate(config: ml_collections.ConfigDict, mixture: data_lib.Mixture) -> None:
@@ -126,28 +170,50 @@ class _Progress:
             f"eta {int(eta // 60)}m{int(eta % 60):02d}s"), tps
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool = True):
-  """Trains (or resumes) to config.train.steps; returns (params, model_config, last eval)."""
+def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool | None = None):
+  """Trains (or resumes) to config.train.steps; returns (params, model_config, last eval).
+
+  Every process of a multi-host run calls this; only the primary (process 0 unless
+  `is_primary` says otherwise) prints and writes metrics and the export.
+  """
   model_config = model_config_from(config)
   mixture = mixture_from(config)
   _validate(config, mixture)
   t = config.train
+  if is_primary is None:
+    is_primary = parallel.is_primary()
+  mesh = parallel.mesh_from_config(config)
+  parallel.check_batch(t.batch_size, mesh)
   optimizer = make_optimizer(t)
+  abstract, shardings = state_shardings(model_config, optimizer, mesh)
+  step_fn = sharded_train_step(model_config, optimizer, mesh, shardings)
   os.makedirs(workdir, exist_ok=True)
   ckpt = TrainCheckpointer(os.path.join(workdir, "checkpoints"), t.max_to_keep)
 
-  state = init_state(model_config, optimizer, t.seed)
+  # Each process reads its own rows of every global batch (processes whose devices hold
+  # the same rows, e.g. across a tensor axis that spans hosts, read the same ones).
+  data_index, data_count = parallel.process_data_shard(mesh, t.batch_size)
   dataset = data_lib.make_dataset(mixture, t.batch_size, t.seq_len,
-                                  process_index=jax.process_index(),
-                                  process_count=jax.process_count())
+                                  process_index=data_index, process_count=data_count)
   data_iter = iter(dataset)
-  restored = ckpt.restore_latest(jax.tree.map(jnp.zeros_like, state), model_config)
+  # Restore into abstract arrays carrying this run's shardings: a checkpoint written on any
+  # mesh shape lands directly in this one's layout.
+  restored = (ckpt.restore_latest(parallel.abstract_with(abstract, shardings), model_config)
+              if ckpt.latest_step() is not None else None)
   if restored is not None:
     state, data_state = restored
     data_iter.set_state(data_state)
-    _say(f"resumed from step {int(state.step)} (checkpoint in {ckpt.directory})")
+    if is_primary:
+      _say(f"resumed from step {int(state.step)} (checkpoint in {ckpt.directory})")
   else:
-    _say(f"model: {count_params(state.params):,} params; training {t.steps} steps")
+    with parallel.activate(mesh, model_config):
+      state = parallel.init_sharded(lambda: init_state(model_config, optimizer, t.seed),
+                                    shardings)
+    if is_primary:
+      _say(f"model: {count_params(state.params):,} params; training {t.steps} steps")
+  if is_primary and mesh.devices.size > 1:
+    _say("mesh " + " ".join(f"{a}={n}" for a, n in mesh.shape.items())
+         + f" over {jax.process_count()} process(es)")
 
   heldout = data_lib.heldout_problems(mixture.tasks, mixture.difficulties, t.eval_problems,
                                       seed=t.eval_seed)
@@ -158,9 +224,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool =
   last_eval: dict[str, float] = {}
   loss = float("nan")
   t_start = time.time()
+  pad_id = CharTokenizer().pad_id
+  fill = {"inputs": pad_id, "targets": pad_id, "loss_mask": 0.0}
   for step in range(start + 1, t.steps + 1):
-    batch = {k: jnp.asarray(v) for k, v in next(data_iter).items()}
-    state, metrics = train_step(state, batch, model_config, optimizer)
+    batch = parallel.global_batch(next(data_iter), mesh, t.batch_size, fill)
+    with parallel.activate(mesh, model_config):  # the model's constraints bind to the mesh
+      state, metrics = step_fn(state, batch)
     progress.add_tokens(batch["inputs"].size)
     record: dict[str, Any] = {}
     if step % t.log_every == 0 or step == t.steps:
@@ -170,7 +239,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool =
       if is_primary:
         _say(line)
     if step % t.eval_every == 0 or step == t.steps:
-      last_eval = evaluate(state.params, model_config, heldout)
+      last_eval = _evaluate(state.params, model_config, heldout, mesh)
       record["eval"] = last_eval
       if is_primary:
         _say(f"eval step {step}: " + " ".join(f"{k}={v:.2f}" for k, v in last_eval.items()))
@@ -184,7 +253,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool =
       os.kill(os.getpid(), signal.SIGKILL)
   ckpt.wait()
   ckpt.close()
-  if is_primary and t.export_dir:
-    save_pretrained(t.export_dir, state.params, model_config,
-                    {"train_config": json.loads(config.to_json()), "eval": last_eval})
+  if t.export_dir:
+    params = parallel.to_host(state.params)  # every process: a gather when spread over hosts
+    if is_primary:
+      save_pretrained(t.export_dir, params, model_config,
+                      {"train_config": json.loads(config.to_json()), "eval": last_eval})
   return state.params, model_config, last_eval

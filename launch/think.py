@@ -1,0 +1,156 @@
+"""Think, then answer, with a per-prompt thinking budget and early-stop rules.
+
+With no flags it draws held-out problems of every task from the embedded tiny reasoner:
+  python launch/think.py
+  python launch/think.py --prompt="2x+5=13" --max_thinking_tokens=8 --show_thinking
+  python launch/think.py --task=countdown --difficulty=4 --num_problems=8 --json
+  python launch/think.py --hf_dir=/models/DeepSeek-R1-Distill-Qwen-1.5B --prompt="..." \
+      --max_thinking_tokens=512 --dtype=bfloat16
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+_PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
+_PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "A file with one prompt per line.")
+_TASK = flags.DEFINE_string("task", None, "Draw held-out problems from this task ('all': every "
+                            "task); the default when no prompt is given.")
+_DIFFICULTY = flags.DEFINE_string("difficulty", "all", "Difficulty level 1..4 or 'all'.")
+_NUM_PROBLEMS = flags.DEFINE_integer("num_problems", 2, "Problems per task and difficulty.")
+_MAX_THINKING = flags.DEFINE_string("max_thinking_tokens", "inf",
+                                    "Thinking budget: an integer, 'inf', or 'auto' (from the "
+                                    "problem's difficulty, the o1 article's table x "
+                                    "--budget_scale).")
+_BUDGET_SCALE = flags.DEFINE_float("budget_scale", 0.1, "Scale of the article's budgets for "
+                                   "budget=auto (its table is for o1-sized models).")
+_MIN_THINKING = flags.DEFINE_integer("min_thinking_tokens", 0, "Suppress closing before this.")
+_WAIT_TEXT = flags.DEFINE_string("wait_text", "", "Inserted when the model tries to close "
+                                 "before the minimum (s1's 'Wait'); empty: just suppress.")
+_CLOSE_TEXT = flags.DEFINE_string("close_text", None, "Forced when thinking is stopped from "
+                                  "outside; must contain the end-of-thinking marker.")
+_STOP_RULES = flags.DEFINE_list("stop_rules", ["natural", "budget"],
+                                "Any of natural, budget, confidence, converged.")
+_CONF_THRESHOLD = flags.DEFINE_float("confidence_threshold", 0.95, "Probe confidence to stop.")
+_PROBE_EVERY = flags.DEFINE_integer("probe_every", 16, "Thinking tokens between probes.")
+_PROBE_AGREEMENT = flags.DEFINE_integer("probe_agreement", 2, "Stop when this many previous "
+                                        "probes gave the same answer (0: off).")
+_CONV_WINDOW = flags.DEFINE_integer("converge_window", 16, "Window W of the converged rule.")
+_CONV_THRESHOLD = flags.DEFINE_float("converge_threshold", 0.9, "Cosine similarity to stop.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "0: off.")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "1: off.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed; the same seed gives the same result.")
+_SHOW_THINKING = flags.DEFINE_bool("show_thinking", False, "Print the hidden thinking too.")
+_JSON = flags.DEFINE_bool("json", False, "One JSON object per line per prompt.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint dir or training workdir "
+                                  "(default: the embedded tiny reasoner).")
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "A local Hugging Face model directory.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_CACHE_LEN = flags.DEFINE_integer("cache_len", None, "Context length (default: the model's).")
+_MAX_ANSWER = flags.DEFINE_integer("max_answer_tokens", 32, "Answer length cap.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Prompts per compiled batch.")
+
+
+def _load():
+  """(params, model_config, tokenizer) from --hf_dir, --checkpoint or the embedded model."""
+  if _HF_DIR.value:
+    from o1jax import hf
+    return hf.load_hf(_HF_DIR.value, dtype=_DTYPE.value)
+  from o1jax.tasks.tokenizer import CharTokenizer
+  from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
+  params, config, _ = load_params(_CHECKPOINT.value or embedded_checkpoint_dir())
+  return params, config.replace(dtype=_DTYPE.value), CharTokenizer()
+
+
+def _problems():
+  """[(prompt, Problem or None)] from the flags."""
+  from o1jax import tasks
+  prompts = list(_PROMPT.value)
+  if _PROMPTS_FILE.value:
+    with open(_PROMPTS_FILE.value) as f:
+      prompts += [line.rstrip("\n") for line in f if line.strip()]
+  items = [(p, tasks.find_task_for_prompt(p)) for p in prompts]
+  task = _TASK.value or (None if items else "all")
+  if task:
+    names = sorted(tasks.TASKS) if task == "all" else [task]
+    for name in names:
+      t = tasks.get_task(name)
+      levels = t.difficulties if _DIFFICULTY.value == "all" else [int(_DIFFICULTY.value)]
+      for d in levels:
+        items += [(p.prompt, p) for p in t.generate_problems(_SEED.value + 7, d,
+                                                             _NUM_PROBLEMS.value, split="eval")]
+  if not items:
+    raise ValueError("no prompts: give --prompt, --prompts_file or --task")
+  return items
+
+
+def _budgets(items):
+  from o1jax.thinking import article_budget
+  value = _MAX_THINKING.value
+  if value != "auto":
+    return [value] * len(items)
+  # The task label's difficulty when the prompt is a known task; 'moderate' otherwise.
+  return [article_budget(p.difficulty if p else 2, _BUDGET_SCALE.value) for _, p in items]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  from o1jax import tasks
+  from o1jax.thinking import make_think_config, think_texts
+  try:
+    if _DIFFICULTY.value != "all" and _DIFFICULTY.value not in ("1", "2", "3", "4"):
+      raise ValueError(f"--difficulty must be 1..4 or 'all', got {_DIFFICULTY.value!r}")
+    if _TASK.value and _TASK.value != "all":
+      tasks.get_task(_TASK.value)
+    items = _problems()
+    params, model_config, tokenizer = _load()
+    overrides = dict(stop_rules=tuple(_STOP_RULES.value), temperature=_TEMPERATURE.value,
+                     top_k=_TOP_K.value, top_p=_TOP_P.value,
+                     confidence_threshold=_CONF_THRESHOLD.value, probe_every=_PROBE_EVERY.value,
+                     probe_agreement=_PROBE_AGREEMENT.value,
+                     converge_window=_CONV_WINDOW.value, converge_threshold=_CONV_THRESHOLD.value,
+                     max_answer_tokens=_MAX_ANSWER.value)
+    if _WAIT_TEXT.value:
+      overrides["wait_ids"] = tuple(tokenizer.encode(_WAIT_TEXT.value))
+    if _CLOSE_TEXT.value is not None:
+      overrides["close_ids"] = tuple(tokenizer.encode(_CLOSE_TEXT.value))
+    config = make_think_config(model_config, tokenizer, _CACHE_LEN.value, **overrides)
+    prompts = [p for p, _ in items]
+    thoughts = think_texts(params, tokenizer, prompts, config, budgets=_budgets(items),
+                           min_thinking=_MIN_THINKING.value, seed=_SEED.value,
+                           batch_size=min(_BATCH_SIZE.value, len(prompts)))
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+
+  correct = []
+  for (prompt, problem), th in zip(items, thoughts):
+    ok = None if problem is None else tasks.get_task(problem.task).verify(problem, th.answer)
+    if ok is not None:
+      correct.append(ok)
+    if _JSON.value:
+      row = {"prompt": prompt, "answer": th.answer, "thinking_tokens": th.thinking_tokens,
+             "answer_tokens": th.answer_tokens, "stop_reason": th.stop_reason, "correct": ok,
+             "thinking": th.thinking if _SHOW_THINKING.value else None,
+             "task": problem.task if problem else None,
+             "difficulty": problem.difficulty if problem else None,
+             "num_probes": th.num_probes, "confidence": th.confidence}
+      print(json.dumps(row))
+      continue
+    mark = {True: "correct", False: "WRONG", None: "unverified"}[ok]
+    print(f"{prompt}")
+    if _SHOW_THINKING.value:
+      print(f"  thinking: {th.thinking}")
+    print(f"  answer: {th.answer}   [{th.thinking_tokens} thinking tokens, stop: "
+          f"{th.stop_reason}, {mark}]")
+  if correct and not _JSON.value:
+    print(f"accuracy: {sum(correct)}/{len(correct)} = {sum(correct) / len(correct):.1%}")
+
+
+if __name__ == "__main__":
+  app.run(main)
