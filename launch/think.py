@@ -55,11 +55,16 @@ _MAX_ANSWER = flags.DEFINE_integer("max_answer_tokens", 32, "Answer length cap."
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Prompts per compiled batch.")
 
 
+_HF_DEFAULT_CACHE = 4096
+
+
 def _load():
   """(params, model_config, tokenizer) from --hf_dir, --checkpoint or the embedded model."""
   if _HF_DIR.value:
     from o1jax import hf
-    return hf.load_hf(_HF_DIR.value, dtype=_DTYPE.value)
+    # Real checkpoints declare contexts of 32K-128K; the cache is sized by --cache_len.
+    return hf.load_hf(_HF_DIR.value, dtype=_DTYPE.value,
+                      max_seq_len=_CACHE_LEN.value or _HF_DEFAULT_CACHE)
   from o1jax.tasks.tokenizer import CharTokenizer
   from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
   params, config, _ = load_params(_CHECKPOINT.value or embedded_checkpoint_dir())
