@@ -29,39 +29,64 @@ def _greedy(logits):
 
 def trial_answer(state, due, params, config: ThinkConfig):
   """Greedy trial answers [B, A] (pad after EOS), their mean token probability [B] and
-  whether each ended with EOS within A tokens."""
+  whether each ended with EOS within A tokens.
+
+  Verified speculatively against the previous probe's answer: one forward call over
+  [close, prefix, previous answer] gives the greedy token at every answer position whose
+  prefix agreed, so a stable answer costs a single call; rows that diverge finish the
+  answer token by token from their first disagreement.
+  """
   model = config.model
   forced = jnp.asarray(config.close_ids + config.answer_prefix_ids, jnp.int32)
   batch, n_forced, n_answer = state.position.shape[0], forced.shape[0], config.probe_answer_tokens
+  guess = state.probe_history[:, 0]                  # [B, A], -1 before the first probe
+  guess = jnp.where(guess < 0, config.pad_id, guess)
   start = jnp.where(due, state.position, -1)
-  offsets = jnp.arange(n_forced)[None, :]
+  chunk = jnp.concatenate([jnp.broadcast_to(forced, (batch, n_forced)), guess], axis=1)
+  offsets = jnp.arange(n_forced + n_answer)[None, :]
   positions = jnp.where(due[:, None], start[:, None] + offsets, -1)
-  logits, _, cache = forward(params, jnp.broadcast_to(forced, (batch, n_forced)), positions,
-                             state.cache, model)
-  token, prob = _greedy(logits[:, -1])
-
-  def cond(c):
-    i, _, _, _, _, _, ended = c
-    return (i < n_answer) & ~(ended | ~due).all()   # stop once every probed row hit EOS
+  logits, _, cache = forward(params, chunk, positions, state.cache, model)
+  # Prediction for answer token j given the forced tokens and guess[:j].
+  probs = jax.nn.softmax(logits[:, n_forced - 1: n_forced - 1 + n_answer].astype(jnp.float32), -1)
+  greedy = jnp.argmax(probs, -1).astype(jnp.int32)
+  greedy_prob = jnp.max(probs, -1)
+  # greedy[j] is the true greedy token while guess[:j] matched greedy[:j]. Up to and including
+  # the first disagreement (or the first EOS) the speculative answer is exact.
+  agree = greedy == guess
+  is_eos = greedy == config.eos_id
+  stop = ~agree | is_eos
+  first_stop = jnp.where(stop.any(-1), jnp.argmax(stop, -1), n_answer - 1)   # [B]
+  idx = jnp.arange(n_answer)[None, :]
+  known = idx <= first_stop[:, None]
+  answers = jnp.where(known, greedy, config.pad_id)
+  prob_sum = jnp.sum(jnp.where(known, greedy_prob, 0.0), -1)
+  ended = jnp.take_along_axis(is_eos, first_stop[:, None], 1)[:, 0]
+  # Rows that disagreed before EOS continue from their first disagreement.
+  cursor = first_stop + 1                                  # next answer index to produce
+  token = jnp.take_along_axis(greedy, first_stop[:, None], 1)[:, 0]
+  live = due & ~ended & (cursor < n_answer)
 
   def body(c):
-    i, token, prob, cache, answers, prob_sum, ended = c
-    live = due & ~ended
-    answers = answers.at[:, i].set(jnp.where(live, token, config.pad_id))
-    prob_sum = prob_sum + jnp.where(live, prob, 0.0)
-    count_ended = ended | (token == config.eos_id)
-    pos = jnp.where(live, start + n_forced + i, -1)
+    cursor, token, cache, answers, prob_sum, live, ended = c
+    pos = jnp.where(live, start + n_forced + cursor - 1, -1)  # feed the last known token
     logits, _, cache = forward(params, token[:, None], pos[:, None], cache, model)
-    next_token, next_prob = _greedy(logits[:, 0])
-    return i + 1, next_token, next_prob, cache, answers, prob_sum, count_ended
+    p = jax.nn.softmax(logits[:, 0].astype(jnp.float32), -1)
+    nxt = jnp.argmax(p, -1).astype(jnp.int32)
+    batch_idx = jnp.arange(batch)
+    write = jnp.where(live, cursor, n_answer)
+    answers = answers.at[batch_idx, write].set(nxt, mode="drop")
+    prob_sum = prob_sum + jnp.where(live, jnp.max(p, -1), 0.0)
+    ended = ended | (live & (nxt == config.eos_id))
+    cursor = cursor + live
+    live = live & (nxt != config.eos_id) & (cursor < n_answer)
+    return cursor, jnp.where(live, nxt, token), cache, answers, prob_sum, live, ended
 
-  answers = jnp.full((batch, n_answer), config.pad_id, jnp.int32)
-  init = (jnp.zeros((), jnp.int32), token, prob, cache, answers,
-          jnp.zeros((batch,), jnp.float32), jnp.zeros((batch,), bool))
-  _, _, _, cache, answers, prob_sum, ended = jax.lax.while_loop(cond, body, init)
+  c = (cursor, token, cache, answers, prob_sum, live, ended)
+  c = jax.lax.while_loop(lambda c: c[5].any(), body, c)   # while some row still decodes
+  _, _, cache, answers, prob_sum, _, ended = c
   length = jnp.sum(answers != config.pad_id, axis=-1)
   confidence = prob_sum / jnp.maximum(length, 1)
-  return answers, confidence, ended, cache
+  return answers, confidence, ended & due, cache
 
 
 def run_probe(state, due, params, config: ThinkConfig):
