@@ -22,7 +22,7 @@ SMALL = {"model.embed_dim": 32, "model.num_layers": 2, "model.num_heads": 4,
          "model.num_kv_heads": 2, "model.head_dim": 8, "model.mlp_dim": 64,
          "train.batch_size": 8, "train.seq_len": 160, "train.warmup_steps": 2,
          "train.log_every": 1, "train.eval_every": 1000, "train.eval_problems": 0,
-         "train.checkpoint_every": 4, "data.difficulties": (1, 2)}
+         "train.checkpoint_every": 4, "data.difficulties": (1, 2), "mesh.shape": (1, 1, 1)}
 
 
 def _config(**overrides):

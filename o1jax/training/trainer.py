@@ -27,7 +27,6 @@ from o1jax import parallel
 from o1jax.model.config import ModelConfig
 from o1jax.model.transformer import count_params, forward, init_params
 from o1jax.tasks.tokenizer import CharTokenizer
-from o1jax.training import data as data_lib
 from o1jax.training.checkpoint import TrainCheckpointer, save_pretrained
 from o1jax.training.evaluate import evaluate
 
@@ -49,7 +48,15 @@ def model_config_from(config: ml_collections.ConfigDict) -> ModelConfig:
   return ModelConfig.from_dict(d)
 
 
+def _data_lib():
+  """The grain pipeline, imported on use: the state and step functions here also serve
+  benchmarks on machines without grain (launch/bench_train_mfu.py)."""
+  from o1jax.training import data as data_lib
+  return data_lib
+
+
 def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
+  data_lib = _data_lib()
   d = config.data
   # A task run of one global batch: processes read strided slices of it, so every local
   # batch of step k is the same task and all processes trim to the same shape.
@@ -82,7 +89,7 @@ def _train_step(state: TrainState, batch, model_config: ModelConfig, optimizer):
   loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, model_config)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -131,6 +138,8 @@ def _evaluate(params, model_config: ModelConfig, heldout, mesh) -> dict[str, flo
 
 def _validate(config: ml_collections.ConfigDict, mixture: data_lib.Mixture) -> None:
   t = config.train
+  if int(t.eval_problems) < 0:
+    raise ValueError(f"train.eval_problems must be >= 0 (0: no evaluation), got {t.eval_problems}")
   for name in ("steps", "batch_size", "seq_len", "log_every", "eval_every", "checkpoint_every"):
     if int(t[name]) <= 0:
       raise ValueError(f"train.{name} must be a positive integer, got {t[name]}")
@@ -176,6 +185,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
   Every process of a multi-host run calls this; only the primary (process 0 unless
   `is_primary` says otherwise) prints and writes metrics and the export.
   """
+  data_lib = _data_lib()
   model_config = model_config_from(config)
   mixture = mixture_from(config)
   _validate(config, mixture)
@@ -216,7 +226,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
          + f" over {jax.process_count()} process(es)")
 
   heldout = data_lib.heldout_problems(mixture.tasks, mixture.difficulties, t.eval_problems,
-                                      seed=t.eval_seed)
+                                      seed=t.eval_seed) if t.eval_problems else {}
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   start = int(state.step)
   progress = _Progress(t.steps, start)
@@ -238,7 +248,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
       record.update(loss=loss, grad_norm=float(metrics["grad_norm"]), tokens_per_s=tps)
       if is_primary:
         _say(line)
-    if step % t.eval_every == 0 or step == t.steps:
+    if t.eval_problems and (step % t.eval_every == 0 or step == t.steps):
       last_eval = _evaluate(state.params, model_config, heldout, mesh)
       record["eval"] = last_eval
       if is_primary:
@@ -247,6 +257,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
       with open(metrics_path, "a") as f:
         f.write(json.dumps({"step": step, "elapsed_s": time.time() - t_start, **record}) + "\n")
     if step % t.checkpoint_every == 0 or step == t.steps:
+      # All processes save together (each writes its shards). Their iterators all stand at
+      # the same batch index, so the data state process 0 writes restores every process.
       ckpt.save(step, state, data_iter.get_state(), model_config)
     if step == kill_at:
       ckpt.wait()
