@@ -10,7 +10,7 @@ from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import make_think_config, prepare_inputs, think
 from o1jax.training.trainer import loss_fn
 
-XLA = ModelConfig(embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+XLA = ModelConfig(embed_dim=64, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=16,
                   mlp_dim=128, max_seq_len=96)
 PALLAS = XLA.replace(attention_impl="pallas")
 
