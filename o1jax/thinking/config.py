@@ -27,6 +27,7 @@ class StopReason(enum.IntEnum):
 
 STOP_RULES = ("natural", "budget", "confidence", "converged")
 DEFAULT_STOP_RULES = ("natural", "budget")
+CONFIDENCE_ESTIMATES = ("probe", "head")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,11 @@ class ThinkConfig:
   probe_answer_tokens: int = 8
   confidence_threshold: float = 0.95
   probe_agreement: int = 2    # also stop when this many previous probes gave the same answer
+  # Where the `confidence` rule's estimate comes from (issue 7): "probe" decodes a trial
+  # answer (above); "head" reads a trained confidence head (o1jax/model/heads.py) off the
+  # hidden state the loop already has, every `probe_every` tokens, at no extra forward pass.
+  # Its params come in through think(..., heads={"confidence": head}).
+  confidence_estimate: str = "probe"
   # convergence
   converge_window: int = 50
   converge_threshold: float = 0.9
@@ -81,6 +87,7 @@ class ThinkConfig:
               ("top_p", 0 < self.top_p <= 1), ("probe_agreement", self.probe_agreement >= 0),
               ("confidence_threshold", 0 <= self.confidence_threshold <= 1),
               ("converge_threshold", -1 <= self.converge_threshold <= 1)]
+    checks.append(("confidence_estimate", self.confidence_estimate in CONFIDENCE_ESTIMATES))
     bad = [name for name, ok in checks if not ok]
     if bad:
       raise ValueError("invalid ThinkConfig values: " +

@@ -128,7 +128,17 @@ def _update_convergence(s: ThinkState, hidden, fed_thinking, config: ThinkConfig
   return s
 
 
-def _body(s: ThinkState, params, config: ThinkConfig, table, table_len) -> ThinkState:
+def _head_confidence(s: ThinkState, due, hidden, heads, config: ThinkConfig) -> ThinkState:
+  """The `confidence` rule with a trained head (issue 7): P(right if stopped now) read off
+  the hidden state of the token just fed, recorded in the same carry fields a probe fills."""
+  from o1jax.model.heads import head_probability  # local: only traced with a head
+  conf = head_probability(heads["confidence"], hidden)
+  return s.replace(confidence=jnp.where(due, conf, s.confidence),
+                   num_probes=s.num_probes + due)
+
+
+def _body(s: ThinkState, params, config: ThinkConfig, table, table_len,
+          heads=None) -> ThinkState:
   s, token, segment = _choose_token(s, config, table, table_len)
   live = segment != Segment.PAD
   batch = jnp.arange(token.shape[0])
@@ -145,7 +155,13 @@ def _body(s: ThinkState, params, config: ThinkConfig, table, table_len) -> Think
 
   fed_thinking = segment == Segment.THINKING
   s = _update_convergence(s, hidden[:, 0], fed_thinking, config)
-  if config.rule("confidence"):
+  if config.rule("confidence") and config.confidence_estimate == "head":
+    due = fed_thinking & (s.phase == Phase.THINKING) & (
+        s.thinking_tokens % config.probe_every == 0)
+    s = _head_confidence(s, due, hidden[:, 0], heads, config)
+    s = _early_stop(s, due & (s.confidence >= config.confidence_threshold),
+                    StopReason.CONFIDENCE)
+  elif config.rule("confidence"):
     due = (fed_thinking & (s.phase == Phase.THINKING) &
            (s.thinking_tokens % config.probe_every == 0) &
            (s.position + probe_lib.probe_length(config) <= config.cache_len))
@@ -160,12 +176,17 @@ def _body(s: ThinkState, params, config: ThinkConfig, table, table_len) -> Think
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def think(params, inputs: ThinkInputs, config: ThinkConfig, rng: jax.Array) -> ThinkResult:
+def think(params, inputs: ThinkInputs, config: ThinkConfig, rng: jax.Array,
+          heads=None) -> ThinkResult:
   """Thinks and answers for a batch of prompts in one compiled program.
 
   `rng` is one PRNG key; sequence b samples from `fold_in(rng, b)` so its tokens do not
-  depend on what else is in the batch.
+  depend on what else is in the batch. `heads` (optional, issue 7): a dict of trained heads
+  (o1jax/model/heads.py); `config.confidence_estimate == "head"` needs heads["confidence"].
   """
+  if (config.rule("confidence") and config.confidence_estimate == "head"
+      and (heads is None or "confidence" not in heads)):
+    raise ValueError("confidence_estimate='head' needs think(..., heads={'confidence': head})")
   batch, width = inputs.tokens.shape
   model = config.model
   cache = KVCache.init(model, batch, config.cache_len)
@@ -198,8 +219,8 @@ def think(params, inputs: ThinkInputs, config: ThinkConfig, rng: jax.Array) -> T
     return ((s.phase != Phase.DONE).any()        # someone is still thinking or answering
             & (s.step < max_new))                # every iteration writes one token: bounded
 
-  final = jax.lax.while_loop(cond_fn, lambda s: _body(s, params, config, table, table_len),
-                             state)
+  final = jax.lax.while_loop(
+      cond_fn, lambda s: _body(s, params, config, table, table_len, heads), state)
   last_token = jnp.take_along_axis(final.tokens, jnp.maximum(final.num_generated - 1, 0)[:, None],
                                    axis=1)[:, 0]
   finished = (final.answer_tokens >= config.max_answer_tokens) | (

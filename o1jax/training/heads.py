@@ -1,0 +1,263 @@
+"""Training the scalar heads of o1jax/model/heads.py, and the data for the two thinking heads.
+
+* `train_head`: a head on frozen features (the policy trunk's hidden states, computed once),
+  BCE for the reward and confidence heads (soft labels welcome), squared error for budget.
+* `train_sequence_head`: the separate-small-model option, a decoder and a head trained
+  together on token sequences with labels at chosen positions.
+* `confidence_data`: forced-stop rollouts. For each problem think once, then at every
+  `every`-th thinking prefix force `</think>` and decode a greedy answer (what stopping there
+  would give); label = the answer verifies; feature = the hidden state of the prefix's last
+  token (what the loop holds when its `confidence` rule is due). The probe's own estimate
+  (mean greedy-token probability of that answer) comes along, for calibration side by side.
+* budget targets: the thinking a problem needed, read off the same rollouts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from o1jax.model.config import ModelConfig
+from o1jax.model.heads import HeadConfig, RewardModel, apply_head, init_head
+from o1jax.model.transformer import forward, init_params
+from o1jax.tasks.base import Problem
+from o1jax.training import rollouts as rl
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadTrainConfig:
+  hidden_dim: int = 64
+  steps: int = 400
+  batch_size: int = 256
+  learning_rate: float = 3e-3
+  weight_decay: float = 1e-4
+  seed: int = 0
+
+
+def _is_regression(kind: str) -> bool:
+  return kind == "budget"
+
+
+def head_loss(head, x, y, w, kind: str):
+  """Weighted mean loss; y in [0, 1] for the logit heads (soft labels allowed)."""
+  out = apply_head(head, x)
+  per = (out - y) ** 2 if _is_regression(kind) else optax.sigmoid_binary_cross_entropy(out, y)
+  return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1e-9)
+
+
+@functools.lru_cache(maxsize=16)
+def _adamw(lr: float, wd: float, steps: int):
+  # Cached so that repeated trainings with the same settings reuse one compiled step.
+  return optax.adamw(optax.cosine_decay_schedule(lr, steps, 0.1), weight_decay=wd)
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "opt"))
+def _head_step(head, opt_state, x, y, w, kind, opt):
+  loss, grads = jax.value_and_grad(head_loss)(head, x, y, w, kind)
+  updates, opt_state = opt.update(grads, opt_state, head)
+  return optax.apply_updates(head, updates), opt_state, loss
+
+
+def train_head(features: np.ndarray, labels: np.ndarray, kind: str,
+               cfg: HeadTrainConfig = HeadTrainConfig(), weights: np.ndarray | None = None):
+  """(head params, per-step losses). Minibatches of a fixed size (sampled with
+  replacement), so one program serves any dataset size."""
+  features = np.asarray(features, np.float32)
+  labels = np.asarray(labels, np.float32)
+  if len(features) == 0 or len(features) != len(labels):
+    raise ValueError(f"need matching, non-empty features and labels; got {len(features)} "
+                     f"and {len(labels)}")
+  weights = np.ones(len(labels), np.float32) if weights is None else np.asarray(weights,
+                                                                                np.float32)
+  hc = HeadConfig(features.shape[-1], cfg.hidden_dim, kind)
+  if _is_regression(kind):
+    bias = float(np.average(labels, weights=weights))
+  else:  # start at the base rate: the head then only has to learn what moves it
+    rate = float(np.clip(np.average(labels, weights=weights), 1e-3, 1 - 1e-3))
+    bias = math.log(rate / (1 - rate))
+  head = init_head(hc, jax.random.key(cfg.seed), bias)
+  opt = _adamw(cfg.learning_rate, cfg.weight_decay, cfg.steps)
+  opt_state = opt.init(head)
+  rng = np.random.default_rng(cfg.seed)
+  losses = []
+  for _ in range(cfg.steps):
+    idx = rng.integers(0, len(labels), cfg.batch_size)
+    head, opt_state, loss = _head_step(head, opt_state, features[idx], labels[idx],
+                                       weights[idx], kind, opt)
+    losses.append(loss)
+  return head, [float(l) for l in losses]
+
+
+def predict(head, features: np.ndarray, kind: str = "prm") -> np.ndarray:
+  """Probabilities for the logit heads, raw outputs for the budget head."""
+  out = apply_head(head, jnp.asarray(features, jnp.float32))
+  return np.asarray(out if _is_regression(kind) else jax.nn.sigmoid(out))
+
+
+# ---- the separate small reward model ----
+
+@functools.partial(jax.jit, static_argnames=("config", "kind", "opt"))
+def _seq_step(params, opt_state, tokens, positions, y, w, config, kind, opt):
+  def loss_fn(p):
+    _, hidden, _ = forward(p["trunk"], tokens, positions, None, config)
+    return head_loss(p["head"], hidden, y, w, kind)
+  loss, grads = jax.value_and_grad(loss_fn)(params)
+  updates, opt_state = opt.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, loss
+
+
+def train_sequence_head(seqs: Sequence[Sequence[int]], label_positions: Sequence[Sequence[int]],
+                        labels: Sequence[Sequence[float]], kind: str, trunk_config: ModelConfig,
+                        cfg: HeadTrainConfig = HeadTrainConfig()) -> tuple[RewardModel, list]:
+  """A fresh small decoder and a head trained together; the loss is read at
+  `label_positions[i]` of sequence i. Returns the RewardModel and the losses."""
+  if not seqs:
+    raise ValueError("no sequences to train the reward model on")
+  width = rl._bucket(max(len(s) for s in seqs))
+  tokens = rl.TOK.pad_batch([list(s) for s in seqs], width)
+  lengths = np.array([len(s) for s in seqs])
+  positions = np.where(np.arange(width)[None] < lengths[:, None], np.arange(width)[None], -1)
+  y = np.zeros(tokens.shape, np.float32)
+  w = np.zeros(tokens.shape, np.float32)
+  for i, (pos, lab) in enumerate(zip(label_positions, labels)):
+    y[i, list(pos)] = lab
+    w[i, list(pos)] = 1.0
+  mean = float(np.sum(y * w) / max(np.sum(w), 1))
+  hc = HeadConfig(trunk_config.embed_dim, cfg.hidden_dim, kind)
+  rate = float(np.clip(mean, 1e-3, 1 - 1e-3))
+  params = {"trunk": init_params(trunk_config, jax.random.key(cfg.seed)),
+            "head": init_head(hc, jax.random.key(cfg.seed + 1), math.log(rate / (1 - rate)))}
+  opt = _adamw(cfg.learning_rate, cfg.weight_decay, cfg.steps)
+  opt_state = opt.init(params)
+  rng = np.random.default_rng(cfg.seed)
+  losses = []
+  batch = min(cfg.batch_size, len(seqs))
+  for _ in range(cfg.steps):
+    idx = rng.integers(0, len(seqs), batch)
+    params, opt_state, loss = _seq_step(params, opt_state, jnp.asarray(tokens[idx]),
+                                        jnp.asarray(positions[idx], jnp.int32), y[idx], w[idx],
+                                        trunk_config, kind, opt)
+    losses.append(loss)
+  return RewardModel(hc, params["head"], trunk_config, params["trunk"]), [float(l) for l in losses]
+
+
+# ---- confidence and budget data ----
+
+@dataclasses.dataclass
+class ConfidenceData:
+  features: np.ndarray     # [N, E] hidden state at the prefix's last token
+  labels: np.ndarray       # [N] the forced answer at that prefix verifies
+  probe: np.ndarray        # [N] the probe's estimate there (mean greedy-token probability)
+  prefix: np.ndarray       # [N] thinking tokens in the prefix
+  rollout: np.ndarray      # [N] which rollout
+  prompt_features: np.ndarray  # [R, E] hidden state at <think>: the budget head's input
+  natural: np.ndarray      # [R] thinking tokens of the full rollout
+  correct: np.ndarray      # [R] the full rollout's answer verifies
+  needed: np.ndarray       # [R] the budget target (see `needed_thinking`)
+  problems: list
+
+
+def needed_thinking(prefix: np.ndarray, labels: np.ndarray, natural: int, correct: bool) -> int:
+  """The thinking a problem needed: the shortest probed prefix from which every forced
+  answer (and the full run) is right; a run that ends wrong needed all it used."""
+  if not correct:
+    return natural
+  need = natural
+  for k, ok in sorted(zip(prefix.tolist(), labels.tolist()), reverse=True):
+    if not ok:
+      break
+    need = k
+  return int(need)
+
+
+def confidence_data(params, model_config, think_config, problems: Sequence[Problem], *,
+                    every: int = 4, seed: int = 0, batch_size: int = 64) -> ConfidenceData:
+  """Forced-stop rollouts at every `every`-th thinking prefix (0 included) of one think()
+  run per problem (at think_config's temperature)."""
+  runs = [r[0] for r in rl.sample_rollouts(params, think_config, problems, 1, seed=seed,
+                                           batch_size=batch_size)]
+  layouts = [rl.layout(r.prompt, r.thinking, r.answer) for r in runs]
+  contexts, positions, meta = [], [], []
+  for i, lay in enumerate(layouts):
+    n_think = lay.end_think_at - lay.think_at - 1
+    ks = list(range(0, n_think, every)) + [n_think]
+    positions.append([lay.think_at + k for k in ks])
+    for k in ks:
+      contexts.append(list(lay.ids[:lay.think_at + 1 + k]) + [rl.TOK.end_think_id])
+      meta.append((i, k))
+  answers, probe = rl.forced_answers(params, model_config, contexts,
+                                     think_config.max_answer_tokens, batch_size)
+  labels = np.array([rl.verify(problems[i], a) for (i, _), a in zip(meta, answers)])
+  hidden = rl.hidden_at(params, model_config, [lay.ids for lay in layouts], positions,
+                        batch_size)
+  rollout = np.array([i for i, _ in meta])
+  prefix = np.array([k for _, k in meta])
+  natural = np.array([lay.end_think_at - lay.think_at - 1 for lay in layouts])
+  correct = np.array([r.correct for r in runs])
+  needed = np.array([needed_thinking(prefix[rollout == i], labels[rollout == i], natural[i],
+                                     correct[i]) for i in range(len(runs))])
+  return ConfidenceData(features=np.concatenate(hidden), labels=labels.astype(np.float32),
+                        probe=probe, prefix=prefix, rollout=rollout,
+                        prompt_features=np.stack([h[0] for h in hidden]), natural=natural,
+                        correct=correct, needed=needed, problems=list(problems))
+
+
+def head_budgets(params, model_config, budget_head, prompts: Sequence[str], *,
+                 margin: float = 1.25, slack: int = 4, minimum: int = 0,
+                 batch_size: int = 64) -> list[int]:
+  """`budget="auto"` from the budget head: the predicted thinking need (the head predicts
+  log(1 + tokens) from the hidden state at `<think>`) times `margin`, plus `slack`."""
+  ids = [rl.TOK.encode_prompt(p) for p in prompts]
+  hidden = rl.hidden_at(params, model_config, ids, [[len(i) - 1] for i in ids], batch_size)
+  pred = predict(budget_head, np.concatenate(hidden), "budget")
+  return [max(minimum, int(math.ceil(math.expm1(max(float(v), 0.0)) * margin)) + slack)
+          for v in pred]
+
+
+def budget_policy(params, model_config, budget_head, **kw):
+  """prompts -> budgets: the head-driven counterpart of thinking.budget.scaled_policy."""
+  return lambda prompts: head_budgets(params, model_config, budget_head, prompts, **kw)
+
+
+# ---- metrics ----
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+  """Area under the ROC curve (Mann-Whitney U, ties counted half); nan with one class."""
+  scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+  pos, neg = scores[labels], scores[~labels]
+  if len(pos) == 0 or len(neg) == 0:
+    return float("nan")
+  order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+  allv = np.concatenate([pos, neg])[order]
+  ranks = np.empty(len(allv))
+  i = 0
+  while i < len(allv):  # average ranks over ties
+    j = i
+    while j + 1 < len(allv) and allv[j + 1] == allv[i]:
+      j += 1
+    ranks[i:j + 1] = (i + j) / 2 + 1
+    i = j + 1
+  r = np.empty(len(allv))
+  r[order] = ranks
+  return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+  """Expected calibration error over equal-width probability bins."""
+  probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.float64)
+  if len(probs) == 0:
+    return float("nan")
+  which = np.minimum((probs * bins).astype(int), bins - 1)
+  total = 0.0
+  for b in range(bins):
+    m = which == b
+    if m.any():
+      total += m.sum() * abs(probs[m].mean() - labels[m].mean())
+  return float(total / len(probs))

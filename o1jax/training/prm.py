@@ -1,0 +1,333 @@
+"""Process reward model: step labels, a step-scoring head, and best-of-N selection.
+
+Step labels come from two sources:
+
+* the tasks' exact step checkers: step i of a solution is good iff steps 0..i all pass
+  `check_step` (a step after an error cannot lead to the right answer any more, which is
+  what a PRM is asked to predict);
+* Monte Carlo rollouts (Math-Shepherd): K completions by think() from the prefix that ends
+  with step i; the soft label is the fraction that reach the right answer.
+
+`label_agreement` measures how often the two agree. The PRM is a head on the policy trunk's
+final hidden state at each step's delimiter (the `;` after it, `</think>` for the last), so a
+search can score a step from the same forward pass and KV cache that produced it; a separate
+small decoder under the head is the alternative (`trunk="separate"`). The ORM is the same
+head read once, at the EOS after the answer, trained on final-answer correctness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+from o1jax import tasks as tasks_lib
+from o1jax.model.config import ModelConfig
+from o1jax.model.heads import HeadConfig, RewardModel
+from o1jax.tasks.base import Problem
+from o1jax.training import heads as heads_lib
+from o1jax.training import rollouts as rl
+
+
+@dataclasses.dataclass(frozen=True)
+class PrmConfig:
+  policy: str = ""                       # checkpoint dir or workdir ("": the embedded model)
+  tasks: tuple[str, ...] = ("addition", "equation", "countdown")
+  difficulties: tuple[int, ...] = (1, 2, 3, 4)
+  train_problems_per_level: int = 16
+  train_samples: int = 4                 # sampled solutions per training problem
+  temperature: float = 1.0               # policy sampling (training data and best-of-N)
+  mc_samples: int = 4                    # K completions per step prefix
+  mc_rollouts: int = 128                 # training rollouts that get Monte Carlo labels
+  trunk: str = "policy"                  # "policy": frozen policy trunk | "separate"
+  separate_model: tuple = (("embed_dim", 64), ("num_layers", 2), ("num_heads", 2),
+                           ("num_kv_heads", 1), ("head_dim", 32), ("mlp_dim", 128))
+  head: heads_lib.HeadTrainConfig = heads_lib.HeadTrainConfig()
+  eval_problems_per_level: int = 3
+  best_of: tuple[int, ...] = (4, 16, 64)
+  subsets: int = 32                      # random size-N subsets of the pool per problem
+  aggregate: str = "min"                 # step scores -> solution score: "min" | "last" | "prod"
+  cache_len: int = 192
+  max_answer_tokens: int = 16
+  batch_size: int = 128
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.trunk not in ("policy", "separate"):
+      raise ValueError(f"trunk must be 'policy' or 'separate', got {self.trunk!r}")
+    if self.aggregate not in ("min", "last", "prod"):
+      raise ValueError(f"aggregate must be 'min', 'last' or 'prod', got {self.aggregate!r}")
+    if any(n > self.best_of[-1] for n in self.best_of) or not self.best_of:
+      raise ValueError(f"best_of must be non-empty and ascending, got {self.best_of}")
+
+
+@dataclasses.dataclass
+class Scored:
+  """A rollout laid out in tokens, with its step labels."""
+  rollout: rl.Rollout
+  layout: rl.Layout
+  checker: np.ndarray          # [steps] bool, prefix-correct
+  mc: np.ndarray | None = None  # [steps] float, Monte Carlo soft labels
+
+
+def checker_labels(problem: Problem, steps: Sequence[str]) -> np.ndarray:
+  """Prefix-correct labels: True while every step so far passes the task's checker."""
+  task = tasks_lib.get_task(problem.task)
+  out, ok = [], True
+  for i, step in enumerate(steps):
+    ok = ok and task.check_step(problem, list(steps[:i]), step)
+    out.append(ok)
+  return np.asarray(out, bool)
+
+
+def lay_out(rollouts: Sequence[rl.Rollout]) -> list[Scored]:
+  out = []
+  for r in rollouts:
+    lay = rl.layout(r.problem.prompt, r.thinking, r.answer)
+    out.append(Scored(r, lay, checker_labels(r.problem, lay.steps)))
+  return out
+
+
+def step_prefixes(lay: rl.Layout) -> list[str]:
+  """The thinking text up to and including each step's delimiter (the last step without
+  its `</think>`): exactly the tokens the policy had written, so completions are on-policy."""
+  out = []
+  for i, end in enumerate(lay.step_ends):
+    stop = end if i == len(lay.step_ends) - 1 else end + 1
+    out.append(rl.TOK.decode(lay.ids[lay.think_at + 1: stop], stop_at_eos=False))
+  return out
+
+
+Completer = Callable[[Sequence[Problem], Sequence[str]], Sequence[str]]
+
+
+def think_completer(params, think_config, *, seed: int = 0, batch_size: int = 128
+                    ) -> Completer:
+  """Completions by think() from `prompt<think>prefix`: (problems, prefixes) -> answers."""
+  def complete(problems, prefixes):
+    thoughts = rl.continue_thinking(params, think_config, [p.prompt for p in problems],
+                                    prefixes, seed=seed, batch_size=batch_size)
+    return [t.answer for t in thoughts]
+  return complete
+
+
+def mc_labels(items: Sequence[Scored], complete: Completer, samples: int) -> None:
+  """Fills `item.mc`: per step, the fraction of `samples` completions from its prefix whose
+  answer verifies (with greedy completions every sample agrees, and the label is 0 or 1)."""
+  problems, prefixes, owner = [], [], []
+  for i, item in enumerate(items):
+    for j, prefix in enumerate(step_prefixes(item.layout)):
+      for _ in range(samples):
+        problems.append(item.rollout.problem)
+        prefixes.append(prefix)
+        owner.append((i, j))
+  answers = complete(problems, prefixes) if problems else []
+  for item in items:
+    item.mc = np.zeros(len(item.layout.steps), np.float32)
+  for (i, j), p, a in zip(owner, problems, answers):
+    items[i].mc[j] += rl.verify(p, a) / samples
+
+
+def label_agreement(items: Sequence[Scored]) -> dict[str, float]:
+  """Checker (prefix-correct) vs Monte Carlo labels, over every step that has both.
+
+  `hard`: MC > 0 (Math-Shepherd's hard estimate: some completion succeeds); `soft`: MC >= .5.
+  """
+  checker = np.concatenate([s.checker for s in items if s.mc is not None] or [[]]).astype(bool)
+  mc = np.concatenate([s.mc for s in items if s.mc is not None] or [[]])
+  if len(mc) == 0:
+    return {"steps": 0}
+  hard, soft = mc > 0, mc >= 0.5
+  return {"steps": int(len(mc)), "checker_good": float(checker.mean()),
+          "mc_mean": float(mc.mean()), "agree_hard": float(np.mean(hard == checker)),
+          "agree_soft": float(np.mean(soft == checker)),
+          "checker_good_mc_zero": float(np.mean(checker & (mc == 0))),
+          "checker_bad_mc_positive": float(np.mean(~checker & (mc > 0))),
+          "auc_mc_vs_checker": heads_lib.auc(mc, checker)}
+
+
+def separate_config(cfg: PrmConfig, policy_config: ModelConfig) -> ModelConfig:
+  return policy_config.replace(**dict(cfg.separate_model))
+
+
+def train_reward_heads(items: Sequence[Scored], policy_params, policy_config: ModelConfig,
+                       cfg: PrmConfig) -> dict[str, RewardModel]:
+  """PRMs on checker labels ("prm_checker"), on Monte Carlo labels where present
+  ("prm_mc"), and an ORM on answer correctness ("orm")."""
+  targets = {"prm_checker": [(s, s.checker.astype(np.float32)) for s in items]}
+  with_mc = [s for s in items if s.mc is not None]
+  if with_mc:
+    targets["prm_mc"] = [(s, s.mc) for s in with_mc]
+  out = {}
+  if cfg.trunk == "separate":
+    trunk = separate_config(cfg, policy_config)
+    for name, pairs in targets.items():
+      out[name], _ = heads_lib.train_sequence_head(
+          [s.layout.ids for s, _ in pairs], [s.layout.step_ends for s, _ in pairs],
+          [lab for _, lab in pairs], "prm", trunk, cfg.head)
+    out["orm"], _ = heads_lib.train_sequence_head(
+        [s.layout.ids for s in items], [[s.layout.eos_at] for s in items],
+        [[float(s.rollout.correct)] for s in items], "orm", trunk, cfg.head)
+    return out
+  feats = features(items, policy_params, policy_config, batch_size=cfg.batch_size)
+  index = {id(s): i for i, s in enumerate(items)}
+  for name, pairs in targets.items():
+    x = np.concatenate([feats[index[id(s)]][:-1] for s, _ in pairs])
+    y = np.concatenate([lab for _, lab in pairs])
+    head, _ = heads_lib.train_head(x, y, "prm", cfg.head)
+    out[name] = RewardModel(HeadConfig(x.shape[-1], cfg.head.hidden_dim, "prm"), head)
+  x = np.stack([f[-1] for f in feats])
+  y = np.array([float(s.rollout.correct) for s in items])
+  head, _ = heads_lib.train_head(x, y, "orm", cfg.head)
+  out["orm"] = RewardModel(HeadConfig(x.shape[-1], cfg.head.hidden_dim, "orm"), head)
+  return out
+
+
+def features(items: Sequence[Scored], params, model_config, batch_size: int = 128
+             ) -> list[np.ndarray]:
+  """Per item, hidden states [steps + 1, E]: at each step delimiter, then at EOS."""
+  return rl.hidden_at(params, model_config, [s.layout.ids for s in items],
+                      [list(s.layout.step_ends) + [s.layout.eos_at] for s in items], batch_size)
+
+
+def score(items: Sequence[Scored], model: RewardModel, policy_params, policy_config,
+          batch_size: int = 128) -> list[np.ndarray]:
+  """P(good) per step for a PRM ([steps]); per solution for an ORM ([1])."""
+  params, config = ((model.trunk, model.trunk_config) if model.separate
+                    else (policy_params, policy_config))
+  feats = features(items, params, config, batch_size)
+  out = []
+  for f in feats:
+    x = f[-1:] if model.head_config.kind == "orm" else f[:-1]
+    out.append(heads_lib.predict(model.head, x) if len(x) else np.zeros(0))
+  return out
+
+
+def aggregate(step_scores: np.ndarray, how: str = "min") -> float:
+  """A solution's PRM score from its step scores (Math-Shepherd takes the minimum)."""
+  if len(step_scores) == 0:
+    return 0.0
+  return float({"min": np.min, "last": lambda s: s[-1], "prod": np.prod}[how](step_scores))
+
+
+def _answer_key(r: rl.Rollout) -> str:
+  return "".join(r.answer.split())
+
+
+def best_of_n(pools: Sequence[Sequence[rl.Rollout]], scores: dict[str, Sequence[np.ndarray]],
+              ns: Sequence[int], subsets: int = 32, seed: int = 0) -> dict[str, dict[int, float]]:
+  """Accuracy of picking one of N sampled solutions per problem, averaged over `subsets`
+  random size-N subsets of each problem's pool: by each scorer's highest score, by majority
+  vote over answer strings (ties to the first seen), plus `first` (one sample) and
+  `oracle` (any of the N is right). `scores[name][i]` holds pool i's solution scores."""
+  rng = np.random.default_rng(seed)
+  methods = list(scores) + ["majority", "first", "oracle"]
+  per_problem = {m: {n: [] for n in ns} for m in methods}
+  for i, pool in enumerate(pools):
+    correct = np.array([r.correct for r in pool])
+    keys = [_answer_key(r) for r in pool]
+    for n in ns:
+      if n > len(pool):
+        raise ValueError(f"best-of-{n} needs {n} samples per problem, the pool has {len(pool)}")
+      hits = {m: [] for m in methods}
+      for _ in range(1 if n == len(pool) else subsets):
+        idx = rng.permutation(len(pool))[:n]
+        for name, s in scores.items():
+          hits[name].append(correct[idx[int(np.argmax(np.asarray(s[i])[idx]))]])
+        counts: dict[str, int] = {}
+        for j in idx:
+          counts[keys[j]] = counts.get(keys[j], 0) + 1
+        top = max(counts.values())
+        hits["majority"].append(correct[next(j for j in idx if counts[keys[j]] == top)])
+        hits["first"].append(correct[idx[0]])
+        hits["oracle"].append(correct[idx].any())
+      for m in methods:
+        per_problem[m][n].append(float(np.mean(hits[m])))
+  # The mean over problems of each problem's mean: every problem weighs the same.
+  return {m: {n: float(np.mean(v)) for n, v in per_n.items()} for m, per_n in per_problem.items()}
+
+
+def _pool_problems(cfg: PrmConfig, n: int, seed: int, split: str) -> list[Problem]:
+  return [p for t in cfg.tasks for d in cfg.difficulties
+          for p in tasks_lib.get_task(t).generate_problems(seed, d, n, split=split)]
+
+
+def run_prm(cfg: PrmConfig, workdir: str, log: Callable[[str], None] = print) -> dict:
+  """The PRM experiment: label, train, then step AUC and best-of-N on held-out problems.
+  Saves the heads (`*_head.*`) and `prm_results.json` in `workdir`; returns the results."""
+  import json
+  import os
+  import time
+
+  from o1jax.model.heads import save_head
+  from o1jax.thinking import make_think_config
+  from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
+
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.time()
+  clock = lambda: f"[{time.time() - t0:6.0f}s]"
+  params, policy_config, _ = load_params(cfg.policy or embedded_checkpoint_dir())
+  sample_cfg = make_think_config(policy_config, rl.TOK, cfg.cache_len,
+                                 temperature=cfg.temperature,
+                                 max_answer_tokens=cfg.max_answer_tokens)
+  train_problems = _pool_problems(cfg, cfg.train_problems_per_level, cfg.seed + 1, "train")
+  pools = rl.sample_rollouts(params, sample_cfg, train_problems, cfg.train_samples,
+                             seed=cfg.seed, batch_size=cfg.batch_size)
+  items = lay_out([r for pool in pools for r in pool])
+  log(f"{clock()} {len(items)} training solutions, {sum(len(s.checker) for s in items)} steps, "
+      f"{np.mean([s.rollout.correct for s in items]):.2f} correct")
+  rng = np.random.default_rng(cfg.seed)
+  chosen = rng.permutation(len(items))[:cfg.mc_rollouts]
+  mc_items = [items[i] for i in sorted(chosen)]
+  mc_labels(mc_items, think_completer(params, sample_cfg, seed=cfg.seed + 2,
+                                      batch_size=cfg.batch_size), cfg.mc_samples)
+  agreement = label_agreement(mc_items)
+  log(f"{clock()} Monte Carlo labels on {len(mc_items)} solutions: " +
+      " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+               for k, v in agreement.items()))
+  models = train_reward_heads(items, params, policy_config, cfg)
+  for name, model in models.items():
+    save_head(workdir, model, {"trunk": cfg.trunk, "policy": cfg.policy or "embedded"}, name)
+  log(f"{clock()} trained {', '.join(models)} ({cfg.trunk} trunk)")
+
+  eval_problems = _pool_problems(cfg, cfg.eval_problems_per_level, cfg.seed + 7, "eval")
+  eval_pools = rl.sample_rollouts(params, sample_cfg, eval_problems, cfg.best_of[-1],
+                                  seed=cfg.seed + 3, batch_size=cfg.batch_size)
+  eval_items = lay_out([r for pool in eval_pools for r in pool])
+  log(f"{clock()} best-of-{cfg.best_of[-1]} pools for {len(eval_problems)} held-out problems: "
+      f"{np.mean([s.rollout.correct for s in eval_items]):.2f} of samples correct")
+  step_labels = np.concatenate([s.checker for s in eval_items])
+  outcome = np.array([s.rollout.correct for s in eval_items])
+  results = {"config": dataclasses.asdict(cfg), "agreement": agreement, "auc": {},
+             "train_solutions": len(items), "eval_problems": len(eval_problems),
+             "eval_sample_accuracy": float(outcome.mean())}
+  solution_scores = {}
+  for name, model in models.items():
+    per = score(eval_items, model, params, policy_config, cfg.batch_size)
+    if model.head_config.kind == "prm":
+      results["auc"][f"{name}/step_vs_checker"] = heads_lib.auc(np.concatenate(per),
+                                                               step_labels)
+      sol = np.array([aggregate(p, cfg.aggregate) for p in per])
+    else:
+      sol = np.array([p[0] for p in per])
+    results["auc"][f"{name}/solution_vs_outcome"] = heads_lib.auc(sol, outcome)
+    k = cfg.best_of[-1]
+    solution_scores[name] = [sol[i * k:(i + 1) * k] for i in range(len(eval_problems))]
+  results["best_of_n"] = best_of_n(eval_pools, solution_scores, cfg.best_of, cfg.subsets,
+                                   cfg.seed)
+  results["elapsed_s"] = round(time.time() - t0, 1)
+  with open(os.path.join(workdir, "prm_results.json"), "w") as f:
+    json.dump(results, f, indent=2, default=str)
+  log(format_results(results))
+  return results
+
+
+def format_results(results: dict) -> str:
+  lines = ["step/solution AUC:"]
+  lines += [f"  {k:<36} {v:.3f}" for k, v in results["auc"].items()]
+  bon = results["best_of_n"]
+  ns = list(next(iter(bon.values())))
+  lines.append("best-of-N accuracy: " + " ".join(f"{'N=' + str(n):>8}" for n in ns))
+  lines += [f"  {m:<17}" + " ".join(f"{v:8.3f}" for v in per.values()) for m, per in bon.items()]
+  return "\n".join(lines)

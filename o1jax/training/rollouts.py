@@ -1,0 +1,208 @@
+"""Rollouts for reasoning training: sample with think(), lay out tokens, read hidden states.
+
+STaR, the process reward model and the confidence/budget heads all need the same few things:
+many sampled solutions (`sample_rollouts`), continuations from a thinking prefix
+(`continue_thinking`), greedy answers forced at a prefix (`forced_answers`, what a
+confidence probe computes), where each step ends in the token sequence (`layout`) and the
+policy's final hidden states there (`hidden_at`). Shapes are bucketed (batch padded to a
+fixed size, widths rounded up to 16) so a whole experiment compiles a handful of programs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from o1jax import tasks as tasks_lib
+from o1jax.model.cache import KVCache
+from o1jax.model.decode import decode_step, prefill
+from o1jax.model.transformer import forward
+from o1jax.tasks.base import Problem
+from o1jax.tasks.tokenizer import CharTokenizer
+from o1jax.thinking import UNLIMITED, ThinkConfig, decode_result, think
+from o1jax.thinking.api import Thought
+from o1jax.thinking.state import ThinkInputs
+
+TOK = CharTokenizer()
+SEMI_ID = TOK.encode(";")[0]   # the step delimiter token
+
+
+def _bucket(n: int, multiple: int = 16) -> int:
+  return -(-max(n, 1) // multiple) * multiple
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+  """One sampled solution of `problem` (sampled from `prompt`, which may carry a hint)."""
+  problem: Problem
+  prompt: str
+  thinking: str
+  answer: str
+  correct: bool
+  thinking_tokens: int
+  stop_reason: str
+
+  @property
+  def text(self) -> str:
+    """The training text with the problem's own prompt: never the hinted one."""
+    return f"{self.problem.prompt}<think>{self.thinking}</think>{self.answer.strip()}"
+
+
+def verify(problem: Problem, answer: str) -> bool:
+  return tasks_lib.get_task(problem.task).verify(problem, answer)
+
+
+def continue_thinking(params, config: ThinkConfig, prompts: Sequence[str],
+                      prefixes: Sequence[str] | None = None, *, seed: int = 0,
+                      batch_size: int = 64, heads=None, budgets=None,
+                      min_thinking=0) -> list[Thought]:
+  """think() from `prompt<think>prefix` for each pair; the Thought's thinking excludes the
+  prefix. With empty prefixes this is think_texts with heads, bucketed shapes and a fixed
+  batch size (the last batch is padded), so sweeps reuse one compiled program."""
+  prompts = list(prompts)
+  prefixes = [""] * len(prompts) if prefixes is None else list(prefixes)
+  if len(prefixes) != len(prompts):
+    raise ValueError(f"{len(prefixes)} prefixes for {len(prompts)} prompts")
+  if not prompts:
+    return []
+  budgets = [UNLIMITED] * len(prompts) if budgets is None else list(budgets)
+  mins = list(min_thinking) if isinstance(min_thinking, (list, tuple)) else (
+      [min_thinking] * len(prompts))
+  ids = [TOK.encode_prompt(p) + TOK.encode(x) for p, x in zip(prompts, prefixes)]
+  width = _bucket(max(len(i) for i in ids))
+  if width + config.reserve > config.cache_len:
+    raise ValueError(f"a prompt of {max(len(i) for i in ids)} tokens leaves no room for "
+                     f"thinking in cache_len={config.cache_len}")
+  out: list[Thought] = []
+  for start in range(0, len(ids), batch_size):
+    rows = list(range(start, min(start + batch_size, len(ids))))
+    rows += [rows[0]] * (batch_size - len(rows))  # pad: one shape for every batch
+    inputs = ThinkInputs(
+        tokens=jnp.asarray(TOK.pad_batch([ids[r] for r in rows], width)),
+        lengths=jnp.asarray([len(ids[r]) for r in rows], jnp.int32),
+        budget=jnp.asarray([min(budgets[r], UNLIMITED) for r in rows], jnp.int32),
+        min_thinking=jnp.asarray([mins[r] for r in rows], jnp.int32))
+    rng = jax.random.fold_in(jax.random.key(seed), start)
+    result = think(params, inputs, config, rng, heads)
+    n = min(batch_size, len(ids) - start)
+    out += decode_result(result, TOK, [prompts[r] for r in rows])[:n]
+  return out
+
+
+def sample_rollouts(params, config: ThinkConfig, problems: Sequence[Problem], samples: int, *,
+                    prompts: Sequence[str] | None = None, seed: int = 0, batch_size: int = 64,
+                    min_thinking: int = 0, heads=None) -> list[list[Rollout]]:
+  """`samples` solutions per problem (from `prompts[i]` if given, e.g. with a hint);
+  [problem][sample]. Each rollout is verified against its problem."""
+  prompts = [p.prompt for p in problems] if prompts is None else list(prompts)
+  flat = [i for i in range(len(problems)) for _ in range(samples)]
+  thoughts = continue_thinking(params, config, [prompts[i] for i in flat], seed=seed,
+                               batch_size=batch_size, heads=heads, min_thinking=min_thinking)
+  out: list[list[Rollout]] = [[] for _ in problems]
+  for i, th in zip(flat, thoughts):
+    p = problems[i]
+    out[i].append(Rollout(p, prompts[i], th.thinking, th.answer, verify(p, th.answer),
+                          th.thinking_tokens, th.stop_reason))
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Token ids of `prompt<think>thinking</think>answer<eos>` and where things are in them."""
+  ids: tuple[int, ...]
+  think_at: int                  # index of <think>: the prompt's last context token
+  end_think_at: int              # index of </think>
+  steps: tuple[str, ...]         # the non-empty steps, stripped
+  step_ends: tuple[int, ...]     # per step, the index of its delimiter (";" or "</think>")
+  eos_at: int                    # index of EOS: the ORM reads the state after the answer
+
+
+def layout(prompt: str, thinking: str, answer: str = "") -> Layout:
+  """Splits the thinking on ";" in token space (the char tokenizer maps one ";" to one
+  token); empty segments are not steps. The last step ends at `</think>`."""
+  head = TOK.encode_prompt(prompt)
+  body = TOK.encode(thinking)
+  ids = head + body + [TOK.end_think_id] + TOK.encode(answer.strip()) + [TOK.eos_id]
+  steps, ends, seg_start = [], [], 0
+  cuts = [i for i, t in enumerate(body) if t == SEMI_ID] + [len(body)]
+  for cut in cuts:
+    step = TOK.decode(body[seg_start:cut], stop_at_eos=False).strip()
+    if step:
+      steps.append(step)
+      ends.append(len(head) + cut)  # for the last segment: the </think> index
+    seg_start = cut + 1
+  return Layout(tuple(ids), len(head) - 1, len(head) + len(body), tuple(steps), tuple(ends),
+                len(ids) - 1)
+
+
+@functools.partial(jax.jit, static_argnames=("model_config",))
+def _final_hidden(params, tokens, positions, model_config):
+  return forward(params, tokens, positions, None, model_config)[1]
+
+
+def hidden_at(params, model_config, id_seqs: Sequence[Sequence[int]],
+              positions: Sequence[Sequence[int]], batch_size: int = 64) -> list[np.ndarray]:
+  """The trunk's final hidden states [len(positions[i]), E] at those indices of each
+  sequence: one causal forward per batch, so a state depends only on tokens up to it
+  (what the thinking loop has at that point)."""
+  out: list[np.ndarray] = []
+  for start in range(0, len(id_seqs), batch_size):
+    chunk = [list(s) for s in id_seqs[start:start + batch_size]]
+    n = len(chunk)
+    chunk += [chunk[0]] * (batch_size - n)
+    width = _bucket(max(len(s) for s in chunk))
+    tokens = TOK.pad_batch(chunk, width)
+    lengths = np.array([len(s) for s in chunk])
+    pos = np.where(np.arange(width)[None] < lengths[:, None], np.arange(width)[None], -1)
+    hidden = np.asarray(_final_hidden(params, jnp.asarray(tokens), jnp.asarray(pos, jnp.int32),
+                                      model_config))
+    for b in range(n):
+      out.append(hidden[b, np.asarray(positions[start + b], np.int64)])
+  return out
+
+
+def forced_answers(params, model_config, contexts: Sequence[Sequence[int]],
+                   max_answer_tokens: int = 12, batch_size: int = 64
+                   ) -> tuple[list[str], np.ndarray]:
+  """Greedy answers after each context (which ends in `</think>`), and each answer's mean
+  greedy-token probability: the confidence probe's estimate, computed offline."""
+  texts: list[str] = []
+  probs: list[float] = []
+  cache_len = _bucket(max(len(c) for c in contexts) + max_answer_tokens + 1)
+  if cache_len > model_config.max_seq_len:
+    raise ValueError(f"a context needs {cache_len} positions; the model has "
+                     f"{model_config.max_seq_len}")
+  for start in range(0, len(contexts), batch_size):
+    chunk = [list(c) for c in contexts[start:start + batch_size]]
+    n = len(chunk)
+    chunk += [chunk[0]] * (batch_size - n)
+    lengths = np.array([len(c) for c in chunk], np.int32)
+    tokens = TOK.pad_batch(chunk, _bucket(int(lengths.max())))
+    cache = KVCache.init(model_config, batch_size, cache_len)
+    logits, _, cache = prefill(params, jnp.asarray(tokens), jnp.asarray(lengths), cache,
+                               config=model_config)
+    pos = jnp.asarray(lengths)
+    done = np.zeros(batch_size, bool)
+    out = np.full((batch_size, max_answer_tokens), TOK.pad_id, np.int32)
+    psum, plen = np.zeros(batch_size), np.zeros(batch_size)
+    for t in range(max_answer_tokens):
+      p = np.asarray(jax.nn.softmax(logits, -1))
+      token = p.argmax(-1)
+      live = ~done
+      out[live, t] = token[live]
+      psum += np.where(live, p.max(-1), 0.0)
+      plen += live
+      done |= token == TOK.eos_id
+      if done.all():
+        break
+      logits, _, cache = decode_step(params, jnp.asarray(token, jnp.int32), pos, cache,
+                                     config=model_config)
+      pos = pos + 1
+    texts += [TOK.decode(row) for row in out[:n]]
+    probs += list(psum[:n] / np.maximum(plen[:n], 1))
+  return texts, np.asarray(probs)

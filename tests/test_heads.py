@@ -1,0 +1,144 @@
+"""Heads: their losses fall on a short run, they round-trip through files, and the
+confidence and budget heads plug into think() and change its stop decisions as they say."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o1jax import tasks
+from o1jax.model import ModelConfig, forward
+from o1jax.model.heads import HeadConfig, head_probability, init_head, load_head, save_head
+from o1jax.thinking import UNLIMITED, make_think_config, prepare_inputs, think
+from o1jax.training import heads as heads_lib
+from o1jax.training import rollouts as rl
+from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
+
+SHORT = heads_lib.HeadTrainConfig(hidden_dim=16, steps=60, batch_size=64, learning_rate=1e-2)
+
+
+@pytest.fixture(scope="module")
+def model():
+  params, config, _ = load_params(embedded_checkpoint_dir())
+  return params, config
+
+
+def _problems(seed=0):
+  """Eight held-out problems of every task; all prompts fit a width of 16 tokens."""
+  return [p for t, d in [("addition", 1), ("addition", 3), ("equation", 1), ("equation", 2),
+                         ("equation", 3), ("countdown", 1), ("countdown", 2), ("countdown", 4)]
+          for p in tasks.get_task(t).generate_problems(seed, d, 1, split="eval")]
+
+
+def _constant_head(embed_dim, value):
+  """A head whose output is `value` whatever the hidden state."""
+  head = init_head(HeadConfig(embed_dim, 8, "confidence"), jax.random.key(0), value)
+  return {**head, "w2": jnp.zeros_like(head["w2"])}
+
+
+@pytest.mark.parametrize("kind", ["prm", "confidence", "budget"])
+def test_head_loss_falls_on_a_short_run(kind):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(512, 24)).astype(np.float32)
+  signal = x[:, 0] - 0.5 * x[:, 1]
+  y = signal * 2 + 3 if kind == "budget" else (signal > 0).astype(np.float32)
+  head, losses = heads_lib.train_head(x, y, kind, SHORT)
+  assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
+  if kind != "budget":
+    assert heads_lib.auc(heads_lib.predict(head, x), y) > 0.9
+
+
+def test_separate_reward_model_loss_falls_and_round_trips(tmp_path):
+  # Label: "is this token a ';'", which the small decoder must read off its input.
+  texts = [tasks.render(p) for p in tasks.get_task("addition").generate_problems(0, 2, 24)]
+  seqs = [rl.TOK.encode(t) for t in texts]
+  positions = [list(range(len(s))) for s in seqs]
+  labels = [[float(t == rl.SEMI_ID) for t in s] for s in seqs]
+  trunk = ModelConfig(embed_dim=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
+                      mlp_dim=32, max_seq_len=128)
+  model, losses = heads_lib.train_sequence_head(seqs, positions, labels, "prm", trunk,
+                                                dataclasses.replace(SHORT, batch_size=8))
+  assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
+  save_head(str(tmp_path), model, {"note": "x"}, name="prm_small")
+  loaded, info = load_head(str(tmp_path), "prm_small")
+  assert info["note"] == "x" and loaded.trunk_config == trunk
+  for a, b in zip(jax.tree.leaves((model.head, model.trunk)),
+                  jax.tree.leaves((loaded.head, loaded.trunk))):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(FileNotFoundError, match="no orm head"):
+    load_head(str(tmp_path), "orm")
+
+
+def test_confidence_head_changes_stop_decisions_as_it_says(model):
+  params, mc = model
+  prompts = [p.prompt for p in _problems(seed=2)]
+  base = make_think_config(mc, rl.TOK, 192, max_answer_tokens=12)
+  head_cfg = dataclasses.replace(base, stop_rules=("natural", "budget", "confidence"),
+                                 confidence_estimate="head", probe_every=4,
+                                 confidence_threshold=0.5)
+  # Every run here has the same shapes (8 rows, width 16): two compiled programs in all.
+  run = lambda cfg, head=None: rl.continue_thinking(
+      params, cfg, prompts, batch_size=8, heads=None if head is None else {"confidence": head})
+  plain = run(base)
+  # Sure: every sequence that thinks past 4 tokens stops at the first check, at 4.
+  sure = run(head_cfg, _constant_head(mc.embed_dim, 10.0))
+  for p, s in zip(plain, sure):
+    if p.thinking_tokens > 4:
+      assert s.stop_reason == "confidence" and s.thinking_tokens == 4
+    else:
+      assert (s.stop_reason, s.thinking) == (p.stop_reason, p.thinking)
+  # Unsure, a real head whose output varies with the hidden state but stays below the
+  # threshold: nothing stops early, the tokens are the plain run's, and the recorded estimate
+  # is the head on the hidden state of the last checked thinking token (recomputed here).
+  head = init_head(HeadConfig(mc.embed_dim, 8, "confidence"), jax.random.key(3), -3.0)
+  head = {**head, "w2": head["w2"] * 10}
+  unsure = run(head_cfg, head)
+  checked = 0
+  for prompt, p, u in zip(prompts, plain, unsure):
+    assert (u.thinking, u.answer, u.stop_reason) == (p.thinking, p.answer, p.stop_reason)
+    assert u.num_probes == p.thinking_tokens // 4
+    if u.num_probes == 0:
+      continue
+    seq = rl.TOK.encode_prompt(prompt) + rl.TOK.encode(u.thinking)[:u.num_probes * 4]
+    _, hidden, _ = forward(params, jnp.asarray([seq]), jnp.arange(len(seq))[None], None, mc)
+    np.testing.assert_allclose(u.confidence, float(head_probability(head, hidden[0, -1])),
+                               rtol=1e-4)
+    checked += 1
+  assert checked >= 3
+  inputs = prepare_inputs(rl.TOK, prompts, base, UNLIMITED)
+  with pytest.raises(ValueError, match="needs think"):
+    think(params, inputs, head_cfg, jax.random.key(0))
+
+
+def test_budget_head_sets_auto_budgets_that_bind(model):
+  params, mc = model
+  prompts = [p.prompt for p in _problems(seed=4)]
+  head = _constant_head(mc.embed_dim, float(np.log1p(6.0)))
+  budgets = heads_lib.head_budgets(params, mc, head, prompts, margin=1.0, slack=0)
+  assert budgets == [6] * len(prompts)
+  policy = heads_lib.budget_policy(params, mc, head, margin=2.0, slack=1)
+  assert policy(prompts[:2]) == [13, 13]
+  config = make_think_config(mc, rl.TOK, 192, max_answer_tokens=12)
+  thoughts = rl.continue_thinking(params, config, prompts, budgets=budgets, batch_size=8)
+  assert all(t.thinking_tokens <= 6 for t in thoughts)
+
+
+def test_confidence_data_and_needed_thinking(model):
+  params, mc = model
+  problems = _problems(seed=6)[:4]
+  config = make_think_config(mc, rl.TOK, 192, max_answer_tokens=12)
+  data = heads_lib.confidence_data(params, mc, config, problems, every=8, batch_size=8)
+  n = len(data.labels)
+  assert data.features.shape == (n, mc.embed_dim) and data.probe.shape == (n,)
+  assert set(np.unique(data.labels)) <= {0.0, 1.0} and ((data.probe > 0) & (data.probe <= 1)).all()
+  assert data.prompt_features.shape == (4, mc.embed_dim)
+  for i in range(4):
+    ks = data.prefix[data.rollout == i]
+    assert ks[0] == 0 and ks[-1] == data.natural[i]
+  # needed: the shortest prefix from which everything is right; all, when the run ends wrong.
+  nt = heads_lib.needed_thinking
+  assert nt(np.array([0, 4, 8, 10]), np.array([0, 1, 1, 1]), 10, True) == 4
+  assert nt(np.array([0, 4, 8, 10]), np.array([1, 0, 1, 1]), 10, True) == 8
+  assert nt(np.array([0, 4, 8, 10]), np.array([1, 1, 1, 1]), 10, False) == 10
