@@ -22,12 +22,12 @@ def get_config():
   c.head = ml_collections.ConfigDict(dict(hidden_dim=64, steps=400, batch_size=256,
                                           learning_rate=3e-3, weight_decay=1e-4, seed=0))
   c.prm = ml_collections.ConfigDict(dict(
-      train_problems_per_level=8, train_samples=4, temperature=1.0,
-      mc_samples=4, mc_rollouts=96, trunk="policy",
-      eval_problems_per_level=2, best_of=(4, 16, 64), subsets=32, aggregate="min"))
+      train_problems_per_level=32, train_samples=4, temperature=1.0,
+      mc_samples=4, mc_rollouts=256, trunk="policy",
+      eval_problems_per_level=4, best_of=(4, 16, 64), subsets=32, aggregate="min"))
   c.heads = ml_collections.ConfigDict(dict(
-      train_problems_per_level=32, eval_problems_per_level=16, every=4, temperature=0.0,
+      train_problems_per_level=16, eval_problems_per_level=12, every=4, temperature=0.0,
       probe_every=4, probe_thresholds=(0.8, 0.9, 0.95, 0.99),
-      head_thresholds=(0.5, 0.7, 0.8, 0.9, 0.95), budget_margin=1.25, budget_slack=4,
+      head_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8), budget_margin=1.25, budget_slack=4,
       article_scale=0.1))
   return c

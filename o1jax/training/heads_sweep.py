@@ -31,7 +31,7 @@ class HeadsConfig:
   temperature: float = 0.0          # of the thinking rollouts (and of the sweep)
   probe_every: int = 4              # how often either estimate is checked in the sweep
   probe_thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
-  head_thresholds: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
+  head_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
   budget_margin: float = 1.25
   budget_slack: int = 4
   article_scale: float = 0.1
@@ -105,10 +105,12 @@ def run_heads(cfg: HeadsConfig, workdir: str, log: Callable[[str], None] = print
       budgets=budgets)
   rows = [_summary("natural (no early stop)", eval_problems, go(base))]
   stop = ("natural", "budget", "confidence")
-  for th in cfg.probe_thresholds:
-    c = dataclasses.replace(base, stop_rules=stop, confidence_estimate="probe",
-                            probe_every=cfg.probe_every, confidence_threshold=th)
-    rows.append(_summary(f"probe >= {th}", eval_problems, go(c)))
+  for agreement in (base.probe_agreement, 0):  # with and without Dynasor's agreement rule
+    for th in cfg.probe_thresholds:
+      c = dataclasses.replace(base, stop_rules=stop, confidence_estimate="probe",
+                              probe_every=cfg.probe_every, confidence_threshold=th,
+                              probe_agreement=agreement)
+      rows.append(_summary(f"probe >= {th}, agree {agreement}", eval_problems, go(c)))
   for th in cfg.head_thresholds:
     c = dataclasses.replace(base, stop_rules=stop, confidence_estimate="head",
                             probe_every=cfg.probe_every, confidence_threshold=th)
@@ -140,9 +142,9 @@ def run_heads(cfg: HeadsConfig, workdir: str, log: Callable[[str], None] = print
 
 
 def format_sweep(rows, best=None) -> str:
-  lines = [f"{'rule':<30}{'accuracy':>9}{'think tok':>10}{'saved':>8}{'checks':>8}"]
+  lines = [f"{'rule':<32}{'accuracy':>9}{'think tok':>10}{'saved':>8}{'checks':>8}"]
   for r in rows:
     mark = " *" if best and r["rule"] in best.values() else ""
-    lines.append(f"{r['rule']:<30}{r['accuracy']:9.3f}{r['thinking_tokens']:10.1f}"
+    lines.append(f"{r['rule']:<32}{r['accuracy']:9.3f}{r['thinking_tokens']:10.1f}"
                  f"{r['saved']:8.1%}{r['checks']:8.1f}{mark}")
   return "\n".join(lines)

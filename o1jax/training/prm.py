@@ -218,11 +218,14 @@ def _answer_key(r: rl.Rollout) -> str:
 def best_of_n(pools: Sequence[Sequence[rl.Rollout]], scores: dict[str, Sequence[np.ndarray]],
               ns: Sequence[int], subsets: int = 32, seed: int = 0) -> dict[str, dict[int, float]]:
   """Accuracy of picking one of N sampled solutions per problem, averaged over `subsets`
-  random size-N subsets of each problem's pool: by each scorer's highest score, by majority
-  vote over answer strings (ties to the first seen), plus `first` (one sample) and
-  `oracle` (any of the N is right). `scores[name][i]` holds pool i's solution scores."""
+  random size-N subsets of each problem's pool: by each scorer's highest score
+  (`name`), by the answer with the largest total score (`name+vote`, weighted
+  self-consistency), by majority vote over answer strings (ties to the first seen), plus
+  `first` (one sample) and `oracle` (any of the N is right). `scores[name][i]` holds pool
+  i's solution scores."""
   rng = np.random.default_rng(seed)
-  methods = list(scores) + ["majority", "first", "oracle"]
+  methods = [m for name in scores for m in (name, name + "+vote")]
+  methods += ["majority", "first", "oracle"]
   per_problem = {m: {n: [] for n in ns} for m in methods}
   for i, pool in enumerate(pools):
     correct = np.array([r.correct for r in pool])
@@ -234,7 +237,13 @@ def best_of_n(pools: Sequence[Sequence[rl.Rollout]], scores: dict[str, Sequence[
       for _ in range(1 if n == len(pool) else subsets):
         idx = rng.permutation(len(pool))[:n]
         for name, s in scores.items():
-          hits[name].append(correct[idx[int(np.argmax(np.asarray(s[i])[idx]))]])
+          sc = np.asarray(s[i], np.float64)
+          hits[name].append(correct[idx[int(np.argmax(sc[idx]))]])
+          totals: dict[str, float] = {}
+          for j in idx:
+            totals[keys[j]] = totals.get(keys[j], 0.0) + sc[j]
+          best = max(totals.values())
+          hits[name + "+vote"].append(correct[next(j for j in idx if totals[keys[j]] == best)])
         counts: dict[str, int] = {}
         for j in idx:
           counts[keys[j]] = counts.get(keys[j], 0) + 1
