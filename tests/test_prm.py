@@ -120,6 +120,8 @@ def test_best_of_n_selects_by_score_and_majority():
   res = prm.best_of_n([pool], scores, ns=(2, 4), subsets=64)
   assert res["perfect"][4] == 1.0 and res["inverted"][4] == 0.0
   assert res["majority"][4] == 0.0 and res["oracle"][4] == 1.0
+  # Weighted vote: the right answer's total score (1) beats the wrong ones' (0), and inverted.
+  assert res["perfect+vote"][4] == 1.0 and res["inverted+vote"][4] == 0.0
   assert res["perfect"][2] == pytest.approx(res["oracle"][2])  # picks right whenever drawn
   assert res["oracle"][2] == pytest.approx(0.5, abs=0.15)
   with pytest.raises(ValueError, match="best-of-8"):
