@@ -27,7 +27,7 @@ def get_config():
       eval_problems_per_level=4, best_of=(4, 16, 64), subsets=32, aggregate="min"))
   c.heads = ml_collections.ConfigDict(dict(
       train_problems_per_level=16, eval_problems_per_level=12, every=4, temperature=0.0,
-      probe_every=4, probe_thresholds=(0.8, 0.9, 0.95, 0.99),
-      head_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8), budget_margin=1.25, budget_slack=4,
-      article_scale=0.1))
+      probe_every=4, head_every=(4, 1), probe_thresholds=(0.8, 0.9, 0.95, 0.99),
+      head_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8), give_up_with=(0.5,),
+      give_up_thresholds=(0.1, 0.2, 0.3), budget_margin=1.25, budget_slack=4, article_scale=0.1))
   return c

@@ -28,7 +28,10 @@ def _tiny():
   return module.get_config()
 
 
-def get_config():
+def get_config(variant: str = ""):
+  """`--config=configs/star.py` is the answer-only experiment above;
+  `--config=configs/star.py:embedded` runs STaR on the embedded reasoner over every task (a
+  base whose sampler does find rationales at every level)."""
   c = _tiny()
   # Addition alone keeps every sequence short (<= 70 tokens), so training and sampling are
   # cheap; levels 3-4 (4- and 5-digit operands) carry answers alone, no column steps.
@@ -47,6 +50,7 @@ def get_config():
       samples=4,                   # K rationales sampled per problem
       temperature=1.0,
       min_thinking=8,              # suppress an immediate close (see docs/REASONING_TRAINING.md)
+      require_correct_steps=False, # True: also drop right answers reached by wrong steps
       rationalize=True,
       rationalize_samples=2,
       hint_template=" [hint: {answer}]",
@@ -61,4 +65,10 @@ def get_config():
       on_empty="error",            # or "skip": warn, fine-tune on earlier iterations' examples
       batch_size=256,
       seed=0))
+  if variant == "embedded":
+    c.star.update(base="", tasks=("addition", "equation", "countdown"), min_thinking=0,
+                  problems_per_level=16, seq_len=192, cache_len=192, finetune_lr=3e-4,
+                  eval_problems=16, iterations=3)
+  elif variant:
+    raise ValueError(f"unknown configs/star.py variant {variant!r}; known: 'embedded'")
   return c

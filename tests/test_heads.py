@@ -142,3 +142,26 @@ def test_confidence_data_and_needed_thinking(model):
   assert nt(np.array([0, 4, 8, 10]), np.array([0, 1, 1, 1]), 10, True) == 4
   assert nt(np.array([0, 4, 8, 10]), np.array([1, 0, 1, 1]), 10, True) == 8
   assert nt(np.array([0, 4, 8, 10]), np.array([1, 1, 1, 1]), 10, False) == 10
+
+
+def test_value_head_gives_up_on_hopeless_thinking(model):
+  params, mc = model
+  prompts = [p.prompt for p in _problems(seed=2)]
+  base = make_think_config(mc, rl.TOK, 192, max_answer_tokens=12)
+  cfg = dataclasses.replace(base, stop_rules=("natural", "budget", "confidence"),
+                            confidence_estimate="head", probe_every=4, confidence_threshold=0.5,
+                            give_up_threshold=0.5)
+  never_sure = _constant_head(mc.embed_dim, -10.0)
+  run = lambda value: rl.continue_thinking(
+      params, cfg, prompts, batch_size=8,
+      heads={"confidence": never_sure, "value": _constant_head(mc.embed_dim, value)})
+  plain = rl.continue_thinking(params, base, prompts, batch_size=8)
+  hopeless, hopeful = run(-10.0), run(10.0)
+  for p, a, b in zip(plain, hopeless, hopeful):
+    if p.thinking_tokens > 4:
+      assert a.stop_reason == "confidence" and a.thinking_tokens == 4
+    assert (b.thinking, b.stop_reason) == (p.thinking, p.stop_reason)
+  with pytest.raises(ValueError, match="'value'"):
+    rl.continue_thinking(params, cfg, prompts, batch_size=8, heads={"confidence": never_sure})
+  with pytest.raises(ValueError, match="give_up_threshold"):
+    dataclasses.replace(base, give_up_threshold=0.5)  # only with the head estimate

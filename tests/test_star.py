@@ -47,6 +47,9 @@ def test_filter_keeps_only_verified_deduplicated_rationales():
   assert [e.steps_correct for e in kept] == [True, False]
   for e in kept:
     assert rl.verify(p, e.text)
+  # With the process filter, the right answer reached by wrong steps goes too.
+  strict = star.filter_rationales(rollouts, hint_template=HINT, require_correct_steps=True)
+  assert [e.text for e in strict] == [kept[0].text]
   # Empty rationales are kept when asked; `seen` deduplicates across calls.
   seen = set()
   assert len(star.filter_rationales(rollouts, require_thinking=False, seen=seen)) == 3

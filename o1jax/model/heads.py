@@ -1,8 +1,8 @@
 """Small scalar heads on a decoder's final hidden states: PRM, ORM, confidence, budget.
 
 A head maps a final-layer hidden state [..., E] (the normed state the LM head reads) to one
-number: a logit for the reward and confidence heads, log thinking length for the budget
-head. Heads are plain pytrees of arrays, separate from the trunk's params, so that
+number: a logit for the reward, confidence and value heads (value: P(the answer ends right
+if thinking goes on)), log thinking length for the budget head. Heads are plain pytrees of arrays, separate from the trunk's params, so that
 
 * the thinking loop can run them on the hidden state it already computes for every token
   (no extra forward pass, unlike a probe), and search can score a step at its delimiter
@@ -27,7 +27,7 @@ import numpy as np
 
 from o1jax.model.config import ModelConfig
 
-HEAD_KINDS = ("prm", "orm", "confidence", "budget")
+HEAD_KINDS = ("prm", "orm", "confidence", "value", "budget")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -159,8 +159,11 @@ def _body(s: ThinkState, params, config: ThinkConfig, table, table_len,
     due = fed_thinking & (s.phase == Phase.THINKING) & (
         s.thinking_tokens % config.probe_every == 0)
     s = _head_confidence(s, due, hidden[:, 0], heads, config)
-    s = _early_stop(s, due & (s.confidence >= config.confidence_threshold),
-                    StopReason.CONFIDENCE)
+    stop = due & (s.confidence >= config.confidence_threshold)
+    if config.give_up_threshold > 0:
+      from o1jax.model.heads import head_probability
+      stop |= due & (head_probability(heads["value"], hidden[:, 0]) < config.give_up_threshold)
+    s = _early_stop(s, stop, StopReason.CONFIDENCE)
   elif config.rule("confidence"):
     due = (fed_thinking & (s.phase == Phase.THINKING) &
            (s.thinking_tokens % config.probe_every == 0) &
@@ -187,6 +190,8 @@ def think(params, inputs: ThinkInputs, config: ThinkConfig, rng: jax.Array,
   if (config.rule("confidence") and config.confidence_estimate == "head"
       and (heads is None or "confidence" not in heads)):
     raise ValueError("confidence_estimate='head' needs think(..., heads={'confidence': head})")
+  if config.give_up_threshold > 0 and config.rule("confidence") and "value" not in heads:
+    raise ValueError("give_up_threshold > 0 needs think(..., heads={..., 'value': head})")
   batch, width = inputs.tokens.shape
   model = config.model
   cache = KVCache.init(model, batch, config.cache_len)

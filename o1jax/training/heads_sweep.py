@@ -29,9 +29,12 @@ class HeadsConfig:
   eval_problems_per_level: int = 16
   every: int = 4                    # forced-stop prefixes every this many thinking tokens
   temperature: float = 0.0          # of the thinking rollouts (and of the sweep)
-  probe_every: int = 4              # how often either estimate is checked in the sweep
+  probe_every: int = 4              # thinking tokens between probes in the sweep
+  head_every: tuple[int, ...] = (4, 1)  # ... and between head checks
   probe_thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
   head_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+  give_up_with: tuple[float, ...] = (0.5,)            # confidence thresholds to pair with
+  give_up_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3)  # value-head give-up thresholds
   budget_margin: float = 1.25
   budget_slack: int = 4
   article_scale: float = 0.1
@@ -72,10 +75,13 @@ def run_heads(cfg: HeadsConfig, workdir: str, log: Callable[[str], None] = print
       f"{len(train.natural)} rollouts, {train.labels.mean():.2f} right")
   conf_head, conf_losses = heads_lib.train_head(train.features, train.labels, "confidence",
                                                 cfg.head)
+  # The value head: same prefixes, label = the full run ends right (P(right if it goes on)).
+  value_head, _ = heads_lib.train_head(train.features, train.correct[train.rollout], "value",
+                                       cfg.head)
   budget_head, budget_losses = heads_lib.train_head(
       train.prompt_features, np.log1p(train.needed).astype(np.float32), "budget", cfg.head)
   e = mc.embed_dim
-  for kind, head in (("confidence", conf_head), ("budget", budget_head)):
+  for kind, head in (("confidence", conf_head), ("value", value_head), ("budget", budget_head)):
     save_head(workdir, RewardModel(HeadConfig(e, cfg.head.hidden_dim, kind), head),
               {"policy": cfg.policy or "embedded"})
   log(f"{clock()} heads trained: confidence loss {np.mean(conf_losses[:10]):.3f} -> "
@@ -86,6 +92,7 @@ def run_heads(cfg: HeadsConfig, workdir: str, log: Callable[[str], None] = print
   held = heads_lib.confidence_data(params, mc, base, eval_problems, every=cfg.every,
                                    seed=cfg.seed + 1, batch_size=cfg.batch_size)
   head_p = heads_lib.predict(conf_head, held.features)
+  value_p = heads_lib.predict(value_head, held.features)
   pred_need = np.expm1(heads_lib.predict(budget_head, held.prompt_features, "budget"))
   calibration = {
       "prefixes": int(len(held.labels)), "right": float(held.labels.mean()),
@@ -93,9 +100,18 @@ def run_heads(cfg: HeadsConfig, workdir: str, log: Callable[[str], None] = print
                                                                                  held.labels),
       "auc_head": heads_lib.auc(head_p, held.labels),
       "auc_probe": heads_lib.auc(held.probe, held.labels),
+      "auc_value": heads_lib.auc(value_p, held.correct[held.rollout]),
+      "ece_value": heads_lib.ece(value_p, held.correct[held.rollout]),
       "budget_mae_tokens": float(np.mean(np.abs(pred_need - held.needed))),
       "budget_corr": float(np.corrcoef(pred_need, held.needed)[0, 1]),
-      "needed_mean": float(held.needed.mean()), "natural_mean": float(held.natural.mean())}
+      "needed_mean": float(held.needed.mean()), "natural_mean": float(held.natural.mean()),
+      # The ceiling of any stop rule at equal accuracy: stop right runs at the first prefix
+      # from which the forced answer stays right, and wrong runs at once (they lose nothing).
+      "oracle_saved": float(1 - held.needed[held.correct].sum() / max(held.natural.sum(), 1)),
+      # ... and if wrong runs think to the end (a rule that only stops when it is sure).
+      "oracle_saved_right_only": float(
+          1 - (held.needed[held.correct].sum() + held.natural[~held.correct].sum())
+          / max(held.natural.sum(), 1))}
   log(f"{clock()} calibration on {len(held.labels)} held-out prefixes: " +
       " ".join(f"{k}={v:.3f}" for k, v in calibration.items() if isinstance(v, float)))
 
@@ -111,10 +127,19 @@ def run_heads(cfg: HeadsConfig, workdir: str, log: Callable[[str], None] = print
                               probe_every=cfg.probe_every, confidence_threshold=th,
                               probe_agreement=agreement)
       rows.append(_summary(f"probe >= {th}, agree {agreement}", eval_problems, go(c)))
-  for th in cfg.head_thresholds:
-    c = dataclasses.replace(base, stop_rules=stop, confidence_estimate="head",
-                            probe_every=cfg.probe_every, confidence_threshold=th)
-    rows.append(_summary(f"head >= {th}", eval_problems, go(c, {"confidence": conf_head})))
+  for every in cfg.head_every:  # a head check costs nothing: it can run every token
+    for th in cfg.head_thresholds:
+      c = dataclasses.replace(base, stop_rules=stop, confidence_estimate="head",
+                              probe_every=every, confidence_threshold=th)
+      rows.append(_summary(f"head >= {th}, every {every}", eval_problems,
+                           go(c, {"confidence": conf_head})))
+  both = {"confidence": conf_head, "value": value_head}
+  for th in cfg.give_up_with:
+    for g in cfg.give_up_thresholds:
+      c = dataclasses.replace(base, stop_rules=stop, confidence_estimate="head",
+                              probe_every=cfg.probe_every, confidence_threshold=th,
+                              give_up_threshold=g)
+      rows.append(_summary(f"head >= {th} or value < {g}", eval_problems, go(c, both)))
   article = [article_budget(p.difficulty, cfg.article_scale) for p in eval_problems]
   rows.append(_summary(f"budget=auto article x{cfg.article_scale}", eval_problems,
                        go(base, budgets=article), article))
@@ -128,8 +153,8 @@ def run_heads(cfg: HeadsConfig, workdir: str, log: Callable[[str], None] = print
     r["saved"] = 1 - r["thinking_tokens"] / max(baseline["thinking_tokens"], 1e-9)
     r["acc_delta"] = r["accuracy"] - baseline["accuracy"]
   best = {}
-  for family in ("probe", "head", "budget=auto article", "budget=auto head"):
-    ok = [r for r in rows if r["rule"].startswith(family)
+  for family in ("probe", "head", "head or value", "budget=auto article", "budget=auto head"):
+    ok = [r for r in rows if _family(r["rule"]) == family
           and r["accuracy"] >= baseline["accuracy"] - cfg.tolerance - 1e-9]
     best[family] = max(ok, key=lambda r: r["saved"])["rule"] if ok else None
   results = {"config": dataclasses.asdict(cfg), "calibration": calibration, "sweep": rows,
@@ -139,6 +164,12 @@ def run_heads(cfg: HeadsConfig, workdir: str, log: Callable[[str], None] = print
     json.dump(results, f, indent=2)
   log(format_sweep(rows, best))
   return results
+
+
+def _family(rule: str) -> str:
+  if rule.startswith("head"):
+    return "head or value" if "value" in rule else "head"
+  return rule.split(" >=")[0] if rule.startswith("probe") else rule.split(" x")[0]
 
 
 def format_sweep(rows, best=None) -> str:

@@ -34,7 +34,7 @@ from o1jax.tasks.base import Problem
 from o1jax.thinking import make_think_config
 from o1jax.training import data as data_lib
 from o1jax.training import rollouts as rl
-from o1jax.training.checkpoint import load_params, save_pretrained
+from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params, save_pretrained
 from o1jax.training.trainer import TrainState, make_optimizer, train_step
 
 
@@ -44,7 +44,7 @@ class StarError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class StarConfig:
-  base: str                                   # checkpoint dir or training workdir
+  base: str                                   # checkpoint dir or workdir ("": embedded)
   iterations: int = 4
   tasks: tuple[str, ...] = ("addition",)
   difficulties: tuple[int, ...] = (1, 2, 3, 4)
@@ -56,6 +56,9 @@ class StarConfig:
   # rationale there at all.
   min_thinking: int = 0
   require_thinking: bool = True               # an empty rationale is not kept
+  # Also drop rationales with a step the task's checker rejects (right answer, wrong
+  # reasoning): STaR filtered by a process verifier instead of the answer alone. Off: STaR.
+  require_correct_steps: bool = False
   rationalize: bool = True
   rationalize_samples: int = 2
   hint_template: str = " [hint: {answer}]"
@@ -123,12 +126,14 @@ def _steps_correct(problem: Problem, thinking: str) -> bool:
 
 def filter_rationales(rollouts: Sequence[rl.Rollout], *, rationalized: bool = False,
                       hint_template: str = " [hint: {answer}]", require_thinking: bool = True,
+                      require_correct_steps: bool = False,
                       seen: set | None = None) -> list[Example]:
   """The verified, deduplicated rationales as training examples on the problem's own prompt.
 
   A rollout is kept iff its answer verifies (re-checked here, not trusted from the rollout),
-  its thinking is non-empty when required, neither thinking nor answer quotes the hint, and
-  (prompt, thinking, answer) was not kept before (`seen` carries that across calls).
+  its thinking is non-empty when required, neither thinking nor answer quotes the hint, every
+  step passes the checker if `require_correct_steps`, and (prompt, thinking, answer) was not
+  kept before (`seen` carries that across calls).
   """
   seen = set() if seen is None else seen
   marker = _hint_marker(hint_template)
@@ -142,12 +147,13 @@ def filter_rationales(rollouts: Sequence[rl.Rollout], *, rationalized: bool = Fa
     if marker in thinking or marker in answer or r.problem.prompt not in r.prompt:
       continue
     key = (r.problem.prompt, thinking, answer)
-    if key in seen:
+    steps_ok = _steps_correct(r.problem, thinking)
+    if key in seen or (require_correct_steps and not steps_ok):
       continue
     seen.add(key)
     text = f"{r.problem.prompt}<think>{thinking}</think>{answer}"
     out.append(Example(r.problem.task, r.problem.difficulty, r.problem.prompt, text,
-                       rationalized, _steps_correct(r.problem, thinking)))
+                       rationalized, steps_ok))
   return out
 
 
@@ -250,7 +256,7 @@ def _completed(workdir: str) -> list[int]:
 def run_star(cfg: StarConfig, workdir: str, log: Callable[[str], None] = print) -> list[dict]:
   """Runs (or resumes) STaR; returns the per-iteration rows (iteration 0 is the base)."""
   os.makedirs(workdir, exist_ok=True)
-  base_params, model_config, _ = load_params(cfg.base)
+  base_params, model_config, _ = load_params(cfg.base or embedded_checkpoint_dir())
   sample_cfg = make_think_config(model_config, rl.TOK, cfg.cache_len,
                                  temperature=cfg.temperature,
                                  max_answer_tokens=cfg.max_answer_tokens)
@@ -289,7 +295,8 @@ def run_star(cfg: StarConfig, workdir: str, log: Callable[[str], None] = print) 
                                  seed=cfg.seed * 1000 + it, batch_size=cfg.batch_size,
                                  min_thinking=cfg.min_thinking)
     kept = filter_rationales([r for rs in samples for r in rs], hint_template=cfg.hint_template,
-                             require_thinking=cfg.require_thinking, seen=seen)
+                             require_thinking=cfg.require_thinking,
+                             require_correct_steps=cfg.require_correct_steps, seen=seen)
     solved = {e.prompt for e in kept}
     rationalized = []
     failed = [p for p in problems if p.prompt not in solved]
@@ -300,7 +307,9 @@ def run_star(cfg: StarConfig, workdir: str, log: Callable[[str], None] = print) 
                                   min_thinking=cfg.min_thinking)
       rationalized = filter_rationales([r for rs in hinted for r in rs], rationalized=True,
                                        hint_template=cfg.hint_template,
-                                       require_thinking=cfg.require_thinking, seen=seen)
+                                       require_thinking=cfg.require_thinking,
+                                       require_correct_steps=cfg.require_correct_steps,
+                                       seen=seen)
     new = kept + rationalized
     kept_all += new
     train_set = kept_all if cfg.accumulate else new
