@@ -150,8 +150,8 @@ def test_equation_examples_from_the_spec():
       "2x+5=13": ("2x=13-5; 2x=8; x=8/2; x=4", "4"),
       "2x+9=3": ("2x=3-9; 2x=-6; x=-6/2; x=-3", "-3"),
       "5x+3=2x+15": ("5x-2x=15-3; 3x=12; x=12/3; x=4", "4"),
-      "3(x+4)+5=29": ("3x+12+5=29; 3x+17=29; 3x=29-17; 3x=12; x=12/3; x=4", "4"),
-      "3(x-4)+5=29": ("3x-12+5=29; 3x-7=29; 3x=29+7; 3x=36; x=36/3; x=12", "12"),
+      "3(x+4)+5=29": ("3(x+4)=29-5; 3(x+4)=24; x+4=24/3; x+4=8; x=8-4; x=4", "4"),
+      "3(x-4)+5=29": ("3(x-4)=29-5; 3(x-4)=24; x-4=24/3; x-4=8; x=8+4; x=12", "12"),
   }
   for prompt, (thinking, answer) in cases.items():
     problem = task.from_prompt(prompt)
@@ -186,6 +186,9 @@ def test_countdown_example_from_the_spec():
   assert (problem.answer, problem.difficulty) == ("(3+5)*2", 2)
   negative = task.from_prompt("3 5 9 to 7")
   assert negative.steps[4:6] == ("3-5=-2", "-2+9=7")
+  # A two-digit number times a digit goes through its partial products.
+  wide = task.from_prompt("7 9 8 to 55")
+  assert wide.steps[3] == "16*8=80+48=128 no" and wide.steps[-1] == "63-8=55"
   assert task.from_prompt("1 1 1 to 500") is None  # unreachable
   assert task.from_prompt("3 5 2 to 0") is None
   assert task.from_prompt("3 5 to 8") is None
@@ -327,6 +330,13 @@ def test_countdown_check_step_rules():
   assert ok(["3*5=15", "15+2=17 no"], "15-2=13 no")
   assert not ok(["3+5=8", "8*2=16"], "3-5=-2")  # the search already ended
   assert not ok(["nonsense"], "8+2=10 no")
+  wide = task.from_prompt("7 9 8 to 55")
+  ok_wide = lambda prev, step: task.check_step(wide, prev, step)
+  node = ["7+9=16", "16+8=24 no"]
+  assert ok_wide(node, "16*8=80+48=128 no") and ok_wide(node, "16*8=128 no")
+  assert not ok_wide(node, "16*8=80+40=128 no")  # wrong partial product
+  assert not ok_wide(node, "16-8=80+48=8 no")  # partial products only for a product
+  assert ok_wide(["7-9=-2", "-2+8=6 no"], "-2*8=-16 no")
 
 
 # ---- verification of free text ----

@@ -12,13 +12,16 @@ without a mark, which ends the search:
   3+5=8; 8+2=10 no; 8-2=6 no; 8*2=16        answer (3+5)*2
 
 So a trace shows branches being tried and abandoned. Negative intermediates are written
-plainly (`3-5=-2`). Difficulty is where the search first succeeds (leaf 0..8): d1 leaves
-0-1, d2 2-3, d3 4-5, d4 6-8.
+plainly (`3-5=-2`). A two-digit number times a digit is written through its partial
+products, `16*8=80+48=128`, so that every step is one-digit facts and a one-column sum (a
+tiny model learns those; a two-digit product in one go it does not). Difficulty is where
+the search first succeeds (leaf 0..8): d1 leaves 0-1, d2 2-3, d3 4-5, d4 6-8.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import operator
 import re
@@ -34,7 +37,8 @@ _NUMBERS = tuple(range(1, 10))
 LEAF_BUCKETS = {1: range(0, 2), 2: range(2, 4), 3: range(4, 6), 4: range(6, 9)}
 
 _PROMPT = re.compile(r"([1-9]) ([1-9]) ([1-9]) to ([0-9]{1,6})")
-_STEP = re.compile(r"(-?[0-9]{1,4})([-+*])(-?[0-9]{1,4})=(-?[0-9]{1,7})( no)?")
+_STEP = re.compile(
+    r"(-?[0-9]{1,4})([-+*])(-?[0-9]{1,4})=(?:([0-9]{1,6})\+([0-9]{1,6})=)?(-?[0-9]{1,7})( no)?")
 _EXPRESSION_CHARS = frozenset("0123456789+-*/() ")
 
 
@@ -52,6 +56,20 @@ def _first_success(a: int, b: int, c: int, target: int) -> int | None:
   return None
 
 
+def partial_products(left: int, right: int) -> tuple[int, int] | None:
+  """(tens part, units part) of left*right for a two-digit-or-longer left, else None."""
+  if left < 10:
+    return None
+  return (left - left % 10) * right, left % 10 * right
+
+
+def step_text(left: int, op: str, right: int) -> str:
+  """`left op right = result`, a product of a number >= 10 through its partial products."""
+  parts = partial_products(left, right) if op == "*" else None
+  middle = f"{parts[0]}+{parts[1]}=" if parts else ""
+  return f"{left}{op}{right}={middle}{_APPLY[op](left, right)}"
+
+
 def search(numbers: tuple[int, int, int], target: int) -> tuple[list[str], str, int] | None:
   """(steps, answer, index of the successful leaf) of the depth-first search, or None."""
   a, b, c = numbers
@@ -63,9 +81,9 @@ def search(numbers: tuple[int, int, int], target: int) -> tuple[list[str], str, 
     op1, op2 = OPS[leaf // 3], OPS[leaf % 3]
     first = _APPLY[op1](a, b)
     if leaf % 3 == 0:  # entering a new depth-one branch
-      steps.append(f"{a}{op1}{b}={first}")
+      steps.append(step_text(a, op1, b))
     mark = "" if leaf == success else " no"
-    steps.append(f"{first}{op2}{c}={_APPLY[op2](first, c)}{mark}")
+    steps.append(step_text(first, op2, c) + mark)
   op1, op2 = OPS[success // 3], OPS[success % 3]
   return steps, f"({a}{op1}{b}){op2}{c}", success
 
@@ -162,16 +180,11 @@ class CountdownTask(Task):
   name = "countdown"
 
   def _sample(self, rng: np.random.Generator, difficulty: int) -> Problem | None:
-    leaves = LEAF_BUCKETS[difficulty]
-    a, b, c = (int(v) for v in rng.integers(1, 10, size=3))
-    # The search succeeds at the drawn op pair or earlier, so pairs before the bucket can
-    # never land in it; drawing from the bucket's first pair onwards only skips waste.
-    leaf = int(rng.integers(leaves.start, 3 * len(OPS)))
-    target = _APPLY[OPS[leaf % 3]](_APPLY[OPS[leaf // 3]](a, b), c)
-    # An earlier pair may hit the same target, so the drawn pair does not fix the bucket.
-    if target <= 0 or _first_success(a, b, c, target) not in leaves:
-      return None
-    return build((a, b, c), target)
+    # Every prompt of the level is in a table built once, so a draw is one index: the
+    # rejection sampling this replaced cost ~7 ms a problem on the training data threads.
+    prompts = _prompts_by_difficulty()[difficulty]
+    numbers, target = prompts[int(rng.integers(len(prompts)))]
+    return build(numbers, target)
 
   def _parse_prompt(self, prompt: str) -> Problem | None:
     match = _PROMPT.fullmatch(" ".join(prompt.split()))
@@ -206,8 +219,8 @@ class CountdownTask(Task):
       parsed = _STEP.fullmatch(text)
       if parsed is None:
         return False
-      left, right, result = int(parsed.group(1)), int(parsed.group(3)), int(parsed.group(4))
-      if parsed.group(5):
+      left, right, result = int(parsed.group(1)), int(parsed.group(3)), int(parsed.group(6))
+      if parsed.group(7):
         last_kind = "leaf"
       elif last_kind is None or (last_kind == "leaf" and (left, right) == (n0, n1)):
         last_kind, internal_result = "internal", result
@@ -220,23 +233,33 @@ class CountdownTask(Task):
     if parsed is None:
       return False
     left, op, right = int(parsed.group(1)), parsed.group(2), int(parsed.group(3))
-    result, marked = int(parsed.group(4)), bool(parsed.group(5))
+    result, marked = int(parsed.group(6)), bool(parsed.group(7))
     if _APPLY[op](left, right) != result:
       return False
+    if parsed.group(4) is not None:  # partial products, if written, must be the right ones
+      if (op, int(parsed.group(4)), int(parsed.group(5))) != ("*",) + (
+          partial_products(left, right) or (None, None)):
+        return False
     as_internal = not marked and (left, right) == (n0, n1) and last_kind != "internal"
     as_leaf = (internal_result is not None and (left, right) == (internal_result, n2)
                and marked == (result != target))
     return as_internal or as_leaf
 
   def _max_text_len(self, difficulty: int) -> int:
-    # Exhaustive: every reachable (numbers, target) pair, i.e. every prompt the generator
-    # can produce, grouped by the difficulty its search gives.
-    longest = 0
-    for numbers in itertools.product(_NUMBERS, repeat=3):
-      targets = {_APPLY[op2](_APPLY[op1](numbers[0], numbers[1]), numbers[2])
-                 for op1, op2 in itertools.product(OPS, repeat=2)}
-      for target in targets:
-        problem = build(numbers, target)
-        if problem is not None and problem.difficulty == difficulty:
-          longest = max(longest, len(render(problem)))
-    return longest
+    # Exhaustive over the table, i.e. every prompt the generator can produce.
+    return max(len(render(build(numbers, target)))
+               for numbers, target in _prompts_by_difficulty()[difficulty])
+
+
+@functools.cache
+def _prompts_by_difficulty() -> dict[int, tuple[tuple[tuple[int, int, int], int], ...]]:
+  """Every reachable (numbers, positive target), grouped by the difficulty of its search,
+  in a fixed order (so a seeded draw is the same everywhere)."""
+  table = {d: [] for d in LEAF_BUCKETS}
+  for numbers in itertools.product(_NUMBERS, repeat=3):
+    targets = {_APPLY[op2](_APPLY[op1](numbers[0], numbers[1]), numbers[2])
+               for op1, op2 in itertools.product(OPS, repeat=2)}
+    for target in sorted(t for t in targets if t > 0):
+      leaf = _first_success(*numbers, target)
+      table[difficulty_of_leaf(leaf)].append((numbers, target))
+  return {d: tuple(v) for d, v in table.items()}

@@ -1,9 +1,16 @@
-"""Linear equations in x with an integer solution, solved one rewrite per step.
+"""Linear equations in x with an integer solution, solved one inverse operation per step.
 
   d1  x+5=13         x=13-5; x=8
   d2  2x+5=13        2x=13-5; 2x=8; x=8/2; x=4
   d3  5x+3=2x+15     5x-2x=15-3; 3x=12; x=12/3; x=4
-  d4  3(x+4)+5=29    3x+12+5=29; 3x+17=29; 3x=29-17; 3x=12; x=12/3; x=4
+  d4  3(x+4)+5=29    3(x+4)=29-5; 3(x+4)=24; x+4=24/3; x+4=8; x=8-4; x=4
+
+Every step is a rewrite whose arithmetic is one "column" of work: a digit added to or taken
+from a number below 100, a one-digit product or quotient. The sampling ranges keep it so
+(the constant that is moved across is a single digit, |x| <= 9), because a step such as
+`x=23-16` asks a tiny model for two-digit subtraction in one go, which it learns far more
+slowly than the one-column steps addition is written in. d4 undoes the outer operations
+first instead of expanding the bracket, for the same reason.
 
 Constants in prompts are positive (d1, d2 and the bracket of d4 also come with a minus),
 x may be negative. A thinking step is accepted when it is a linear equation that holds at
@@ -26,15 +33,14 @@ from o1jax.tasks.base import INT_ANSWER_END, Problem, Task, parse_int, render
 # draws whose right-hand constant leaves 1..MAX_RHS; max_text_len enumerates the same space.
 _SIGNS = (1, -1)
 _COEFS = tuple(range(2, 10))
-_CONSTS = tuple(range(1, 31))
-_XS = tuple(range(-10, 11))
-_BRACKET_CONSTS = tuple(range(1, 10))
+_DIGITS = tuple(range(1, 10))
+_XS = tuple(range(-9, 10))
 _MAX_RHS = 99
 _SAMPLE_SPACE = {
-    1: (_SIGNS, _CONSTS, _CONSTS),  # sign, b, c: x±b=c
-    2: (_COEFS, _XS, _SIGNS, _CONSTS),  # a, x, sign, b
-    3: (tuple(range(4, 10)), tuple(range(2, 8)), _XS, _CONSTS),  # a, c, x, b
-    4: (_COEFS, _SIGNS, _BRACKET_CONSTS, _CONSTS, _XS),  # a, sign, b, e, x
+    1: (_SIGNS, _DIGITS, tuple(range(1, 20))),  # sign, b, c: x±b=c
+    2: (_COEFS, _XS, _SIGNS, _DIGITS),  # a, x, sign, b
+    3: (tuple(range(4, 10)), tuple(range(2, 8)), _XS, _DIGITS),  # a, c, x, b
+    4: (_COEFS, _SIGNS, _DIGITS, _DIGITS, _XS),  # a, sign, b, e, x
 }
 
 _N = r"([0-9]{1,6})"
@@ -84,14 +90,15 @@ def build(difficulty: int, params: tuple) -> Problem | None:
                     [f"{a}x-{c}x={e}-{b}", f"{k}x={kx}", f"x={kx}/{k}", f"x={x}"], x, params)
   if difficulty == 4:
     a, sign, b, e, f = params
-    ab = sign * a * b
-    m = ab + e  # the constant after expanding and collecting the left side
-    if a < 1 or (f - m) % a:
+    g = f - e  # = a(x±b): undo the +e, then the factor a, then the ±b
+    if a < 1 or g % a:
       return None
-    x = (f - m) // a
-    return _problem(4, f"{a}(x{_sign_char(sign)}{b})+{e}={f}",
-                    [f"{a}x{ab:+d}+{e}={f}", f"{a}x{m:+d}={f}", f"{a}x={f}{-m:+d}",
-                     f"{a}x={f - m}", f"x={f - m}/{a}", f"x={x}"], x, params)
+    h = g // a
+    x = h - sign * b
+    bracket = f"x{_sign_char(sign)}{b}"
+    return _problem(4, f"{a}({bracket})+{e}={f}",
+                    [f"{a}({bracket})={f}-{e}", f"{a}({bracket})={g}", f"{bracket}={g}/{a}",
+                     f"{bracket}={h}", f"x={h}{_sign_char(-sign)}{b}", f"x={x}"], x, params)
   return None
 
 
@@ -110,10 +117,7 @@ def _from_draw(difficulty: int, draw: tuple) -> Problem | None:
     return build(3, (a, b, c, e)) if a - c >= 2 and 1 <= e <= _MAX_RHS else None
   a, sign, b, e, x = draw
   f = a * (x + sign * b) + e
-  # A zero collected constant would give the odd step "3x+0=29".
-  if sign * a * b + e == 0 or not 1 <= f <= _MAX_RHS:
-    return None
-  return build(4, (a, sign, b, e, f))
+  return build(4, (a, sign, b, e, f)) if 1 <= f <= _MAX_RHS else None
 
 
 class _NotLinear(Exception):
@@ -254,7 +258,7 @@ class EquationTask(Task):
     return coef != 0 and coef * problem.data[0] + const == 0
 
   def _max_text_len(self, difficulty: int) -> int:
-    # Exhaustive over every draw the generator can make (at most ~91k for difficulty 4).
+    # Exhaustive over every draw the generator can make (at most ~25k for difficulty 4).
     longest = 0
     for draw in itertools.product(*_SAMPLE_SPACE[difficulty]):
       problem = _from_draw(difficulty, draw)
