@@ -85,6 +85,35 @@ def test_data_order_is_a_function_of_the_seed():
   np.testing.assert_array_equal(next(again)["inputs"], first[1])
 
 
+def test_forced_closes_are_context_and_truncations_are_prefixes():
+  """No-thinking and truncated examples: the `</think>` the loop would force is never a
+  target, the shown thinking is a proper prefix of the reference, the answer is whole; a
+  complete trace keeps its close as a target (the only close the model learns to make)."""
+  tok = data_lib.CharTokenizer()
+  from o1jax import tasks as tasks_lib
+  truncated = data_lib.Mixture(no_thinking_fraction=0.0, truncated_thinking_fraction=1.0)
+  empty = data_lib.Mixture(no_thinking_fraction=1.0)
+  full = data_lib.Mixture(no_thinking_fraction=0.0)
+  for i in range(40):
+    problem, shown = truncated.example(i)
+    reference = tasks_lib.thinking_text(problem)
+    text, prompt, closed = truncated.text(i)
+    thinking, answer = tasks_lib.split_thinking(text)
+    assert not closed and 0 < shown < len(reference) and thinking == reference[:shown]
+    assert answer == problem.answer and prompt == problem.prompt
+    for mixture, model_closes in ((truncated, False), (empty, False), (full, True)):
+      text, prompt, closed = mixture.text(i)
+      ex = data_lib.encode_example(text, prompt, 192, tok, closed)
+      at_close = ex["targets"] == tok.end_think_id
+      assert at_close.sum() == 1 and closed == model_closes
+      assert ex["loss_mask"][at_close].item() == float(model_closes)
+      # ... while every answer token and the EOS stay targets.
+      after = np.arange(192) > np.argmax(at_close)
+      assert ex["loss_mask"][after & (ex["targets"] != tok.pad_id)].all()
+  with pytest.raises(ValueError, match="truncated_thinking_fraction"):
+    data_lib.Mixture(truncated_thinking_fraction=1.5)
+
+
 def test_pretrained_round_trip_and_mismatch(tmp_path):
   config = ModelConfig(embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
                        mlp_dim=64)

@@ -63,6 +63,8 @@ def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
   run = config.train.batch_size if d.get("task_batches", True) else 1
   return data_lib.Mixture(tasks=tuple(d.tasks), difficulties=tuple(d.difficulties),
                           no_thinking_fraction=float(d.no_thinking_fraction), seed=int(d.seed),
+                          truncated_thinking_fraction=float(
+                              d.get("truncated_thinking_fraction", 0.0)),
                           task_run=run,
                           answer_only_difficulties=tuple(
                               (k, tuple(v)) for k, v in dict(d.get("answer_only", {})).items()))
