@@ -4,6 +4,9 @@ With no flags it draws held-out problems of every task from the embedded tiny re
   python launch/think.py
   python launch/think.py --prompt="2x+5=13" --max_thinking_tokens=8 --show_thinking
   python launch/think.py --task=countdown --difficulty=4 --num_problems=8 --json
+  python launch/think.py --heads_dir=runs/heads --max_thinking_tokens=head \
+      --stop_rules=natural,budget,confidence --confidence_estimate=head --probe_every=4 \
+      --confidence_threshold=0.5          # heads from launch/train_heads.py
   python launch/think.py --hf_dir=/models/DeepSeek-R1-Distill-Qwen-1.5B --prompt="..." \
       --max_thinking_tokens=512 --dtype=bfloat16
 """
@@ -22,9 +25,10 @@ _TASK = flags.DEFINE_string("task", None, "Draw held-out problems from this task
 _DIFFICULTY = flags.DEFINE_string("difficulty", "all", "Difficulty level 1..4 or 'all'.")
 _NUM_PROBLEMS = flags.DEFINE_integer("num_problems", 2, "Problems per task and difficulty.")
 _MAX_THINKING = flags.DEFINE_string("max_thinking_tokens", "inf",
-                                    "Thinking budget: an integer, 'inf', or 'auto' (from the "
+                                    "Thinking budget: an integer, 'inf', 'auto' (from the "
                                     "problem's difficulty, the o1 article's table x "
-                                    "--budget_scale).")
+                                    "--budget_scale) or 'head' (the budget head in "
+                                    "--heads_dir, from the prompt alone).")
 _BUDGET_SCALE = flags.DEFINE_float("budget_scale", 0.1, "Scale of the article's budgets for "
                                    "budget=auto (its table is for o1-sized models).")
 _MIN_THINKING = flags.DEFINE_integer("min_thinking_tokens", 0, "Suppress closing before this.")
@@ -38,6 +42,14 @@ _CONF_THRESHOLD = flags.DEFINE_float("confidence_threshold", 0.95, "Probe confid
 _PROBE_EVERY = flags.DEFINE_integer("probe_every", 16, "Thinking tokens between probes.")
 _PROBE_AGREEMENT = flags.DEFINE_integer("probe_agreement", 2, "Stop when this many previous "
                                         "probes gave the same answer (0: off).")
+_CONF_ESTIMATE = flags.DEFINE_enum("confidence_estimate", "probe", ["probe", "head"],
+                                   "What the confidence rule reads: a trial-answer probe, "
+                                   "or the confidence head in --heads_dir (no extra forward).")
+_GIVE_UP = flags.DEFINE_float("give_up_threshold", 0.0, "With the head estimate: also stop "
+                              "when the value head in --heads_dir falls below this (0: off).")
+_HEADS_DIR = flags.DEFINE_string("heads_dir", None, "Trained heads (a launch/train_heads.py "
+                                 "workdir) for --confidence_estimate=head, "
+                                 "--give_up_threshold and --max_thinking_tokens=head.")
 _CONV_WINDOW = flags.DEFINE_integer("converge_window", 16, "Window W of the converged rule.")
 _CONV_THRESHOLD = flags.DEFINE_float("converge_threshold", 0.9, "Cosine similarity to stop.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
@@ -93,9 +105,35 @@ def _problems():
   return items
 
 
-def _budgets(items):
+def _heads(params, model_config):
+  """({kind: head params} for think(), budgets from the budget head or None)."""
+  need = []
+  if "confidence" in _STOP_RULES.value and _CONF_ESTIMATE.value == "head":
+    need += ["confidence"] + (["value"] if _GIVE_UP.value > 0 else [])
+  if _MAX_THINKING.value == "head":
+    need.append("budget")
+  if not need:
+    return None, None
+  if not _HEADS_DIR.value:
+    raise ValueError(f"the {', '.join(need)} head{'s' * (len(need) > 1)} asked for by the "
+                     "flags need --heads_dir (a launch/train_heads.py workdir)")
+  from o1jax.model.heads import load_head
+  loaded = {kind: load_head(_HEADS_DIR.value, kind)[0] for kind in need}
+  for kind, model in loaded.items():
+    if model.separate or model.head_config.embed_dim != model_config.embed_dim:
+      raise ValueError(f"the {kind} head in {_HEADS_DIR.value} does not sit on this model's "
+                       f"trunk (embed_dim {model.head_config.embed_dim} vs "
+                       f"{model_config.embed_dim}): train it on this checkpoint")
+  budget_head = loaded.pop("budget", None)
+  return {k: m.head for k, m in loaded.items()} or None, budget_head
+
+
+def _budgets(items, params=None, model_config=None, budget_head=None):
   from o1jax.thinking import article_budget
   value = _MAX_THINKING.value
+  if value == "head":
+    from o1jax.training.heads import head_budgets
+    return head_budgets(params, model_config, budget_head.head, [p for p, _ in items])
   if value != "auto":
     return [value] * len(items)
   # The task label's difficulty when the prompt is a known task; 'moderate' otherwise.
@@ -115,7 +153,10 @@ def main(argv):
       tasks.get_task(_TASK.value)
     items = _problems()
     params, model_config, tokenizer = _load()
+    heads, budget_head = _heads(params, model_config)
     overrides = dict(stop_rules=tuple(_STOP_RULES.value), temperature=_TEMPERATURE.value,
+                     confidence_estimate=_CONF_ESTIMATE.value,
+                     give_up_threshold=_GIVE_UP.value,
                      top_k=_TOP_K.value, top_p=_TOP_P.value,
                      confidence_threshold=_CONF_THRESHOLD.value, probe_every=_PROBE_EVERY.value,
                      probe_agreement=_PROBE_AGREEMENT.value,
@@ -127,9 +168,10 @@ def main(argv):
       overrides["close_ids"] = tuple(tokenizer.encode(_CLOSE_TEXT.value))
     config = make_think_config(model_config, tokenizer, _CACHE_LEN.value, **overrides)
     prompts = [p for p, _ in items]
-    thoughts = think_texts(params, tokenizer, prompts, config, budgets=_budgets(items),
+    budgets = _budgets(items, params, model_config, budget_head)
+    thoughts = think_texts(params, tokenizer, prompts, config, budgets=budgets,
                            min_thinking=_MIN_THINKING.value, seed=_SEED.value,
-                           batch_size=min(_BATCH_SIZE.value, len(prompts)))
+                           batch_size=min(_BATCH_SIZE.value, len(prompts)), heads=heads)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 

@@ -165,3 +165,32 @@ def test_value_head_gives_up_on_hopeless_thinking(model):
     rl.continue_thinking(params, cfg, prompts, batch_size=8, heads={"confidence": never_sure})
   with pytest.raises(ValueError, match="give_up_threshold"):
     dataclasses.replace(base, give_up_threshold=0.5)  # only with the head estimate
+
+
+def test_think_launch_reads_heads_from_a_directory(tmp_path, model):
+  """`launch/think.py --heads_dir`: a sure confidence head stops every trace at the first
+  check, a budget head's prediction becomes the budget, and a missing dir is named."""
+  import json
+  import subprocess
+  import sys
+  from o1jax.model.heads import RewardModel
+  _, mc = model
+  e = mc.embed_dim
+  save_head(str(tmp_path), RewardModel(HeadConfig(e, 8, "confidence"), _constant_head(e, 10.0)))
+  # A budget head predicting log(1 + 3): head_budgets gives ceil(3 * 1.25) + 4 = 8 tokens.
+  budget = {**_constant_head(e, float(np.log1p(3.0)))}
+  save_head(str(tmp_path), RewardModel(HeadConfig(e, 8, "budget"), budget))
+  launch = [sys.executable, "launch/think.py", "--prompt=347+285=", "--prompt=2x+5=13", "--json"]
+  run = lambda *flags: subprocess.run(launch + list(flags), capture_output=True, text=True,
+                                      timeout=300)
+  sure = run(f"--heads_dir={tmp_path}", "--stop_rules=natural,budget,confidence",
+             "--confidence_estimate=head", "--probe_every=4", "--confidence_threshold=0.5")
+  assert sure.returncode == 0, sure.stderr
+  for row in map(json.loads, sure.stdout.splitlines()):
+    assert (row["stop_reason"], row["thinking_tokens"]) == ("confidence", 4)
+  budgeted = run(f"--heads_dir={tmp_path}", "--max_thinking_tokens=head")
+  assert budgeted.returncode == 0, budgeted.stderr
+  for row in map(json.loads, budgeted.stdout.splitlines()):
+    assert (row["stop_reason"], row["thinking_tokens"]) == ("budget", 8)
+  missing = run("--max_thinking_tokens=head")
+  assert missing.returncode != 0 and "--heads_dir" in missing.stderr

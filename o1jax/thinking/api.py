@@ -131,8 +131,9 @@ def decode_result(result, tokenizer, prompts: Sequence[str]) -> list[Thought]:
 
 def think_texts(params, tokenizer, prompts: Sequence[str], config: ThinkConfig, *,
                 budgets=None, min_thinking=0, seed: int = 0,
-                batch_size: int | None = None) -> list[Thought]:
-  """Thinks on text prompts in batches; same seed, same result."""
+                batch_size: int | None = None, heads=None) -> list[Thought]:
+  """Thinks on text prompts in batches; same seed, same result. `heads` are passed to
+  think() (a trained confidence head, and value head, for confidence_estimate="head")."""
   prompts = [prompts] if isinstance(prompts, str) else list(prompts)
   budgets = _per_prompt(budgets, len(prompts), "budgets")
   mins = _per_prompt(min_thinking, len(prompts), "min_thinking")
@@ -149,5 +150,5 @@ def think_texts(params, tokenizer, prompts: Sequence[str], config: ThinkConfig, 
                             budgets[sl] + [budgets[sl][0]] * pad, mins[sl] + [mins[sl][0]] * pad,
                             width=width)
     rng = jax.random.fold_in(jax.random.key(seed), start)
-    out += decode_result(think(params, inputs, config, rng), tokenizer, chunk)
+    out += decode_result(think(params, inputs, config, rng, heads=heads), tokenizer, chunk)
   return out
