@@ -245,8 +245,10 @@ def test_no_host_transfer_inside_the_loop(model):
 
 
 def test_sampling_is_deterministic_per_seed(model):
+  # Temperature 3 with top-k only: the trained model is sharp enough that at temperature 1
+  # a top-p of 0.95 keeps a single token almost everywhere, and then any two seeds agree.
   params, mc = model
-  config = _config(mc, temperature=1.0, top_k=20, top_p=0.95)
+  config = _config(mc, temperature=3.0, top_k=20, top_p=1.0)
   prompts = [p.prompt for p in _problems(seed=11)]
   a = _think(params, config, prompts, UNLIMITED, seed=1)
   b = _think(params, config, prompts, UNLIMITED, seed=1)
