@@ -182,13 +182,13 @@ def test_countdown_difficulty_matches_brute_force():
 def test_countdown_example_from_the_spec():
   task = get_task("countdown")
   problem = task.from_prompt("3 5 2 to 16")
-  assert thinking_text(problem) == "3+5=8; 8+2=10 no; 8-2=6 no; 8*2=16"
+  assert thinking_text(problem) == "3+5=8; 8+2=10 vs 16 no; 8-2=6 vs 16 no; 8*2=16 vs 16"
   assert (problem.answer, problem.difficulty) == ("(3+5)*2", 2)
   negative = task.from_prompt("3 5 9 to 7")
-  assert negative.steps[4:6] == ("3-5=-2", "-2+9=7")
+  assert negative.steps[4:6] == ("3-5=-2", "-2+9=7 vs 7")
   # A two-digit number times a digit goes through its partial products.
   wide = task.from_prompt("7 9 8 to 55")
-  assert wide.steps[3] == "16*8=80+48=128 no" and wide.steps[-1] == "63-8=55"
+  assert wide.steps[3] == "16*8=80+48=128 vs 55 no" and wide.steps[-1] == "63-8=55 vs 55"
   assert task.from_prompt("1 1 1 to 500") is None  # unreachable
   assert task.from_prompt("3 5 2 to 0") is None
   assert task.from_prompt("3 5 to 8") is None
@@ -319,24 +319,27 @@ def test_countdown_check_step_rules():
   assert ok([], "3+5=8") and ok([], "3*5=15") and ok([], "3-5=-2")
   assert not ok([], "3+5=9")  # arithmetic
   assert not ok([], "5+3=8")  # operands out of order
-  assert not ok([], "8+2=10 no")  # a leaf needs an internal node first
-  assert not ok([], "3+5=8 no")
-  assert ok(["3+5=8"], "8+2=10 no") and ok(["3+5=8"], "8*2=16")
-  assert not ok(["3+5=8"], "8+2=10")  # failed leaf must be marked
-  assert not ok(["3+5=8"], "8*2=16 no")  # successful leaf must not be
+  assert not ok([], "8+2=10 vs 16 no")  # a leaf needs an internal node first
+  assert not ok([], "3+5=8 vs 16 no")
+  assert ok(["3+5=8"], "8+2=10 vs 16 no") and ok(["3+5=8"], "8*2=16 vs 16")
+  assert not ok(["3+5=8"], "8+2=10 vs 16")  # failed leaf must be marked
+  assert not ok(["3+5=8"], "8*2=16 vs 16 no")  # successful leaf must not be
+  assert not ok(["3+5=8"], "8+2=10 vs 10")  # the comparison is with the target
+  assert not ok(["3+5=8"], "8+2=10 no")  # a leaf compares; a mark alone is not a step
+  assert not ok(["3+5=8"], "8*2=16")  # a leaf written as an internal node
   assert not ok(["3+5=8"], "3-5=-2")  # internal node right after an internal node
-  assert not ok(["3+5=8"], "15+2=17 no")  # not the latest internal result
-  assert ok(["3+5=8", "8+2=10 no"], "3*5=15")  # backtrack to a new internal node
-  assert ok(["3*5=15", "15+2=17 no"], "15-2=13 no")
-  assert not ok(["3+5=8", "8*2=16"], "3-5=-2")  # the search already ended
-  assert not ok(["nonsense"], "8+2=10 no")
+  assert not ok(["3+5=8"], "15+2=17 vs 16 no")  # not the latest internal result
+  assert ok(["3+5=8", "8+2=10 vs 16 no"], "3*5=15")  # backtrack to a new internal node
+  assert ok(["3*5=15", "15+2=17 vs 16 no"], "15-2=13 vs 16 no")
+  assert not ok(["3+5=8", "8*2=16 vs 16"], "3-5=-2")  # the search already ended
+  assert not ok(["nonsense"], "8+2=10 vs 16 no")
   wide = task.from_prompt("7 9 8 to 55")
   ok_wide = lambda prev, step: task.check_step(wide, prev, step)
-  node = ["7+9=16", "16+8=24 no"]
-  assert ok_wide(node, "16*8=80+48=128 no") and ok_wide(node, "16*8=128 no")
-  assert not ok_wide(node, "16*8=80+40=128 no")  # wrong partial product
-  assert not ok_wide(node, "16-8=80+48=8 no")  # partial products only for a product
-  assert ok_wide(["7-9=-2", "-2+8=6 no"], "-2*8=-16 no")
+  node = ["7+9=16", "16+8=24 vs 55 no"]
+  assert ok_wide(node, "16*8=80+48=128 vs 55 no") and ok_wide(node, "16*8=128 vs 55 no")
+  assert not ok_wide(node, "16*8=80+40=128 vs 55 no")  # wrong partial product
+  assert not ok_wide(node, "16-8=80+48=8 vs 55 no")  # partial products only for a product
+  assert ok_wide(["7-9=-2", "-2+8=6 vs 55 no"], "-2*8=-16 vs 55 no")
 
 
 # ---- verification of free text ----

@@ -6,12 +6,15 @@ is no division: it would add fractions and a fourth branch per node, and long, i
 traces are what a tiny model cannot learn.
 
 The thinking is the depth-first search over the 3x3 operator choices, + - * in that order:
-an internal node `3+5=8`, a failed leaf `8+2=10 no`, and the first successful leaf written
-without a mark, which ends the search:
+an internal node `3+5=8`, a leaf that sets its value beside the target and fails
+`8+2=10 vs 16 no`, and the first successful leaf `8*2=16 vs 16`, which ends the search:
 
-  3+5=8; 8+2=10 no; 8-2=6 no; 8*2=16        answer (3+5)*2
+  3+5=8; 8+2=10 vs 16 no; 8-2=6 vs 16 no; 8*2=16 vs 16        answer (3+5)*2
 
-So a trace shows branches being tried and abandoned. Negative intermediates are written
+So a trace shows branches being tried and abandoned. The leaf copies the target next to its
+value because the decision to stop is a comparison: written out, it is between two adjacent
+numbers; left implicit, it is between the value and the end of the prompt, and the tiny
+model both stopped on misses and searched past hits (docs/RESULTS.md). Negative intermediates are written
 plainly (`3-5=-2`). A two-digit number times a digit is written through its partial
 products, `16*8=80+48=128`, so that every step is one-digit facts and a one-column sum (a
 tiny model learns those; a two-digit product in one go it does not). Difficulty is where
@@ -37,8 +40,9 @@ _NUMBERS = tuple(range(1, 10))
 LEAF_BUCKETS = {1: range(0, 2), 2: range(2, 4), 3: range(4, 6), 4: range(6, 9)}
 
 _PROMPT = re.compile(r"([1-9]) ([1-9]) ([1-9]) to ([0-9]{1,6})")
-_STEP = re.compile(
-    r"(-?[0-9]{1,4})([-+*])(-?[0-9]{1,4})=(?:([0-9]{1,6})\+([0-9]{1,6})=)?(-?[0-9]{1,7})( no)?")
+# left op right = [tens part + units part =] result [vs target [no]]: groups 1-8.
+_STEP = re.compile(r"(-?[0-9]{1,4})([-+*])(-?[0-9]{1,4})=(?:([0-9]{1,6})\+([0-9]{1,6})=)?"
+                   r"(-?[0-9]{1,7})(?: vs ([0-9]{1,6})( no)?)?")
 _EXPRESSION_CHARS = frozenset("0123456789+-*/() ")
 
 
@@ -83,7 +87,7 @@ def search(numbers: tuple[int, int, int], target: int) -> tuple[list[str], str, 
     if leaf % 3 == 0:  # entering a new depth-one branch
       steps.append(step_text(a, op1, b))
     mark = "" if leaf == success else " no"
-    steps.append(step_text(first, op2, c) + mark)
+    steps.append(f"{step_text(first, op2, c)} vs {target}{mark}")
   op1, op2 = OPS[success // 3], OPS[success % 3]
   return steps, f"({a}{op1}{b}){op2}{c}", success
 
@@ -209,41 +213,36 @@ class CountdownTask(Task):
   def _check_step(self, problem: Problem, prev_steps: list[str], step: str) -> bool:
     n0, n1, n2, target = problem.data
     # Replay the history as written to find the latest internal node and whether the
-    # search already ended. A marked step is a leaf; an unmarked step is an internal node
-    # at the start or when it uses the first two numbers after a leaf, and otherwise a
-    # successful leaf (after which nothing may follow).
+    # search already ended: a step that compares with the target (` vs T`) is a leaf, and an
+    # unmarked leaf is the success that ends the search.
     last_kind = None  # None before any step, then "internal" or "leaf"
     internal_result = None
-    finished = False
     for text in prev_steps:
       parsed = _STEP.fullmatch(text)
       if parsed is None:
         return False
-      left, right, result = int(parsed.group(1)), int(parsed.group(3)), int(parsed.group(6))
-      if parsed.group(7):
-        last_kind = "leaf"
-      elif last_kind is None or (last_kind == "leaf" and (left, right) == (n0, n1)):
-        last_kind, internal_result = "internal", result
+      if parsed.group(7) is None:
+        last_kind, internal_result = "internal", int(parsed.group(6))
+      elif parsed.group(8) is None:
+        return False  # nothing may follow the success
       else:
-        last_kind, finished = "leaf", True
-    if finished:
-      return False
+        last_kind = "leaf"
 
     parsed = _STEP.fullmatch(step)
     if parsed is None:
       return False
     left, op, right = int(parsed.group(1)), parsed.group(2), int(parsed.group(3))
-    result, marked = int(parsed.group(6)), bool(parsed.group(7))
+    result = int(parsed.group(6))
     if _APPLY[op](left, right) != result:
       return False
     if parsed.group(4) is not None:  # partial products, if written, must be the right ones
       if (op, int(parsed.group(4)), int(parsed.group(5))) != ("*",) + (
           partial_products(left, right) or (None, None)):
         return False
-    as_internal = not marked and (left, right) == (n0, n1) and last_kind != "internal"
-    as_leaf = (internal_result is not None and (left, right) == (internal_result, n2)
-               and marked == (result != target))
-    return as_internal or as_leaf
+    if parsed.group(7) is None:  # an internal node: the first two numbers, not twice running
+      return (left, right) == (n0, n1) and last_kind != "internal"
+    return (internal_result is not None and (left, right) == (internal_result, n2)
+            and int(parsed.group(7)) == target and bool(parsed.group(8)) == (result != target))
 
   def _max_text_len(self, difficulty: int) -> int:
     # Exhaustive over the table, i.e. every prompt the generator can produce.
