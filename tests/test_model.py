@@ -65,6 +65,35 @@ def test_right_padded_rows_match_unpadded():
   np.testing.assert_allclose(batched[0, :7], alone[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["gqa", "mha_qwen"])
+def test_packed_rows_match_examples_run_alone(name):
+  """Training rows that pack examples end to end (segment ids, positions restarting at 0,
+  padding as segment 0) give each example exactly the logits it has alone."""
+  config = CONFIGS[name]
+  rng, seed = _rng()
+  params = init_params(config, jax.random.key(seed))
+  width = 32
+  rows = [[int(n) for n in rng.integers(2, 12, 3)] for _ in range(2)]  # 3 examples a row
+  tokens = np.zeros((2, width), np.int32)
+  positions = np.zeros((2, width), np.int32)
+  segments = np.zeros((2, width), np.int32)
+  examples = []
+  for r, lengths in enumerate(rows):
+    start = 0
+    for s, n in enumerate(lengths, 1):
+      ids = rng.integers(4, config.vocab_size, n)
+      tokens[r, start:start + n], positions[r, start:start + n] = ids, np.arange(n)
+      segments[r, start:start + n] = s
+      examples.append((r, start, ids))
+      start += n
+  packed, _, _ = forward(params, jnp.asarray(tokens), jnp.asarray(positions), None, config,
+                         segment_ids=jnp.asarray(segments))
+  for r, start, ids in examples:
+    alone, _, _ = forward(params, jnp.asarray(ids)[None], jnp.arange(len(ids))[None], None,
+                          config)
+    np.testing.assert_allclose(packed[r, start:start + len(ids)], alone[0], atol=1e-5)
+
+
 def _rope_reference(x, positions, inv_freq):
   x = np.asarray(x, np.float64)
   half = x.shape[-1] // 2

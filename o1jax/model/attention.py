@@ -2,6 +2,8 @@
 
 All share one masking rule: key index j is visible to query (b, i) iff j <= q_positions[b, i],
 so causal training attention, right-padded batches and KV-cache decoding are the same call.
+Packed training rows (several examples end to end in one row) add `segment_ids` [B, T]:
+a key is visible only to queries of its own example.
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ import jax.numpy as jnp
 _DECODE_MAX_QUERIES = 8
 
 
-def xla_attention(q, k, v, q_positions, scale=None):
+def visibility(q_positions, num_keys, segment_ids=None):
+  """[B, T, S] bool: which keys each query may attend to (the module docstring's rule)."""
+  visible = jnp.arange(num_keys)[None, None, :] <= q_positions[:, :, None]
+  if segment_ids is not None:  # packed rows: queries and keys are the same T tokens
+    visible &= segment_ids[:, :, None] == segment_ids[:, None, :]
+  return visible
+
+
+def xla_attention(q, k, v, q_positions, scale=None, segment_ids=None):
   """Plain einsum attention with grouped-query heads; q [B,T,H,D], k/v [B,S,KVH,D]."""
   b, t, h, d = q.shape
   kvh = k.shape[2]
   scale = d ** -0.5 if scale is None else scale
   qg = q.reshape(b, t, kvh, h // kvh, d)
   scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
-  visible = jnp.arange(k.shape[1])[None, None, :] <= q_positions[:, :, None]  # [B, T, S]
+  visible = visibility(q_positions, k.shape[1], segment_ids)  # [B, T, S]
   scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
   any_visible = visible.any(-1)[:, None, None, :, None]
   probs = jax.nn.softmax(jnp.where(any_visible, scores, 0.0), axis=-1)
@@ -31,21 +41,28 @@ def xla_attention(q, k, v, q_positions, scale=None):
   return out.reshape(b, t, h, d).astype(q.dtype)
 
 
-def cudnn_attention(q, k, v, q_positions, scale=None):
-  visible = jnp.arange(k.shape[1])[None, None, :] <= q_positions[:, :, None]
+def cudnn_attention(q, k, v, q_positions, scale=None, segment_ids=None):
+  visible = visibility(q_positions, k.shape[1], segment_ids)
   return jax.nn.dot_product_attention(q, k, v, mask=visible[:, None], scale=scale,
                                       implementation="cudnn")
 
 
-def attend(q, k, v, q_positions, impl: str = "xla", scale=None, from_cache: bool = False):
-  """`from_cache`: keys are a KV cache being decoded against (no gradient is needed)."""
+def attend(q, k, v, q_positions, impl: str = "xla", scale=None, from_cache: bool = False,
+           segment_ids=None):
+  """`from_cache`: keys are a KV cache being decoded against (no gradient is needed);
+  `segment_ids` [B, T]: packed training rows (no cache), see the module docstring."""
+  if segment_ids is not None and from_cache:
+    raise ValueError("segment_ids (packed rows) apply to training forwards, not to cache decoding")
   if impl == "xla":
-    return xla_attention(q, k, v, q_positions, scale)
+    return xla_attention(q, k, v, q_positions, scale, segment_ids)
   if impl == "pallas":
+    if segment_ids is not None:
+      raise ValueError("packed training rows (data.pack=True) need attention_impl 'xla' or "
+                       "'cudnn': the Pallas flash kernel has no segment mask")
     from o1jax import kernels  # imported lazily: Pallas is only needed when asked for
     if from_cache and q.shape[1] <= _DECODE_MAX_QUERIES:
       return kernels.decode_attention(q, k, v, q_positions, scale=scale)
     return kernels.flash_attention(q, k, v, q_positions, scale=scale)
   if impl == "cudnn":
-    return cudnn_attention(q, k, v, q_positions, scale)
+    return cudnn_attention(q, k, v, q_positions, scale, segment_ids)
   raise ValueError(f"attention_impl must be one of xla, pallas, cudnn; got {impl!r}")

@@ -46,7 +46,7 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask_positions, cache_kv):
+  def __call__(self, x, positions, mask_positions, cache_kv, segment_ids=None):
     c = self.config
     dt, pdt = c.jnp_dtype, c.jnp_param_dtype
     e, h, kvh, d = c.embed_dim, c.num_heads, c.num_kv_heads, c.head_dim
@@ -76,7 +76,7 @@ class Attention(nn.Module):
       keys, values = write_kv(cache_kv[0], cache_kv[1], k, v, positions)
       new_kv = (keys, values)
     out = attend(q, keys.astype(dt), values.astype(dt), mask_positions, c.attention_impl,
-                 from_cache=cache_kv is not None)
+                 from_cache=cache_kv is not None, segment_ids=segment_ids)
     return jnp.einsum("bthd,hde->bte", out, wo.astype(dt)), new_kv
 
 
@@ -99,22 +99,26 @@ class Block(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask_positions, cache_kv):
+  def __call__(self, x, positions, mask_positions, cache_kv, segment_ids=None):
     c = self.config
     attn_out, new_kv = Attention(c, name="attn")(
         RMSNorm(c.norm_eps, c.jnp_param_dtype, name="attn_norm")(x),
-        positions, mask_positions, cache_kv)
+        positions, mask_positions, cache_kv, segment_ids)
     x = x + attn_out
     x = x + Mlp(c, name="mlp")(RMSNorm(c.norm_eps, c.jnp_param_dtype, name="mlp_norm")(x))
     return nn.with_logical_constraint(x, ("batch", "length", "embed")), new_kv
 
 
 class Decoder(nn.Module):
-  """tokens [B, T], positions [B, T] (-1 marks padding) -> (logits, hidden, cache)."""
+  """tokens [B, T], positions [B, T] (-1 marks padding) -> (logits, hidden, cache).
+
+  `segment_ids` [B, T] (no cache): rows that pack several examples end to end; positions
+  then restart at 0 in each example, and attention stays inside it.
+  """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens, positions, cache: Optional[KVCache] = None):
+  def __call__(self, tokens, positions, cache: Optional[KVCache] = None, segment_ids=None):
     c = self.config
     dt, pdt = c.jnp_dtype, c.jnp_param_dtype
     embedding = _param(self, "embedding", nn.initializers.normal(0.02),
@@ -131,7 +135,7 @@ class Decoder(nn.Module):
     new_k, new_v = [], []
     for i in range(c.num_layers):
       layer_kv = None if cache is None else (cache.k[i], cache.v[i])
-      x, kv = Block(c, name=f"layers_{i}")(x, positions, mask_positions, layer_kv)
+      x, kv = Block(c, name=f"layers_{i}")(x, positions, mask_positions, layer_kv, segment_ids)
       if kv is not None:
         new_k.append(kv[0])
         new_v.append(kv[1])
@@ -147,9 +151,14 @@ class Decoder(nn.Module):
     return logits, hidden, new_cache
 
 
-def forward(params, tokens, positions, cache: Optional[KVCache], config: ModelConfig):
-  """Pure forward pass: (logits [B,T,V] f32, final hidden [B,T,E], new cache or None)."""
-  return Decoder(config).apply({"params": params}, tokens, positions, cache)
+def forward(params, tokens, positions, cache: Optional[KVCache], config: ModelConfig,
+            segment_ids=None):
+  """Pure forward pass: (logits [B,T,V] f32, final hidden [B,T,E], new cache or None).
+
+  `segment_ids` [B, T]: packed training rows (cache None), see `Decoder`."""
+  if segment_ids is not None and cache is not None:
+    raise ValueError("segment_ids (packed rows) are for full forwards; pass cache=None")
+  return Decoder(config).apply({"params": params}, tokens, positions, cache, segment_ids)
 
 
 def init_params(config: ModelConfig, rng: jax.Array):

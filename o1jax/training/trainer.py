@@ -60,12 +60,15 @@ def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
   d = config.data
   # A task run of one global batch: processes read strided slices of it, so every local
   # batch of step k is the same task and all processes trim to the same shape.
-  run = config.train.batch_size if d.get("task_batches", True) else 1
+  # Packed rows mix tasks anyway (and need no run: they have no padding to save).
+  run = config.train.batch_size if d.get("task_batches", True) and not d.get("pack") else 1
   return data_lib.Mixture(tasks=tuple(d.tasks), difficulties=tuple(d.difficulties),
                           no_thinking_fraction=float(d.no_thinking_fraction), seed=int(d.seed),
                           truncated_thinking_fraction=float(
                               d.get("truncated_thinking_fraction", 0.0)),
                           task_run=run,
+                          task_weights=tuple((k, float(v)) for k, v in
+                                             dict(d.get("task_weights", {})).items()),
                           answer_only_difficulties=tuple(
                               (k, tuple(v)) for k, v in dict(d.get("answer_only", {})).items()))
 
@@ -79,9 +82,13 @@ def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation
 
 
 def loss_fn(params, batch, model_config: ModelConfig):
+  """Masked mean next-token loss over a padded or a packed batch (data.make_dataset)."""
   inputs = batch["inputs"]
-  positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
-  logits, _, _ = forward(params, inputs, positions, None, model_config)
+  positions = batch.get("inputs_positions")
+  if positions is None:
+    positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+  logits, _, _ = forward(params, inputs, positions, None, model_config,
+                         segment_ids=batch.get("inputs_segment_ids"))
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
   mask = batch["loss_mask"]
   return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
@@ -206,6 +213,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
   # the same rows, e.g. across a tensor axis that spans hosts, read the same ones).
   data_index, data_count = parallel.process_data_shard(mesh, t.batch_size)
   dataset = data_lib.make_dataset(mixture, t.batch_size, t.seq_len,
+                                  pack=bool(config.data.get("pack", False)),
                                   process_index=data_index, process_count=data_count)
   data_iter = iter(dataset)
   # Restore into abstract arrays carrying this run's shardings: a checkpoint written on any
@@ -237,7 +245,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
   loss = float("nan")
   t_start = time.time()
   pad_id = CharTokenizer().pad_id
-  fill = {"inputs": pad_id, "targets": pad_id, "loss_mask": 0.0}
+  fill = {"inputs": pad_id, "targets": pad_id, "loss_mask": 0.0, "inputs_positions": 0,
+          "inputs_segment_ids": 0}
   for step in range(start + 1, t.steps + 1):
     batch = parallel.global_batch(next(data_iter), mesh, t.batch_size, fill)
     with parallel.activate(mesh, model_config):  # the model's constraints bind to the mesh
@@ -267,6 +276,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
       os.kill(os.getpid(), signal.SIGKILL)
   ckpt.wait()
   ckpt.close()
+  data_iter.close()  # stops the read-ahead thread now, not in an interpreter-exit finalizer
   if t.export_dir:
     params = parallel.to_host(state.params)  # every process: a gather when spread over hosts
     if is_primary:
