@@ -50,9 +50,7 @@ def cudnn_attention(q, k, v, q_positions, scale=None, segment_ids=None):
 def attend(q, k, v, q_positions, impl: str = "xla", scale=None, from_cache: bool = False,
            segment_ids=None):
   """`from_cache`: keys are a KV cache being decoded against (no gradient is needed);
-  `segment_ids` [B, T]: packed training rows (no cache), see the module docstring."""
-  if segment_ids is not None and from_cache:
-    raise ValueError("segment_ids (packed rows) apply to training forwards, not to cache decoding")
+  `segment_ids` [B, T]: packed training rows (`forward` allows them without a cache only)."""
   if impl == "xla":
     return xla_attention(q, k, v, q_positions, scale, segment_ids)
   if impl == "pallas":

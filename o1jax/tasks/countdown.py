@@ -14,8 +14,8 @@ an internal node `3+5=8`, a leaf that sets its value beside the target and fails
 So a trace shows branches being tried and abandoned. The leaf copies the target next to its
 value because the decision to stop is a comparison: written out, it is between two adjacent
 numbers; left implicit, it is between the value and the end of the prompt, and the tiny
-model both stopped on misses and searched past hits (docs/RESULTS.md). Negative intermediates are written
-plainly (`3-5=-2`). A two-digit number times a digit is written through its partial
+model both stopped on misses and searched past hits (docs/RESULTS.md). Negative
+intermediates are written plainly (`3-5=-2`). A two-digit number times a digit is written through its partial
 products, `16*8=80+48=128`, so that every step is one-digit facts and a one-column sum (a
 tiny model learns those; a two-digit product in one go it does not). Difficulty is where
 the search first succeeds (leaf 0..8): d1 leaves 0-1, d2 2-3, d3 4-5, d4 6-8.

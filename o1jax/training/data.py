@@ -49,8 +49,8 @@ class Mixture:
   task_run: int = 1
   # (task, relative weight) pairs: the share of examples each task of `tasks` gets (1.0 where
   # unlisted; entries for tasks outside `tasks` are ignored, so a config can narrow `tasks`
-  # and keep its weights). Empty = uniform. The search task learns last (its traces branch
-  # and are twice as long), so the embedded default gives it more of a short schedule.
+  # and keep its weights). Empty = uniform, as in the embedded default: a run that favoured
+  # countdown (the task learned last) did no better (docs/RESULTS.md).
   task_weights: tuple[tuple[str, float], ...] = ()
 
   def __post_init__(self):

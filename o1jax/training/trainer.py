@@ -159,6 +159,9 @@ def _validate(config: ml_collections.ConfigDict, mixture: data_lib.Mixture) -> N
   if t.seq_len + 1 < need:
     raise ValueError(f"train.seq_len={t.seq_len} is too short for the longest example of this "
                      f"mixture ({need} tokens with EOS); set train.seq_len >= {need - 1}")
+  if config.data.get("pack") and config.model.attention_impl == "pallas":
+    raise ValueError("data.pack=True needs model.attention_impl 'xla' or 'cudnn': the Pallas "
+                     "flash kernel has no segment mask for packed rows")
   if t.seq_len > config.model.max_seq_len:
     raise ValueError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len="
                      f"{config.model.max_seq_len}")
@@ -169,23 +172,26 @@ def _say(line: str) -> None:
 
 
 class _Progress:
-  """Step, loss, tokens/s and ETA, measured over the steps since the last line."""
+  """Step, loss, tokens/s, the share of them that are real (not padding) and ETA, measured
+  over the steps since the last line."""
 
   def __init__(self, total: int, start: int):
-    self.total, self.tokens = total, 0
+    self.total, self.tokens, self.real_tokens = total, 0, 0
     self.t0, self.step0, self.t_last, self.step_last = time.time(), start, time.time(), start
 
-  def add_tokens(self, n: int) -> None:
-    self.tokens += n  # padded batch tokens actually computed on
+  def add_tokens(self, computed: int, real: int) -> None:
+    self.tokens += computed  # batch tokens the step computes on, padding included
+    self.real_tokens += real
 
   def line(self, step: int, loss: float) -> tuple[str, float]:
     now = time.time()
     overall = (step - self.step0) / max(now - self.t0, 1e-9)
     eta = (self.total - step) / max(overall, 1e-9)
     tps = self.tokens / max(now - self.t_last, 1e-9)
-    self.t_last, self.step_last, self.tokens = now, step, 0
+    real = self.real_tokens / max(self.tokens, 1)
+    self.t_last, self.step_last, self.tokens, self.real_tokens = now, step, 0, 0
     return (f"step {step}/{self.total} loss {loss:.4f} tokens/s {tps:,.0f} "
-            f"eta {int(eta // 60)}m{int(eta % 60):02d}s"), tps
+            f"real {real:.0%} eta {int(eta // 60)}m{int(eta % 60):02d}s"), tps, real
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool | None = None):
@@ -248,15 +254,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
   fill = {"inputs": pad_id, "targets": pad_id, "loss_mask": 0.0, "inputs_positions": 0,
           "inputs_segment_ids": 0}
   for step in range(start + 1, t.steps + 1):
-    batch = parallel.global_batch(next(data_iter), mesh, t.batch_size, fill)
+    local = next(data_iter)
+    # Real (non-padding) tokens, counted on this process's rows and scaled to the batch.
+    real_tokens = int((local["targets"] != pad_id).sum()) * t.batch_size // len(local["targets"])
+    batch = parallel.global_batch(local, mesh, t.batch_size, fill)
     with parallel.activate(mesh, model_config):  # the model's constraints bind to the mesh
       state, metrics = step_fn(state, batch)
-    progress.add_tokens(batch["inputs"].size)
+    progress.add_tokens(batch["inputs"].size, real_tokens)
     record: dict[str, Any] = {}
     if step % t.log_every == 0 or step == t.steps:
       loss = float(metrics["loss"])  # blocks: the timing below is honest
-      line, tps = progress.line(step, loss)
-      record.update(loss=loss, grad_norm=float(metrics["grad_norm"]), tokens_per_s=tps)
+      line, tps, real = progress.line(step, loss)
+      record.update(loss=loss, grad_norm=float(metrics["grad_norm"]), tokens_per_s=tps,
+                    real_token_fraction=real)
       if is_primary:
         _say(line)
     if t.eval_problems and (step % t.eval_every == 0 or step == t.steps):
