@@ -1,4 +1,5 @@
-"""Plain-jnp attention: the ground truth for tests and the model's ``attention_impl="xla"``.
+"""Plain-jnp attention: the ground truth for the kernel tests, and the token-major baseline
+that launch/bench_train_step.py times the model's head-major XLA attention against.
 
 It materialises the [B, H, Tq, Tk] scores, so memory grows with Tq * Tk; the Pallas kernels
 exist to avoid exactly that.
