@@ -12,14 +12,18 @@ Three timings, each an A/B run in one process with the two sides alternating rou
      math);
   2. the SwiGLU MLP forward+backward: activations flattened to one 2-D matmul (the model's
      `_dense`) vs the same matmuls with [batch, length] kept as batch dimensions;
-  3. the whole train step (`trainer.train_step`, AdamW included) on real packed batches of
-     the config's data pipeline: ms/step and tokens/s.
+  3. the whole train step (trainer._train_step, AdamW included) on real packed batches of
+     the config's data pipeline, ms/step and tokens/s: the model as it is vs the einsum
+     layout it had before (3-D matmuls, token-major attention without query blocks), which
+     this script rebuilds by swapping those two functions in while the baseline traces.
 Timing: compile and one warm-up call, then --rounds rounds of --calls back-to-back calls per
 side, blocking on the last; the median round is reported. Writes a JSON report (--out).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import json
 import os
@@ -37,6 +41,9 @@ import jax.numpy as jnp  # noqa: E402
 
 from o1jax.kernels import reference_attention  # noqa: E402
 from o1jax.model.attention import _CAUSAL_QUERY_BLOCK, xla_attention  # noqa: E402
+from o1jax.model import attention as attention_lib  # noqa: E402
+from o1jax.model import transformer as transformer_lib  # noqa: E402
+from o1jax.model.attention import visibility  # noqa: E402
 from o1jax.training import trainer  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Training config.")
@@ -109,8 +116,44 @@ def mlp_ab(model_config, rows: int, length: int, rounds: int, calls: int) -> dic
           "speedup": ms["batched_3d"] / ms["flat_2d"]}
 
 
-def train_step_time(config, rounds: int, calls: int) -> dict:
-  """The unsharded train step on the config's own packed batches (data excluded)."""
+def _einsum_dense(x, w, contract: int = 1):
+  """The baseline's dense layer: leading [B, T] dims kept as free dims of the matmul."""
+  return jnp.tensordot(x, w, axes=contract)
+
+
+def _token_major_attention(q, k, v, q_positions, scale=None, segment_ids=None,
+                           causal_query_block=None):
+  """The baseline's attention (the model's before the head-major rewrite): token-major
+  einsums, -inf masking, every query against every key."""
+  del causal_query_block
+  b, t, h, d = q.shape
+  kvh = k.shape[2]
+  scale = d ** -0.5 if scale is None else scale
+  qg = q.reshape(b, t, kvh, h // kvh, d)
+  scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+  visible = visibility(q_positions, k.shape[1], segment_ids)
+  scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
+  any_visible = visible.any(-1)[:, None, None, :, None]
+  probs = jax.nn.softmax(jnp.where(any_visible, scores, 0.0), axis=-1)
+  probs = jnp.where(any_visible, probs, 0.0)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v,
+                   preferred_element_type=jnp.float32)
+  return out.reshape(b, t, h, d).astype(q.dtype)
+
+
+@contextlib.contextmanager
+def _einsum_layout():
+  saved = transformer_lib._dense, attention_lib.xla_attention
+  transformer_lib._dense, attention_lib.xla_attention = _einsum_dense, _token_major_attention
+  try:
+    yield
+  finally:
+    transformer_lib._dense, attention_lib.xla_attention = saved
+
+
+def train_step_ab(config, rounds: int, calls: int) -> dict:
+  """The unsharded train step on the config's own packed batches (data excluded), the model
+  as it is vs the einsum layout."""
   from o1jax.training import data as data_lib
   t = config.train
   model_config = trainer.model_config_from(config)
@@ -121,24 +164,30 @@ def train_step_time(config, rounds: int, calls: int) -> dict:
              for b in itertools.islice(iterator, calls)]
   iterator.close()
   state = trainer.init_state(model_config, optimizer, 0)
+  steps = {}
+  for name, layout in (("model", contextlib.nullcontext), ("einsum_layout", _einsum_layout)):
+    step = jax.jit(functools.partial(trainer._train_step, model_config=model_config,
+                                     optimizer=optimizer))
+    with layout():  # traces (and compiles) now, so the swap is what this side runs
+      first = step(state, batches[0])
+    steps[name] = step
+  loss_diff = abs(float(steps["model"](state, batches[0])[1]["loss"])
+                  - float(first[1]["loss"]))
 
-  def run(state):
-    for batch in batches:
-      state, metrics = trainer.train_step(state, batch, model_config=model_config,
-                                          optimizer=optimizer)
-    jax.block_until_ready(metrics["loss"])
-    return state
+  def run(step):
+    def go(state):
+      for batch in batches:
+        state, metrics = step(state, batch)
+      return metrics["loss"]
+    return go
 
-  state = run(state)  # compile and warm up
-  times = []
-  for _ in range(rounds):
-    start = time.perf_counter()
-    state = run(state)
-    times.append((time.perf_counter() - start) / len(batches) * 1e3)
-  ms = statistics.median(times)
+  ms = _ab({name: run(step) for name, step in steps.items()}, (state,), rounds, 1)
+  ms = {name: v / len(batches) for name, v in ms.items()}
   tokens = batches[0]["inputs"].size
   return {"batch": list(batches[0]["inputs"].shape), "ms_per_step": ms,
-          "tokens_per_s": tokens / ms * 1e3}
+          "tokens_per_s": {name: tokens / v * 1e3 for name, v in ms.items()},
+          "first_step_loss_diff": loss_diff,
+          "speedup": ms["einsum_layout"] / ms["model"]}
 
 
 def main(argv):
@@ -153,7 +202,7 @@ def main(argv):
   print("attention", json.dumps(report["attention"]), flush=True)
   report["mlp"] = mlp_ab(model_config, rows, length, rounds, calls)
   print("mlp", json.dumps(report["mlp"]), flush=True)
-  report["train_step"] = train_step_time(config, rounds, calls)
+  report["train_step"] = train_step_ab(config, rounds, calls)
   print("train_step", json.dumps(report["train_step"]), flush=True)
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, "w") as f:

@@ -59,8 +59,8 @@ def xla_attention(q, k, v, q_positions, scale=None, segment_ids=None,
 
 def _attention(q, k, v, q_positions, scale, q_segments, kv_segments):
   """Computed head-major ([B, KVH, G*T, D], each KV head with its G query heads stacked)
-  so both products are plain batched matmuls: XLA:CPU runs the token-major einsum this
-  replaced at half the speed, mostly in layout copies (launch/bench_train_step.py)."""
+  so both products are plain batched matmuls: the token-major einsum this replaced spent
+  a third more time, mostly in layout copies, on XLA:CPU (launch/bench_train_step.py)."""
   b, t, h, d = q.shape
   s, kvh = k.shape[1], k.shape[2]
   g = h // kvh
