@@ -5,7 +5,7 @@ The shipped checkpoint (o1jax/checkpoints/tiny) is this config as is, one comman
 which took 14.5 minutes on the 2-core dev CPU (wall time and accuracies in
 o1jax/checkpoints/tiny/model.json and docs/RESULTS.md). What fits it in 15 minutes: packed
 rows (97% real tokens, where padded batches were 47%) that mix every task and level, and a
-train step laid out for XLA:CPU (1.58x the einsum layout: docs/BENCHMARKS.md), which buys
+train step laid out for XLA:CPU (1.6x the einsum layout: docs/BENCHMARKS.md), which buys
 1700 steps where 1150 fitted before.
 model.max_seq_len (the decode cache) leaves room for the longest countdown trace after any
 prompt; it is not a parameter shape, so training does not depend on it.

@@ -1,17 +1,16 @@
 r"""Train-step time of a training config on this machine, and the two layouts behind it.
 
-  python launch/bench_train_step.py                          # configs/tiny.py, ~2 min on CPU
+  python launch/bench_train_step.py                          # configs/tiny.py, ~1 min on CPU
   python launch/bench_train_step.py --config=configs/tiny.py --out=runs/bench_train_step.json
 
 Three timings, each an A/B run in one process with the two sides alternating round by round
 (the dev VM's speed drifts by ~25% over minutes; alternating puts the drift on both sides):
   1. attention forward+backward at the config's packed-row shape: o1jax's `xla_attention`
      as training calls it (head-major, causal query blocks of 64 against their key prefix),
-     the same without the blocks, and the token-major einsum of
-     `o1jax.kernels.reference_attention` (the form the model used before; same mask, same
-     math);
+     the same without the blocks, and the token-major einsum the model used before
+     (`_token_major_attention` below; same mask, same math);
   2. the SwiGLU MLP forward+backward: activations flattened to one 2-D matmul (the model's
-     `_dense`) vs the same matmuls with [batch, length] kept as batch dimensions;
+     `_dense`) vs the same matmuls with [batch, length] kept as two free dimensions;
   3. the whole train step (trainer._train_step, AdamW included) on real packed batches of
      the config's data pipeline, ms/step and tokens/s: the model as it is vs the einsum
      layout it had before (3-D matmuls, token-major attention without query blocks), which
@@ -39,11 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from o1jax.kernels import reference_attention  # noqa: E402
-from o1jax.model.attention import _CAUSAL_QUERY_BLOCK, xla_attention  # noqa: E402
 from o1jax.model import attention as attention_lib  # noqa: E402
 from o1jax.model import transformer as transformer_lib  # noqa: E402
-from o1jax.model.attention import visibility  # noqa: E402
+from o1jax.model.attention import _CAUSAL_QUERY_BLOCK, visibility, xla_attention  # noqa: E402
 from o1jax.training import trainer  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Training config.")
@@ -84,7 +81,7 @@ def attention_ab(model_config, rows: int, length: int, rounds: int, calls: int) 
       "blocked_head_major": lambda q, k, v: xla_attention(
           q, k, v, positions, causal_query_block=_CAUSAL_QUERY_BLOCK),
       "head_major": lambda q, k, v: xla_attention(q, k, v, positions),
-      "token_major": lambda q, k, v: reference_attention(q, k, v, positions),
+      "token_major": lambda q, k, v: _token_major_attention(q, k, v, positions),
   }
   want = sides["token_major"](q, k, v)
   err = {name: float(jnp.abs(fn(q, k, v) - want).max()) for name, fn in sides.items()}
@@ -102,7 +99,7 @@ def mlp_ab(model_config, rows: int, length: int, rounds: int, calls: int) -> dic
   gate, up = (jax.random.normal(kk, (e, m)) * e ** -0.5 for kk in keys[1:3])
   down = jax.random.normal(keys[3], (m, e)) * m ** -0.5
 
-  def batched(x, gate, up):  # [B, T] as batch dims of each matmul
+  def batched(x, gate, up):  # [B, T] as two free dims of each matmul
     return (jax.nn.silu(x @ gate) * (x @ up)) @ down
 
   def flat(x, gate, up):  # the model's form: one [B*T, E] matmul each

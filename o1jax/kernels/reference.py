@@ -1,5 +1,4 @@
-"""Plain-jnp attention: the ground truth for the kernel tests, and the token-major baseline
-that launch/bench_train_step.py times the model's head-major XLA attention against.
+"""Plain-jnp attention: the ground truth for the kernel and model tests.
 
 It materialises the [B, H, Tq, Tk] scores, so memory grows with Tq * Tk; the Pallas kernels
 exist to avoid exactly that.
