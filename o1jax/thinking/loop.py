@@ -211,13 +211,15 @@ def run_steps(s: ThinkState, params, config: ThinkConfig, max_steps, heads=None)
 def prefill(params, inputs: ThinkInputs, config: ThinkConfig):
   """Runs the prompts through the model into a fresh cache.
 
-  Returns (logits [batch, vocab] after each prompt's last token, cache)."""
+  Returns (logits [batch, vocab] and final hidden states [batch, embed] after each
+  prompt's last token (`<think>`: a budget head reads it), cache)."""
   batch, width = inputs.tokens.shape
   cache = KVCache.init(config.model, batch, config.cache_len)
-  logits, _, cache = forward(params, inputs.tokens, prompt_positions(inputs.lengths, width),
-                             cache, config.model)
+  logits, hidden, cache = forward(params, inputs.tokens,
+                                  prompt_positions(inputs.lengths, width), cache, config.model)
   last = jnp.maximum(inputs.lengths - 1, 0)
-  return jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], cache
+  at_last = lambda x: jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
+  return at_last(logits), at_last(hidden), cache
 
 
 def check_heads(config: ThinkConfig, heads) -> None:
@@ -242,7 +244,7 @@ def to_result(s: ThinkState, config: ThinkConfig) -> ThinkResult:
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _think(params, inputs: ThinkInputs, config: ThinkConfig, heads) -> ThinkResult:
-  logits, cache = prefill(params, inputs, config)
+  logits, _, cache = prefill(params, inputs, config)
   state = init_state(inputs, logits, cache, config)
   final, _ = run_steps(state, params, config, config.cache_len, heads)
   return to_result(final, config)
