@@ -22,6 +22,7 @@ prompt widths are bucketed to powers of two, so prefill compiles once per bucket
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -60,7 +61,8 @@ class Prefix:
   prompt_tokens: int = dataclasses.field(metadata=dict(static=True), default=0)
 
 
-# A slot's row on the host (numpy leaves): what evict() returns and resume() takes.
+# A slot's row on the host (numpy leaves; PRNG keys as their raw key data): what evict()
+# returns and resume() takes.
 SavedSlot = ThinkState
 
 
@@ -83,8 +85,8 @@ def _free(state: ThinkState, slot) -> ThinkState:
 
 
 @functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
-def _generate(state: ThinkState, params, config: ThinkConfig, k, heads):
-  return run_steps(state, params, config, k, heads)
+def _generate(state: ThinkState, params, config: ThinkConfig, k, return_on_finish, heads):
+  return run_steps(state, params, config, k, heads, return_on_finish)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -134,16 +136,35 @@ class Engine:
   (the scheduler) calls it."""
 
   def __init__(self, params, tokenizer, config: ThinkConfig, slots: int, *, heads=None,
-               budget_head=None):
+               budget_head=None, mesh=None):
+    """`mesh` (optional): slots split over its batch axes (data, fsdp), weights by the rule
+    table (o1jax/parallel/rules.py); every slot function is traced under it."""
     if slots < 1:
       raise ValueError(f"slots must be >= 1, got {slots}")
     check_heads(config, heads)
-    self.params, self.tokenizer, self.heads = params, tokenizer, heads
+    self.tokenizer, self.heads = tokenizer, heads
     self.config = config                   # its per-request values are the defaults
     self._compiled = config.compile_key()  # what every function compiles for
     self.slots = slots
     self.budget_head = budget_head         # predicts log(1 + thinking tokens) at <think>
-    self.state = _empty(self._compiled, slots)
+    self.mesh = mesh
+    if mesh is not None:
+      from o1jax import parallel
+      shards = parallel.shards_of(mesh, "batch")
+      if slots % shards:
+        raise ValueError(f"{slots} slots do not divide over the mesh's {shards} batch shards")
+      params = parallel.shard_params(params, config.model, mesh)
+    self.params = params
+    with self._on_mesh():
+      self.state = _empty(self._compiled, slots)
+      if mesh is not None:
+        self.state = parallel.put_batch(self.state, mesh)
+
+  def _on_mesh(self):
+    if self.mesh is None:
+      return contextlib.nullcontext()
+    from o1jax import parallel
+    return parallel.activate(self.mesh, self.config.model)
 
   # -- requests in ------------------------------------------------------------------------
 
@@ -158,7 +179,8 @@ class Engine:
     inputs = self.validate(request)
     inputs = inputs.replace(request_key=request_keys(request.seed, 0))
     inputs = fill_settings(inputs, self.config)
-    state, hidden = _prefill(self.params, inputs, self._compiled)
+    with self._on_mesh():
+      state, hidden = _prefill(self.params, inputs, self._compiled)
     return Prefix(state=state, hidden=hidden, prompt_tokens=int(inputs.lengths[0]))
 
   def predicted_thinking(self, prefix: Prefix) -> float:
@@ -170,37 +192,46 @@ class Engine:
 
   def insert(self, prefix: Prefix, slot: int) -> None:
     self._check_slot(slot)
-    self.state = _insert(self.state, prefix.state, jnp.int32(slot))
+    with self._on_mesh():
+      self.state = _insert(self.state, prefix.state, jnp.int32(slot))
 
   # -- decoding ---------------------------------------------------------------------------
 
-  def generate(self, k: int) -> int:
+  def generate(self, k: int, return_on_finish: bool = False) -> int:
     """Up to k decode steps for every live slot in one compiled call; returns the steps run
-    (fewer than k when every slot finished)."""
-    self.state, steps = _generate(self.state, self.params, self._compiled, jnp.int32(k),
-                                  self.heads)
+    (fewer than k when every slot finished, or, with `return_on_finish`, when one did)."""
+    with self._on_mesh():
+      self.state, steps = _generate(self.state, self.params, self._compiled, jnp.int32(k),
+                                    jnp.bool_(return_on_finish), self.heads)
     return int(steps)
 
   def view(self) -> SlotView:
-    return jax.device_get(_view(self.state, self._compiled))
+    with self._on_mesh():
+      return jax.device_get(_view(self.state, self._compiled))
 
   # -- slots ------------------------------------------------------------------------------
 
   def evict(self, slot: int) -> SavedSlot:
     """The slot's row (KV cache and controller) copied to host; the slot is freed."""
     self._check_slot(slot)
-    saved = jax.device_get(_take(self.state, jnp.int32(slot)))
+    with self._on_mesh():
+      row = _take(self.state, jnp.int32(slot))
+    saved = jax.device_get(row.replace(keys=jax.random.key_data(row.keys)))
     self.free(slot)
     return saved
 
   def resume(self, saved: SavedSlot, slot: int) -> None:
     """Puts an evicted row back (into any free slot); decoding continues bit for bit."""
     self._check_slot(slot)
-    self.state = _insert(self.state, saved, jnp.int32(slot))
+    impl = jax.random.key_impl(self.state.keys)
+    row = saved.replace(keys=jax.random.wrap_key_data(saved.keys, impl=impl))
+    with self._on_mesh():
+      self.state = _insert(self.state, row, jnp.int32(slot))
 
   def free(self, slot: int) -> None:
     self._check_slot(slot)
-    self.state = _free(self.state, jnp.int32(slot))
+    with self._on_mesh():
+      self.state = _free(self.state, jnp.int32(slot))
 
   def _check_slot(self, slot: int) -> None:
     if not 0 <= slot < self.slots:

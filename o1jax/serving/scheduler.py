@@ -13,9 +13,11 @@ Policies (`SchedulerConfig.policy`):
 The prediction comes from the prompt alone: the budget head reads the hidden state at
 `<think>` that prefill computed anyway (`Engine.predicted_thinking`).
 
-Adaptive batching: each round runs `generate(k)` with a small k while requests wait (a
-finished slot is refilled within k steps) and a large k when nothing waits (fewer calls,
-less dispatch); new arrivals are prefilled at the start of each round.
+Adaptive batching: each round is one `generate(k)` call that also returns as soon as a
+request finishes (its completion is reported, its slot refilled, at once). k is small while
+a slot is free (an arrival during the call is admitted within k steps) or work waits, and
+large when every slot is busy and nothing waits (fewer calls, less dispatch). New arrivals
+are prefilled at the start of each round, between calls.
 
 The scheduler is driven by one thread calling `step()`; `submit` and `cancel` may be called
 from others.
@@ -46,10 +48,11 @@ class QueueFull(RuntimeError):
 class SchedulerConfig:
   policy: str = "fcfs"
   max_queue: int = 256             # requests waiting (not in a slot) before submit rejects
-  steps_busy: int = 4              # k per generate() while requests wait for a slot
-  steps_idle: int = 32             # k when nothing waits
-  adaptive: bool = True            # False: always steps_busy
+  steps_busy: int = 4              # k per generate() while a slot is free or work waits
+  steps_idle: int = 64             # k when every slot is busy and nothing waits
+  adaptive: bool = True            # False: always steps_busy, and no return on a finish
   preempt_after: int = 48          # thinking tokens before a request may be paused
+  max_pause_s: float = 1.0         # a paused request goes ahead of new work after this long
   hard_threshold: float = 64.0     # predicted thinking tokens from which a request is "hard"
   fast_slots: int | None = None    # pools: slots of the fast pool (default: 3/4 of them)
 
@@ -171,8 +174,10 @@ class Scheduler:
     self._admit()
     if not self.live:
       return done
-    busy = bool(self.waiting or self.paused) or not self.config.adaptive
-    self.engine.generate(self.config.steps_busy if busy else self.config.steps_idle)
+    full = len(self.live) == self.engine.slots
+    short = not self.config.adaptive or bool(self.waiting or self.paused) or not full
+    self.engine.generate(self.config.steps_busy if short else self.config.steps_idle,
+                         return_on_finish=self.config.adaptive)
     return done + self._read_back()
 
   def run_until_idle(self, max_rounds: int = 1_000_000) -> list[Completion]:
@@ -226,9 +231,12 @@ class Scheduler:
       return fits[0] if fits else None
     if policy == "spf" and self.waiting:
       return min(self.waiting, key=lambda t: (t.predicted, t.arrival))
-    if self.waiting:
-      return self.waiting[0]
-    return self.paused[0] if self.paused else None   # preempt: new work first
+    # preempt: new work first, unless a paused request has waited past max_pause_s (no
+    # starvation of the long thinkers under sustained load).
+    if self.paused and (not self.waiting or
+                        self.clock() - self.paused[0].slot_since > self.config.max_pause_s):
+      return self.paused[0]
+    return self.waiting[0] if self.waiting else None
 
   def _admit(self) -> None:
     if self.config.policy == "preempt":
@@ -255,9 +263,10 @@ class Scheduler:
     if need <= 0:
       return
     view = self.engine.view()
+    # Each request is paused at most once: a resumed one runs to its end.
     candidates = sorted(
         (s for s, t in self.live.items()
-         if view.phase[s] == Phase.THINKING and
+         if t.preemptions == 0 and view.phase[s] == Phase.THINKING and
          view.thinking_tokens[s] >= self.config.preempt_after),
         key=lambda s: -int(view.thinking_tokens[s]))
     for slot in candidates[:need]:
@@ -265,6 +274,7 @@ class Scheduler:
       self._read_slot(t, view, slot)   # pass on what it produced before the pause
       t.saved = self.engine.evict(slot)
       t.slot_seconds += self.clock() - t.slot_since
+      t.slot_since = self.clock()      # now: when its pause began
       t.slot = None
       t.preemptions += 1
       self.preemptions += 1

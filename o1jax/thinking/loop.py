@@ -10,7 +10,9 @@ think for different lengths and stop for different reasons, with no host round t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -194,12 +196,21 @@ def decode_step(s: ThinkState, params, config: ThinkConfig, heads=None) -> Think
   return s
 
 
-def run_steps(s: ThinkState, params, config: ThinkConfig, max_steps, heads=None):
-  """Up to `max_steps` decode steps while any sequence is live. Returns (state, steps run)."""
+def run_steps(s: ThinkState, params, config: ThinkConfig, max_steps, heads=None,
+              return_on_finish=False):
+  """Up to `max_steps` decode steps while any sequence is live. Returns (state, steps run).
+
+  With `return_on_finish` (a traced bool), it also returns as soon as a sequence finishes,
+  so a server hands back a finished request (and its slot) at once, not at the end of k.
+  """
+  live_at_start = jnp.sum(s.phase != Phase.DONE)
+
   def cond_fn(carry):
     s, step = carry
-    return ((s.phase != Phase.DONE).any()        # someone is still thinking or answering
-            & (step < max_steps))                # bounded: each step writes one token a row
+    live = jnp.sum(s.phase != Phase.DONE)
+    return ((live > 0)                           # someone is still thinking or answering
+            & (step < max_steps)                 # bounded: each step writes one token a row
+            & ~(return_on_finish & (live < live_at_start)))  # a request just finished
 
   def body_fn(carry):
     s, step = carry
@@ -250,16 +261,46 @@ def _think(params, inputs: ThinkInputs, config: ThinkConfig, heads) -> ThinkResu
   return to_result(final, config)
 
 
-def think(params, inputs: ThinkInputs, config: ThinkConfig, rng: jax.Array | None = None,
-          heads=None) -> ThinkResult:
-  """Thinks and answers for a batch of prompts in one compiled program.
+class _Think:
+  """`think(params, inputs, config, rng=None, heads=None) -> ThinkResult`.
 
-  Per-request settings left None in `inputs` take the config's defaults; the program is
-  compiled for `config.compile_key()`, so changing a temperature or a threshold does not
-  recompile. Row b samples from `inputs.request_key[b]`, or from `fold_in(rng, b)` when the
-  inputs carry no keys. `heads` (optional): a dict of trained heads (o1jax/model/heads.py);
+  Thinks and answers for a batch of prompts in one compiled program. Per-request settings
+  left None in `inputs` take the config's defaults; the program is compiled for
+  `config.compile_key()`, so changing a temperature or a threshold does not recompile. Row b
+  samples from `inputs.request_key[b]`, or from `fold_in(rng, b)` when the inputs carry no
+  keys. `heads` (optional): a dict of trained heads (o1jax/model/heads.py);
   `config.confidence_estimate == "head"` needs heads["confidence"], give-up heads["value"].
+
+  `think.lower(...)` takes the same arguments and returns a lowering whose `compile()`
+  gives a callable `(params, inputs, rng=None, heads=None)`, for ahead-of-time compilation
+  (e.g. with compiler options, or to inspect the program).
   """
-  check_heads(config, heads)
-  inputs = fill_settings(inputs, config, rng)
-  return _think(params, inputs, config.compile_key(), heads)
+
+  def __call__(self, params, inputs: ThinkInputs, config: ThinkConfig, rng=None,
+               heads=None) -> ThinkResult:
+    check_heads(config, heads)
+    return _think(params, fill_settings(inputs, config, rng), config.compile_key(), heads)
+
+  def lower(self, params, inputs: ThinkInputs, config: ThinkConfig, rng=None, heads=None):
+    check_heads(config, heads)
+    lowered = _think.lower(params, fill_settings(inputs, config, rng), config.compile_key(),
+                           heads)
+    return _LoweredThink(lowered, config)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoweredThink:
+  lowered: Any
+  config: ThinkConfig
+
+  def as_text(self) -> str:
+    return self.lowered.as_text()
+
+  def compile(self, *args, **kwargs):
+    compiled = self.lowered.compile(*args, **kwargs)
+    config = self.config
+    return lambda params, inputs, rng=None, heads=None: compiled(
+        params, fill_settings(inputs, config, rng), heads)
+
+
+think = _Think()

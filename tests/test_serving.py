@@ -1,0 +1,195 @@
+"""The serving engine and its schedulers against think() on each request alone: same tokens
+under every policy (preempted-and-resumed requests included), budgets per request, one
+compiled program for any settings, bit-exact eviction, the queue bound and cancellation."""
+
+import jax
+import numpy as np
+import pytest
+
+from o1jax import tasks
+from o1jax.serving import (POLICIES, Engine, QueueFull, Request, Scheduler, SchedulerConfig)
+from o1jax.serving.predictor import load_thinking_head
+from o1jax.tasks.tokenizer import CharTokenizer
+from o1jax.thinking import UNLIMITED, make_think_config, think_texts
+from o1jax.thinking.state import Segment
+from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
+
+TOK = CharTokenizer()
+
+
+@pytest.fixture(scope="module")
+def model():
+  params, config, _ = load_params(embedded_checkpoint_dir())
+  return params, config
+
+
+@pytest.fixture(scope="module")
+def config(model):
+  return make_think_config(model[1], TOK, max_answer_tokens=16)
+
+
+def _stream():
+  """Easy and hard prompts, mixed budgets and seeds: a small bimodal stream."""
+  easy = [p.prompt for name in ("addition", "equation")
+          for p in tasks.get_task(name).generate_problems(31, 1, 2, split="eval")]
+  hard = [p.prompt for p in tasks.get_task("countdown").generate_problems(31, 4, 3, split="eval")]
+  prompts = [hard[0], easy[0], easy[1], hard[1], easy[2], hard[2], easy[3]]
+  budgets = [None, None, 6, 90, None, None, 3]
+  return [Request(p, budget=b, seed=i, id=f"r{i}") for i, (p, b) in enumerate(zip(prompts,
+                                                                                   budgets))]
+
+
+def _alone(params, config, r: Request):
+  """think() on the request alone: the reference every scheduled run must equal."""
+  return think_texts(params, TOK, [r.prompt], config, budgets=[r.budget],
+                     min_thinking=[r.min_thinking], seed=[r.seed], **r.settings)[0]
+
+
+def _text(c, segment):
+  return TOK.decode([t for t, s in zip(c.tokens, c.segments) if s == segment],
+                    stop_at_eos=False)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_policy_gives_each_request_its_think_alone_output(model, config, policy):
+  params, _ = model
+  head, _ = load_thinking_head()
+  engine = Engine(params, TOK, config, slots=3, budget_head=head)
+  sched = Scheduler(engine, SchedulerConfig(policy=policy, preempt_after=8, steps_busy=3,
+                                            fast_slots=2, hard_threshold=60))
+  stream = _stream()
+  for r in stream:
+    sched.submit(r)
+  done = {c.id: c for c in sched.run_until_idle()}
+  assert set(done) == {r.id for r in stream}
+  for r in stream:
+    ref, got = _alone(params, config, r), done[r.id]
+    assert _text(got, Segment.THINKING) == ref.thinking, (policy, r)
+    assert _text(got, Segment.ANSWER).replace("\n", "") == ref.answer.replace("\n", "")
+    assert (got.thinking_tokens, got.stop_reason) == (ref.thinking_tokens, ref.stop_reason)
+    if r.budget is not None:
+      assert got.thinking_tokens <= r.budget
+  if policy == "preempt":
+    assert sched.preemptions > 0 and any(c.preemptions for c in done.values())
+  if policy in ("pools", "spf"):  # the head tells the countdown-4 prompts apart
+    assert {done[r.id].predicted_class for r in stream} == {"easy", "hard"}
+  assert sched.idle and not sched.live
+  assert (engine.view().phase == 3).all()  # every slot is free
+
+
+def test_one_program_serves_any_settings(model, config):
+  params, _ = model
+  engine = Engine(params, TOK, config, slots=2)
+  sched = Scheduler(engine, SchedulerConfig(policy="preempt", preempt_after=4))
+  prompts = [p.prompt for p in tasks.get_task("equation").generate_problems(32, 2, 8,
+                                                                            split="eval")]
+  settings = [dict(temperature=0.0), dict(temperature=0.8, top_k=5),
+              dict(temperature=1.2, top_p=0.9), dict(max_answer_tokens=4)]
+
+  def run(offset):
+    for i, p in enumerate(prompts[offset:offset + 4]):
+      sched.submit(Request(p, budget=[None, 10, 20, 3][i], seed=i + offset,
+                           settings=settings[i], id=f"{offset}-{i}"))
+    return sched.run_until_idle()
+
+  run(0)
+  warm = Engine.compilations()
+  out = run(4)
+  assert Engine.compilations() == warm, "a new request's settings recompiled something"
+  for c in out:  # and each still equals think() on it alone, sampled ones included
+    offset, i = map(int, c.id.split("-"))
+    r = Request(prompts[offset + i], budget=[None, 10, 20, 3][i], seed=i + offset,
+                settings=settings[i])
+    assert _text(c, Segment.THINKING) == _alone(params, config, r).thinking
+
+
+def test_evict_and_resume_are_bit_exact(model, config):
+  params, _ = model
+  prompts = [p.prompt for p in tasks.get_task("countdown").generate_problems(33, 3, 2,
+                                                                             split="eval")]
+  reqs = [Request(p, seed=7 + i, settings=dict(temperature=0.7)) for i, p in enumerate(prompts)]
+
+  def run(evict_after):
+    engine = Engine(params, TOK, config, slots=2)
+    for slot, r in enumerate(reqs):
+      engine.insert(engine.prefill(r), slot)
+    saved = None
+    if evict_after is not None:
+      engine.generate(evict_after)
+      saved = engine.evict(0)
+      engine.generate(5)                # the other slot goes on meanwhile
+      engine.resume(jax.tree.map(np.copy, saved), 0)
+    engine.generate(UNLIMITED)
+    return engine.view(), saved, engine
+
+  plain, _, _ = run(None)
+  view, saved, engine = run(9)
+  np.testing.assert_array_equal(view.tokens, plain.tokens)
+  np.testing.assert_array_equal(view.thinking_tokens, plain.thinking_tokens)
+  # The saved row is the slot, on host, whole: KV cache and controller.
+  assert saved.cache.k[0].shape == (1, config.cache_len) + saved.cache.k[0].shape[2:]
+  assert int(saved.num_generated[0]) == 9
+  with pytest.raises(ValueError, match="slot 5 is out of range"):
+    engine.evict(5)
+
+
+def test_bad_requests_queue_bound_and_cancellation(model, config):
+  params, _ = model
+  engine = Engine(params, TOK, config, slots=1)
+  sched = Scheduler(engine, SchedulerConfig(max_queue=2, steps_busy=2, steps_idle=2))
+  with pytest.raises(ValueError, match=r"does not fit the context \(320 tokens\).*needs"):
+    sched.submit(Request("12+34=", budget=400))
+  with pytest.raises(ValueError, match="non-negative"):
+    sched.submit(Request("12+34=", budget=-1))
+  hard = tasks.get_task("countdown").generate_problems(34, 4, 1, split="eval")[0].prompt
+  sched.submit(Request(hard, id="long"))
+  sched.submit(Request("12+34=", id="short"))
+  with pytest.raises(QueueFull, match="queue is full"):
+    sched.submit(Request("1+2=", id="third"))
+  assert dict(sched.rejected) == {"invalid": 2, "queue_full": 1}
+  sched.step()
+  assert [t.request.id for t in sched.live.values()] == ["long"]
+  sched.cancel("long")
+  done = sched.step()                 # freed at the start of this round; "short" takes it
+  assert [c.id for c in done] == ["long"] and done[0].cancelled
+  assert [t.request.id for t in sched.live.values()] == ["short"]
+  rest = sched.run_until_idle()
+  assert [c.id for c in rest] == ["short"] and _text(rest[0], Segment.ANSWER).startswith("46")
+
+
+_SHARDED = """
+import jax
+jax.config.update("jax_num_cpu_devices", 8)
+from o1jax import parallel, tasks
+from o1jax.serving import Engine, Request, Scheduler, SchedulerConfig
+from o1jax.tasks.tokenizer import CharTokenizer
+from o1jax.thinking import make_think_config
+from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
+tok = CharTokenizer()
+params, mc, _ = load_params(embedded_checkpoint_dir())
+config = make_think_config(mc, tok, max_answer_tokens=12)
+prompts = [p.prompt for d in (1, 3)
+           for p in tasks.get_task("countdown").generate_problems(35, d, 5, split="eval")]
+def run(mesh):
+  engine = Engine(params, tok, config, slots=8, mesh=mesh)
+  sched = Scheduler(engine, SchedulerConfig(policy="preempt", preempt_after=8))
+  for i, p in enumerate(prompts):
+    sched.submit(Request(p, seed=i, settings=dict(temperature=[0.0, 0.9][i % 2]), id=str(i)))
+  return {c.id: c.tokens for c in sched.run_until_idle()}, sched
+one, _ = run(None)
+many, sched = run(parallel.make_mesh((4, 1, 2)))
+assert one == many, [k for k in one if one[k] != many[k]]
+spec = sched.engine.state.cache.k[0].sharding.spec
+assert spec[0] == "data" and sched.preemptions > 0, (spec, sched.preemptions)
+print("SHARDED-OK")
+"""
+
+
+def test_sharded_serving_on_8_devices_matches_one_device():
+  # Slots over `data` (4), KV heads over `tensor` (2), with preemption and sampling: the
+  # same tokens as one device. A subprocess, since the simulated devices are set at start-up.
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, "-c", _SHARDED], capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0 and "SHARDED-OK" in out.stdout, out.stderr[-3000:]
