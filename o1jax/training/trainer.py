@@ -73,12 +73,22 @@ def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
                               (k, tuple(v)) for k, v in dict(d.get("answer_only", {})).items()))
 
 
-def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(
+def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warmup to t.learning_rate, then cosine decay to final_lr_fraction of it."""
+  return optax.warmup_cosine_decay_schedule(
       0.0, t.learning_rate, t.warmup_steps, max(t.steps, t.warmup_steps + 1),
       end_value=t.learning_rate * t.final_lr_fraction)
-  return optax.chain(optax.clip_by_global_norm(t.grad_clip),
-                     optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=t.weight_decay))
+
+
+def adamw(learning_rate, grad_clip: float, weight_decay: float) -> optax.GradientTransformation:
+  """Global-norm clipping then AdamW: every run's update rule. `learning_rate` is a number,
+  a schedule, or (under optax.inject_hyperparams) a leaf of the optimizer state."""
+  return optax.chain(optax.clip_by_global_norm(grad_clip),
+                     optax.adamw(learning_rate, b1=0.9, b2=0.98, weight_decay=weight_decay))
+
+
+def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  return adamw(lr_schedule(t), t.grad_clip, t.weight_decay)
 
 
 def loss_fn(params, batch, model_config: ModelConfig):
