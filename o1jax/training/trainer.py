@@ -177,6 +177,26 @@ def _validate(config: ml_collections.ConfigDict, mixture: data_lib.Mixture) -> N
                      f"{config.model.max_seq_len}")
 
 
+def _truncate_metrics(path: str, step: int) -> None:
+  """Drops the records after `step` from metrics.jsonl. A run killed after its last
+  checkpoint had logged steps that the resumed run replays: kept, they would appear twice.
+  A line cut short by the kill goes too."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      try:
+        if json.loads(line)["step"] <= step:
+          kept.append(line)
+      except (json.JSONDecodeError, KeyError, TypeError):
+        continue
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)  # atomic: a kill now leaves the old file or the new one
+
+
 def _say(line: str) -> None:
   print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
@@ -255,6 +275,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
                                       seed=t.eval_seed) if t.eval_problems else {}
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   start = int(state.step)
+  if is_primary:
+    _truncate_metrics(metrics_path, start)
   progress = _Progress(t.steps, start)
   kill_at = int(os.environ.get(KILL_ENV, "-1"))
   last_eval: dict[str, float] = {}
