@@ -148,10 +148,12 @@ def sharded_train_step(model_config: ModelConfig, optimizer, mesh, shardings: Tr
 
 def _evaluate(params, model_config: ModelConfig, heldout, mesh) -> dict[str, float]:
   if jax.process_count() == 1:
-    with parallel.activate(mesh, model_config):  # greedy decoding sharded over the batch
-      return evaluate(params, model_config, heldout)
-  # greedy_decode reads tokens on the host every step, which arrays spread over processes do
-  # not allow: every process evaluates a gathered copy on its own devices (outside the mesh).
+    with parallel.activate(mesh, model_config):  # the thinking loop sharded over the batch
+      return evaluate(params, model_config, heldout,
+                      batch_multiple=parallel.shards_of(mesh, "batch"))
+  # think_texts feeds host prompts and reads its results back on the host, which arrays
+  # spread over processes do not allow: every process evaluates a gathered copy on its own
+  # devices (outside the mesh).
   return evaluate(parallel.to_host(params), model_config, heldout)
 
 
