@@ -178,7 +178,7 @@ def test_value_head_gives_up_on_hopeless_thinking(model):
   hopeless, hopeful = run(-10.0), run(10.0)
   for p, a, b in zip(plain, hopeless, hopeful):
     if p.thinking_tokens > 4:
-      assert a.stop_reason == "confidence" and a.thinking_tokens == 4
+      assert a.stop_reason == "give_up" and a.thinking_tokens == 4
     assert (b.thinking, b.stop_reason) == (p.thinking, p.stop_reason)
   with pytest.raises(ValueError, match="'value'"):
     rl.continue_thinking(params, cfg, prompts, batch_size=8, heads={"confidence": never_sure})

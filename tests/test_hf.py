@@ -300,6 +300,31 @@ def test_think_matches_hf_greedy(models, loaded):
   assert thoughts[0].thinking == tok.decode(theirs[:k], stop_at_eos=False)
   assert thoughts[1].answer == tok.decode(answer)
 
+  # With the default cache length, calls with other prompts and budgets land in the same
+  # power-of-two buckets: the second call compiles nothing.
+  from o1jax.thinking.loop import _think
+  hf.think_on_hf((params, config, tok), PROMPTS[:2], [40, 30], max_answer_tokens=16)
+  before = _think._cache_size()
+  hf.think_on_hf((params, config, tok), PROMPTS[1:3], [45, 20], max_answer_tokens=16)
+  assert _think._cache_size() == before
+
+
+def test_several_eos_ids_from_generation_config(models, tmp_path, base_tokenizer):
+  # Instruct models list several EOS ids in generation_config.json; each one ends an answer.
+  d = str(tmp_path / "m")
+  _copy_model(models["llama3"][0], d)
+  other = base_tokenizer.token_to_id("a")
+  eos = hf.load_hf(d)[2].eos_id
+  with open(os.path.join(d, "generation_config.json"), "w") as f:
+    json.dump({"eos_token_id": [eos, other]}, f)
+  _, _, tok = hf.load_hf(d)
+  assert tok.eos_ids[1:] == (other,) and tok.eos_id == tok.eos_ids[0]
+  from o1jax.thinking import make_think_config
+  params, config, _ = hf.load_hf(d)
+  assert make_think_config(config, tok, 64).eos_ids == tok.eos_ids
+  b = tok.encode("b")
+  assert tok.decode(b + [other] + b) == tok.decode(b)  # decoding stops at either EOS
+
 
 def test_export_reimport_bitwise_and_transformers_loads_it(models, loaded, tmp_path):
   for kind, (d, model) in models.items():

@@ -73,12 +73,14 @@ def think_on_hf(model, prompts: str | Sequence[str], budget, *, dtype: str = "fl
                 batch_size: int | None = None, **think_overrides):
   """Budgeted thinking on an HF checkpoint: a directory, or the tuple `load_hf` returned.
 
-  cache_len defaults to what the longest prompt, the budget and the answer need (capped at
-  max_seq_len), so a 128k-context model does not allocate a 128k cache.
+  cache_len defaults to what the longest prompt, the budget and the answer need, rounded up
+  to a power of two (capped at max_seq_len): a 128k-context model does not allocate a 128k
+  cache, and calls with other prompts reuse the compiled program.
   think_overrides go to ThinkConfig (temperature=, max_answer_tokens=, stop_rules=, ...).
   Returns a list of `o1jax.thinking.Thought`.
   """
-  from o1jax.thinking import UNLIMITED, make_think_config, parse_budget, think_texts
+  from o1jax.thinking import (UNLIMITED, bucket_width, make_think_config, parse_budget,
+                              think_texts)
 
   params, config, tokenizer = load_hf(model, dtype=dtype) if isinstance(model, str) else model
   prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -88,7 +90,8 @@ def think_on_hf(model, prompts: str | Sequence[str], budget, *, dtype: str = "fl
     largest = max(parse_budget(b) for b in budgets)
     longest = max(len(tokenizer.encode_prompt(p)) for p in prompts)
     need = longest + probe.reserve + (0 if largest == UNLIMITED else largest)
-    cache_len = min(config.max_seq_len, need if largest != UNLIMITED else config.max_seq_len)
+    cache_len = (bucket_width(need, config.max_seq_len) if largest != UNLIMITED
+                 else config.max_seq_len)
   think_config = make_think_config(config, tokenizer, cache_len, **think_overrides)
   return think_texts(params, tokenizer, prompts, think_config, budgets=budget,
                      min_thinking=min_thinking, seed=seed, batch_size=batch_size)

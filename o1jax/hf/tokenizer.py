@@ -70,6 +70,7 @@ class HFTokenizer:
     self.model_type = model_type
 
     self.eos_id = self._special_id("eos_token", tokenizer_dir)
+    self.eos_ids = self._all_eos_ids(tokenizer_dir)
     pad = self.special_tokens.get("pad_token")
     self.pad_id = self._require_id(pad, "pad_token") if pad else self.eos_id
     bos = self.special_tokens.get("bos_token")
@@ -117,6 +118,21 @@ class HFTokenizer:
         return tid
     raise ValueError(f"no {name} in {os.path.join(tokenizer_dir, TOKENIZER_CONFIG_FILE)} "
                      "(nor an id in generation_config.json / config.json)")
+
+  def _all_eos_ids(self, tokenizer_dir: str) -> tuple[int, ...]:
+    """The tokenizer's EOS first, then every other id the generation settings end on.
+
+    Instruct models list several (Qwen: <|im_end|> and <|endoftext|>; Llama 3: <|eot_id|>,
+    <|eom_id|> and <|end_of_text|>); an answer may end with any of them.
+    """
+    ids = [self.eos_id]
+    for fname in ("generation_config.json", "config.json"):
+      p = os.path.join(tokenizer_dir, fname)
+      value = read_json(p).get("eos_token_id") if os.path.isfile(p) else None
+      for tid in value if isinstance(value, list) else [value]:
+        if isinstance(tid, int) and tid not in ids:
+          ids.append(tid)
+    return tuple(ids)
 
   @property
   def has_thinking(self) -> bool:
@@ -197,10 +213,11 @@ class HFTokenizer:
 
   def decode(self, ids: Iterable[int], *, stop_at_eos: bool = True) -> str:
     ids = [int(i) for i in ids]
-    if stop_at_eos and self.eos_id in ids:
-      ids = ids[:ids.index(self.eos_id)]
-    return self._tok.decode([i for i in ids if i not in (self.eos_id, self.pad_id)],
-                            skip_special_tokens=False)
+    ends = [k for k, i in enumerate(ids) if i in self.eos_ids]
+    if stop_at_eos and ends:
+      ids = ids[:ends[0]]
+    drop = set(self.eos_ids) | {self.pad_id}
+    return self._tok.decode([i for i in ids if i not in drop], skip_special_tokens=False)
 
   def pad_batch(self, seqs: Sequence[Sequence[int]], length: int) -> np.ndarray:
     """Right-pads to `length` with pad_id; raises if any sequence is longer."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from o1jax.thinking.config import StopReason, ThinkConfig
 from o1jax.thinking.loop import think
-from o1jax.thinking.state import Segment, ThinkInputs
+from o1jax.thinking.state import REQUEST_SETTINGS, Segment, ThinkInputs, request_keys
 
 UNLIMITED = 2**30  # a budget no cache can reach: thinking is then capped by the context
 
@@ -63,9 +63,21 @@ def _per_prompt(value, n: int, name: str) -> list:
   return [value] * n
 
 
+def bucket_width(n: int, limit: int) -> int:
+  """The power of two >= n (at least 8), capped at `limit`: prompt widths and cache lengths
+  are bucketed so that calls with other prompts reuse a handful of compiled programs."""
+  return min(max(8, 1 << (max(n, 1) - 1).bit_length()), limit)
+
+
 def prepare_inputs(tokenizer, prompts: Sequence[str], config: ThinkConfig, budgets=None,
-                   min_thinking=0, width: int | None = None) -> ThinkInputs:
-  """Encodes prompts (appending `<think>`) and checks every control before any compute."""
+                   min_thinking=0, width: int | None = None, **settings) -> ThinkInputs:
+  """Encodes prompts (appending `<think>`) and checks every control before any compute.
+
+  The width is the longest prompt's, bucketed (`bucket_width`), or `width` if larger.
+  `settings` are per-request overrides of the config's defaults (REQUEST_SETTINGS:
+  temperature=, top_k=, top_p=, max_answer_tokens=, confidence_threshold=, ...), each a
+  scalar or one value per prompt.
+  """
   if isinstance(prompts, str):
     prompts = [prompts]
   if len(prompts) == 0:
@@ -90,10 +102,34 @@ def prepare_inputs(tokenizer, prompts: Sequence[str], config: ThinkConfig, budge
           f"answer ({config.reserve} tokens): it needs {need}")
     encoded.append(ids)
   lengths = np.array([len(e) for e in encoded], np.int32)
-  width = max(width or 0, int(lengths.max()))
+  width = max(width or 0, bucket_width(int(lengths.max()), config.cache_len))
   return ThinkInputs(tokens=jnp.asarray(tokenizer.pad_batch(encoded, width)),
                      lengths=jnp.asarray(lengths), budget=jnp.asarray(budgets, jnp.int32),
-                     min_thinking=jnp.asarray(mins, jnp.int32))
+                     min_thinking=jnp.asarray(mins, jnp.int32),
+                     **_settings_arrays(settings, len(prompts), config))
+
+
+def _settings_arrays(settings: dict, n: int, config: ThinkConfig) -> dict:
+  """Per-request setting arrays from scalars or per-prompt lists, checked like the config."""
+  unknown = sorted(set(settings) - set(REQUEST_SETTINGS))
+  if unknown:
+    raise ValueError(f"unknown per-request setting(s) {unknown}; known: "
+                     f"{', '.join(REQUEST_SETTINGS)}")
+  out = {}
+  for name, value in settings.items():
+    if value is None:
+      continue
+    values = _per_prompt(value, n, name)
+    # Reuse ThinkConfig's own checks on each value, so one error text serves both.
+    for v in values:
+      if name.startswith("use_"):
+        continue
+      dataclasses.replace(config, **{name: v})
+      if name == "max_answer_tokens" and v > config.max_answer_tokens:
+        raise ValueError(f"max_answer_tokens={v} is above the config's {config.max_answer_tokens} "
+                         "(it sizes the cache room kept for the answer)")
+    out[name] = jnp.asarray(values)
+  return out
 
 
 def make_think_config(model_config, tokenizer, cache_len: int | None = None,
@@ -105,7 +141,8 @@ def make_think_config(model_config, tokenizer, cache_len: int | None = None,
                      f"{model_config.max_seq_len}")
   kw = dict(model=model_config, cache_len=cache_len, think_id=tokenizer.think_id,
             end_think_id=tokenizer.end_think_id, eos_id=tokenizer.eos_id,
-            pad_id=tokenizer.pad_id, close_ids=tuple(tokenizer.close_ids()))
+            pad_id=tokenizer.pad_id, close_ids=tuple(tokenizer.close_ids()),
+            eos_ids=tuple(getattr(tokenizer, "eos_ids", (tokenizer.eos_id,))))
   kw.update(overrides)
   return ThinkConfig(**kw)
 
@@ -130,25 +167,39 @@ def decode_result(result, tokenizer, prompts: Sequence[str]) -> list[Thought]:
 
 
 def think_texts(params, tokenizer, prompts: Sequence[str], config: ThinkConfig, *,
-                budgets=None, min_thinking=0, seed: int = 0,
-                batch_size: int | None = None, heads=None) -> list[Thought]:
-  """Thinks on text prompts in batches; same seed, same result. `heads` are passed to
-  think() (a trained confidence head, and value head, for confidence_estimate="head")."""
+                budgets=None, min_thinking=0, seed: int | Sequence[int] = 0,
+                batch_size: int | None = None, heads=None, **settings) -> list[Thought]:
+  """Thinks on text prompts in batches; same seed, same result.
+
+  With one seed, prompt i samples from `request_keys(seed, i)`; with one seed per prompt,
+  from `request_keys(seed[i], 0)` (a request's own identity, as in serving). Either way its
+  thinking does not depend on the batch size or on its neighbours, and with per-prompt seeds
+  not on its place in the list either. `heads` are passed to think() (a trained confidence head,
+  and value head, for confidence_estimate="head"); `settings` are per-request overrides
+  (see prepare_inputs).
+  """
   prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-  budgets = _per_prompt(budgets, len(prompts), "budgets")
-  mins = _per_prompt(min_thinking, len(prompts), "min_thinking")
+  n = len(prompts)
+  budgets = _per_prompt(budgets, n, "budgets")
+  mins = _per_prompt(min_thinking, n, "min_thinking")
+  settings = {k: _per_prompt(v, n, k) for k, v in settings.items() if v is not None}
+  per_prompt_seed = isinstance(seed, (list, tuple, np.ndarray))
+  seeds = _per_prompt(seed, n, "seed")
   # Validate everything up front, so a bad prompt late in the list fails before any compute.
-  width = int(prepare_inputs(tokenizer, prompts, config, budgets, mins).tokens.shape[1])
-  batch_size = batch_size or len(prompts)
+  width = int(prepare_inputs(tokenizer, prompts, config, budgets, mins, **settings
+                             ).tokens.shape[1])
+  batch_size = batch_size or n
   out: list[Thought] = []
-  for start in range(0, len(prompts), batch_size):
-    sl = slice(start, start + batch_size)
-    chunk = prompts[sl]
-    # Pad the last chunk to the batch size so every chunk reuses one compiled program.
-    pad = batch_size - len(chunk)
-    inputs = prepare_inputs(tokenizer, chunk + [chunk[0]] * pad, config,
-                            budgets[sl] + [budgets[sl][0]] * pad, mins[sl] + [mins[sl][0]] * pad,
-                            width=width)
-    rng = jax.random.fold_in(jax.random.key(seed), start)
-    out += decode_result(think(params, inputs, config, rng, heads=heads), tokenizer, chunk)
+  for start in range(0, n, batch_size):
+    # Pad the last chunk to the batch size (repeating its first row) so every chunk reuses
+    # one compiled program.
+    rows = list(range(start, min(start + batch_size, n)))
+    rows += [rows[0]] * (batch_size - len(rows))
+    pick = lambda xs: [xs[r] for r in rows]
+    inputs = prepare_inputs(tokenizer, pick(prompts), config, pick(budgets), pick(mins),
+                            width=width, **{k: pick(v) for k, v in settings.items()})
+    inputs = inputs.replace(request_key=request_keys(pick(seeds), 0) if per_prompt_seed
+                            else request_keys(seed, np.asarray(rows)))
+    chunk = prompts[start:start + batch_size]
+    out += decode_result(think(params, inputs, config, heads=heads), tokenizer, chunk)
   return out

@@ -23,6 +23,7 @@ class StopReason(enum.IntEnum):
   CONFIDENCE = 3  # a probe (or a confidence head) was confident enough
   CONVERGED = 4   # the hidden states of the thinking stopped changing
   CONTEXT = 5     # the cache could not hold more thinking plus the answer
+  GIVE_UP = 6     # the value head judged the thinking hopeless (confidence_estimate="head")
 
 
 STOP_RULES = ("natural", "budget", "confidence", "converged")
@@ -37,13 +38,22 @@ class ThinkConfig:
   Token sequences are tuples of ids. `close_ids` is forced when thinking is stopped from
   outside (budget, confidence, convergence, context); `answer_prefix_ids` follows every close,
   natural or forced; `wait_ids` is inserted when the model tries to close before the minimum.
+
+  Two kinds of field. Those that shape the compiled program (the model, cache length, token
+  ids, which stop rules exist, probe and window sizes) are static. The per-request values
+  (temperature, top-k, top-p, the thresholds) are only *defaults*: they are copied into
+  per-sequence arrays of the loop carry (`ThinkInputs` can override them per request), and
+  `compile_key()` blanks them, so requests with any settings share one compiled program.
   """
   model: ModelConfig
   cache_len: int
   think_id: int
   end_think_id: int
-  eos_id: int
+  eos_id: int       # the EOS the loop writes as padding and bans while thinking
   pad_id: int
+  # Every id that ends an answer: instruct models list several (Qwen: <|im_end|> and
+  # <|endoftext|>; Llama 3: <|eot_id|> and <|end_of_text|>). Empty means (eos_id,).
+  eos_ids: tuple[int, ...] = ()
   close_ids: tuple[int, ...] = ()
   answer_prefix_ids: tuple[int, ...] = ()
   wait_ids: tuple[int, ...] = ()
@@ -65,7 +75,8 @@ class ThinkConfig:
   confidence_estimate: str = "probe"
   # With the head estimate, also stop a sequence whose value head (heads["value"]: P(the
   # answer ends right if thinking goes on)) falls below this: hopeless thinking is cut, which
-  # costs no accuracy when the head is right. 0 turns it off (issue 7).
+  # costs no accuracy when the head is right; its stop reason is GIVE_UP. 0 turns it off; it
+  # needs the `confidence` rule with the head estimate (the value head is read at its probes).
   give_up_threshold: float = 0.0
   # convergence
   converge_window: int = 50
@@ -80,6 +91,10 @@ class ThinkConfig:
       raise ValueError("stop rule 'budget' is always on; use a large budget to think longer")
     if not self.close_ids:
       object.__setattr__(self, "close_ids", (self.end_think_id,))
+    if not self.eos_ids:
+      object.__setattr__(self, "eos_ids", (self.eos_id,))
+    elif self.eos_id not in self.eos_ids:
+      object.__setattr__(self, "eos_ids", (self.eos_id,) + tuple(self.eos_ids))
     if self.end_think_id not in self.close_ids:
       raise ValueError("close_ids must contain the end-of-thinking token "
                        f"{self.end_think_id}, got {self.close_ids}")
@@ -92,12 +107,18 @@ class ThinkConfig:
               ("confidence_threshold", 0 <= self.confidence_threshold <= 1),
               ("converge_threshold", -1 <= self.converge_threshold <= 1)]
     checks.append(("confidence_estimate", self.confidence_estimate in CONFIDENCE_ESTIMATES))
-    checks.append(("give_up_threshold", 0 <= self.give_up_threshold <= 1 and (
-        self.give_up_threshold == 0 or self.confidence_estimate == "head")))
+    checks.append(("give_up_threshold", 0 <= self.give_up_threshold <= 1))
     bad = [name for name, ok in checks if not ok]
     if bad:
       raise ValueError("invalid ThinkConfig values: " +
                        ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+    if self.give_up_threshold > 0 and not (self.rule("confidence")
+                                           and self.confidence_estimate == "head"):
+      raise ValueError(
+          f"give_up_threshold={self.give_up_threshold} reads the value head at the confidence "
+          "rule's head probes: it needs 'confidence' in stop_rules and "
+          f"confidence_estimate='head' (got stop_rules={self.stop_rules}, "
+          f"confidence_estimate={self.confidence_estimate!r})")
 
   @property
   def reserve(self) -> int:
@@ -106,3 +127,18 @@ class ThinkConfig:
 
   def rule(self, name: str) -> bool:
     return name in self.stop_rules
+
+  @property
+  def gives_up(self) -> bool:
+    """Whether the value-head give-up check is compiled in (its threshold is per request)."""
+    return self.give_up_threshold > 0
+
+  def compile_key(self) -> "ThinkConfig":
+    """This config with the per-request defaults blanked: what `think()` compiles for.
+
+    Two configs that differ only in temperature, top-k/top-p or thresholds give one
+    program; whether give-up exists at all stays static (it needs the value head).
+    """
+    return dataclasses.replace(
+        self, temperature=0.0, top_k=0, top_p=1.0, confidence_threshold=0.95,
+        converge_threshold=0.9, give_up_threshold=0.5 if self.gives_up else 0.0)

@@ -22,13 +22,18 @@ from o1jax.thinking import probe as probe_lib
 from o1jax.thinking.config import Phase, StopReason, ThinkConfig
 from o1jax.thinking.sampling import sample
 from o1jax.thinking.state import (FORCED_CLOSE, FORCED_PREFIX, FORCED_WAIT, Segment,
-                                  ThinkInputs, ThinkResult, ThinkState, forced_table,
-                                  initial_controller)
+                                  ThinkInputs, ThinkResult, ThinkState, fill_settings,
+                                  forced_table, init_state)
 
 
 def _where(cond, a, b):
   """jnp.where that keeps int32 carries int32 (IntEnum operands would widen them)."""
   return jnp.where(cond, a, b).astype(jnp.int32)
+
+
+def is_eos(token, config: ThinkConfig):
+  """Whether each token is one of the model's end-of-answer ids."""
+  return jnp.isin(token, jnp.asarray(config.eos_ids, jnp.int32))
 
 
 def _choose_token(s: ThinkState, config: ThinkConfig, table, table_len):
@@ -41,13 +46,15 @@ def _choose_token(s: ThinkState, config: ThinkConfig, table, table_len):
   # Thinking ends with </think>, never with EOS; below the minimum, without a wait string,
   # the close itself is suppressed (s1 budget forcing).
   logits = s.logits
-  logits = logits.at[:, config.eos_id].set(
-      jnp.where(thinking, -jnp.inf, logits[:, config.eos_id]))
+  eos = jnp.asarray(config.eos_ids, jnp.int32)
+  logits = logits.at[:, eos].set(jnp.where(thinking[:, None], -jnp.inf, logits[:, eos]))
   suppress_close = thinking & below_min & (not has_wait)
   logits = logits.at[:, config.end_think_id].set(
       jnp.where(suppress_close, -jnp.inf, logits[:, config.end_think_id]))
-  step_keys = jax.vmap(jax.random.fold_in)(s.keys, jnp.broadcast_to(s.step, s.keys.shape))
-  sampled = sample(logits, step_keys, config.temperature, config.top_k, config.top_p)
+  # A request's n-th token folds n into its own key: the draw depends on the request alone,
+  # not on the loop step, its batch row or when a serving slot took it in.
+  step_keys = jax.vmap(jax.random.fold_in)(s.keys, s.num_generated)
+  sampled = sample(logits, step_keys, s.temperature, s.top_k, s.top_p)
 
   # Transitions out of THINKING, in priority order: the cap, then the model's own close.
   hit_cap = (thinking | waiting) & (s.thinking_tokens >= s.cap)
@@ -88,8 +95,8 @@ def _choose_token(s: ThinkState, config: ThinkConfig, table, table_len):
   forced = _where(natural, FORCED_PREFIX, forced)
   cursor = _where(natural, 0, _where(closing, cursor_after, cursor))
   answer_tokens = s.answer_tokens + answering
-  finished_answer = answering & ((token == config.eos_id) |
-                                 (answer_tokens >= config.max_answer_tokens))
+  finished_answer = answering & (is_eos(token, config) |
+                                 (answer_tokens >= s.max_answer_tokens))
   phase = _where(finished_answer, Phase.DONE, phase)
   thinking_tokens = s.thinking_tokens + (segment == Segment.THINKING)
 
@@ -99,8 +106,10 @@ def _choose_token(s: ThinkState, config: ThinkConfig, table, table_len):
 
 
 def _early_stop(s: ThinkState, fire, reason: int) -> ThinkState:
-  """Switches the sequences where `fire` holds from THINKING to the forced close."""
-  fire = fire & (s.phase == Phase.THINKING)
+  """Switches the sequences where `fire` holds from THINKING to the forced close.
+
+  Every early stop obeys the minimum; only the cap (budget or context) cuts below it."""
+  fire = fire & (s.phase == Phase.THINKING) & (s.thinking_tokens >= s.min_thinking)
   return s.replace(phase=_where(fire, Phase.CLOSING, s.phase),
                    forced=_where(fire, FORCED_CLOSE, s.forced),
                    forced_cursor=_where(fire, 0, s.forced_cursor),
@@ -124,7 +133,8 @@ def _update_convergence(s: ThinkState, hidden, fed_thinking, config: ThinkConfig
       window_sum=jnp.where(full[:, None], 0.0, window_sum),
       window_count=jnp.where(full, 0, count))
   if config.rule("converged"):
-    s = _early_stop(s, compared & (cos >= config.converge_threshold), StopReason.CONVERGED)
+    s = _early_stop(s, compared & s.use_converged & (cos >= s.converge_threshold),
+                    StopReason.CONVERGED)
   return s
 
 
@@ -137,8 +147,12 @@ def _head_confidence(s: ThinkState, due, hidden, heads, config: ThinkConfig) -> 
                    num_probes=s.num_probes + due)
 
 
-def _body(s: ThinkState, params, config: ThinkConfig, table, table_len,
-          heads=None) -> ThinkState:
+def decode_step(s: ThinkState, params, config: ThinkConfig, heads=None) -> ThinkState:
+  """One token for every live sequence: choose it, feed it, update the stop rules.
+
+  The single step of the budget controller: `think()` and the serving engine both run it.
+  """
+  table, table_len = forced_table(config)
   s, token, segment = _choose_token(s, config, table, table_len)
   live = segment != Segment.PAD
   batch = jnp.arange(token.shape[0])
@@ -151,87 +165,101 @@ def _body(s: ThinkState, params, config: ThinkConfig, table, table_len,
   position = jnp.where(live, s.position, -1)
   logits, hidden, cache = forward(params, token[:, None], position[:, None], s.cache,
                                   config.model)
-  s = s.replace(logits=logits[:, 0], cache=cache, position=s.position + live, step=s.step + 1)
+  s = s.replace(logits=logits[:, 0].astype(jnp.float32), cache=cache,
+                position=s.position + live)
 
   fed_thinking = segment == Segment.THINKING
   s = _update_convergence(s, hidden[:, 0], fed_thinking, config)
-  if config.rule("confidence") and config.confidence_estimate == "head":
-    due = fed_thinking & (s.phase == Phase.THINKING) & (
-        s.thinking_tokens % config.probe_every == 0)
-    s = _head_confidence(s, due, hidden[:, 0], heads, config)
-    stop = due & (s.confidence >= config.confidence_threshold)
-    if config.give_up_threshold > 0:
-      from o1jax.model.heads import head_probability
-      stop |= due & (head_probability(heads["value"], hidden[:, 0]) < config.give_up_threshold)
-    s = _early_stop(s, stop, StopReason.CONFIDENCE)
-  elif config.rule("confidence"):
-    due = (fed_thinking & (s.phase == Phase.THINKING) &
+  if config.rule("confidence"):
+    # Estimates are taken every probe_every thinking tokens once the minimum is reached
+    # (below it no rule may stop, so a probe there would be wasted work).
+    due = (fed_thinking & (s.phase == Phase.THINKING) & s.use_confidence &
            (s.thinking_tokens % config.probe_every == 0) &
-           (s.position + probe_lib.probe_length(config) <= config.cache_len))
-    s = jax.lax.cond(due.any(), lambda st: probe_lib.run_probe(st, due, params, config),
-                     lambda st: st, s)
-    confident = due & probe_lib.is_confident(s, config)
-    s = _early_stop(s, confident, StopReason.CONFIDENCE)
+           (s.thinking_tokens >= s.min_thinking))
+    if config.confidence_estimate == "head":
+      s = _head_confidence(s, due, hidden[:, 0], heads, config)
+      s = _early_stop(s, due & (s.confidence >= s.confidence_threshold), StopReason.CONFIDENCE)
+      if config.gives_up:
+        from o1jax.model.heads import head_probability  # local: only traced with a head
+        hopeless = head_probability(heads["value"], hidden[:, 0]) < s.give_up_threshold
+        s = _early_stop(s, due & hopeless, StopReason.GIVE_UP)
+    else:
+      due &= s.position + probe_lib.probe_length(config) <= config.cache_len
+      s = jax.lax.cond(due.any(), lambda st: probe_lib.run_probe(st, due, params, config),
+                       lambda st: st, s)
+      s = _early_stop(s, due & probe_lib.is_confident(s, config), StopReason.CONFIDENCE)
 
   # A sequence whose cache is full stops wherever it is.
   s = s.replace(phase=_where(s.position >= config.cache_len, Phase.DONE, s.phase))
   return s
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def think(params, inputs: ThinkInputs, config: ThinkConfig, rng: jax.Array,
-          heads=None) -> ThinkResult:
-  """Thinks and answers for a batch of prompts in one compiled program.
+def run_steps(s: ThinkState, params, config: ThinkConfig, max_steps, heads=None):
+  """Up to `max_steps` decode steps while any sequence is live. Returns (state, steps run)."""
+  def cond_fn(carry):
+    s, step = carry
+    return ((s.phase != Phase.DONE).any()        # someone is still thinking or answering
+            & (step < max_steps))                # bounded: each step writes one token a row
 
-  `rng` is one PRNG key; sequence b samples from `fold_in(rng, b)` so its tokens do not
-  depend on what else is in the batch. `heads` (optional, issue 7): a dict of trained heads
-  (o1jax/model/heads.py); `config.confidence_estimate == "head"` needs heads["confidence"].
-  """
+  def body_fn(carry):
+    s, step = carry
+    return decode_step(s, params, config, heads), step + 1
+
+  return jax.lax.while_loop(cond_fn, body_fn, (s, jnp.zeros((), jnp.int32)))
+
+
+def prefill(params, inputs: ThinkInputs, config: ThinkConfig):
+  """Runs the prompts through the model into a fresh cache.
+
+  Returns (logits [batch, vocab] and final hidden states [batch, embed] after each
+  prompt's last token (`<think>`: a budget head reads it), cache)."""
+  batch, width = inputs.tokens.shape
+  cache = KVCache.init(config.model, batch, config.cache_len)
+  logits, hidden, cache = forward(params, inputs.tokens,
+                                  prompt_positions(inputs.lengths, width), cache, config.model)
+  last = jnp.maximum(inputs.lengths - 1, 0)
+  at_last = lambda x: jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
+  return at_last(logits), at_last(hidden), cache
+
+
+def check_heads(config: ThinkConfig, heads) -> None:
   if (config.rule("confidence") and config.confidence_estimate == "head"
       and (heads is None or "confidence" not in heads)):
     raise ValueError("confidence_estimate='head' needs think(..., heads={'confidence': head})")
-  if config.give_up_threshold > 0 and config.rule("confidence") and "value" not in heads:
+  if config.gives_up and (heads is None or "value" not in heads):
     raise ValueError("give_up_threshold > 0 needs think(..., heads={..., 'value': head})")
-  batch, width = inputs.tokens.shape
-  model = config.model
-  cache = KVCache.init(model, batch, config.cache_len)
-  logits, _, cache = forward(params, inputs.tokens, prompt_positions(inputs.lengths, width),
-                             cache, model)
-  last = jnp.maximum(inputs.lengths - 1, 0)
-  logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
-  max_new = config.cache_len
-  agreement = max(config.probe_agreement, 1)
-  state = ThinkState(
-      cache=cache, logits=logits, position=inputs.lengths.astype(jnp.int32),
-      keys=jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(batch)),
-      step=jnp.zeros((), jnp.int32),
-      tokens=jnp.full((batch, max_new), config.pad_id, jnp.int32),
-      segments=jnp.zeros((batch, max_new), jnp.int32),
-      num_generated=jnp.zeros((batch,), jnp.int32),
-      window_sum=jnp.zeros((batch, model.embed_dim), jnp.float32),
-      window_count=jnp.zeros((batch,), jnp.int32),
-      prev_window_mean=jnp.zeros((batch, model.embed_dim), jnp.float32),
-      has_prev_window=jnp.zeros((batch,), bool),
-      similarity=jnp.full((batch,), jnp.nan, jnp.float32),
-      probe_history=jnp.full((batch, agreement, config.probe_answer_tokens), -1, jnp.int32),
-      num_probes=jnp.zeros((batch,), jnp.int32),
-      confidence=jnp.full((batch,), jnp.nan, jnp.float32),
-      probe_agrees=jnp.zeros((batch,), bool),
-      **initial_controller(inputs, config))
-  table, table_len = forced_table(config)
 
-  def cond_fn(s: ThinkState):
-    return ((s.phase != Phase.DONE).any()        # someone is still thinking or answering
-            & (s.step < max_new))                # every iteration writes one token: bounded
 
-  final = jax.lax.while_loop(
-      cond_fn, lambda s: _body(s, params, config, table, table_len, heads), state)
-  last_token = jnp.take_along_axis(final.tokens, jnp.maximum(final.num_generated - 1, 0)[:, None],
+def to_result(s: ThinkState, config: ThinkConfig) -> ThinkResult:
+  last_token = jnp.take_along_axis(s.tokens, jnp.maximum(s.num_generated - 1, 0)[:, None],
                                    axis=1)[:, 0]
-  finished = (final.answer_tokens >= config.max_answer_tokens) | (
-      (final.answer_tokens > 0) & (last_token == config.eos_id))
-  return ThinkResult(tokens=final.tokens, segments=final.segments,
-                     num_generated=final.num_generated, thinking_tokens=final.thinking_tokens,
-                     answer_tokens=final.answer_tokens, stop_reason=final.stop_reason,
-                     num_probes=final.num_probes, confidence=final.confidence,
-                     similarity=final.similarity, finished=finished)
+  finished = (s.answer_tokens >= s.max_answer_tokens) | (
+      (s.answer_tokens > 0) & is_eos(last_token, config))
+  return ThinkResult(tokens=s.tokens, segments=s.segments,
+                     num_generated=s.num_generated, thinking_tokens=s.thinking_tokens,
+                     answer_tokens=s.answer_tokens, stop_reason=s.stop_reason,
+                     num_probes=s.num_probes, confidence=s.confidence,
+                     similarity=s.similarity, finished=finished)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _think(params, inputs: ThinkInputs, config: ThinkConfig, heads) -> ThinkResult:
+  logits, _, cache = prefill(params, inputs, config)
+  state = init_state(inputs, logits, cache, config)
+  final, _ = run_steps(state, params, config, config.cache_len, heads)
+  return to_result(final, config)
+
+
+def think(params, inputs: ThinkInputs, config: ThinkConfig, rng: jax.Array | None = None,
+          heads=None) -> ThinkResult:
+  """Thinks and answers for a batch of prompts in one compiled program.
+
+  Per-request settings left None in `inputs` take the config's defaults; the program is
+  compiled for `config.compile_key()`, so changing a temperature or a threshold does not
+  recompile. Row b samples from `inputs.request_key[b]`, or from `fold_in(rng, b)` when the
+  inputs carry no keys. `heads` (optional): a dict of trained heads (o1jax/model/heads.py);
+  `config.confidence_estimate == "head"` needs heads["confidence"], give-up heads["value"].
+  """
+  check_heads(config, heads)
+  inputs = fill_settings(inputs, config, rng)
+  return _think(params, inputs, config.compile_key(), heads)

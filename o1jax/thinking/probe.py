@@ -53,7 +53,7 @@ def trial_answer(state, due, params, config: ThinkConfig):
   # greedy[j] is the true greedy token while guess[:j] matched greedy[:j]. Up to and including
   # the first disagreement (or the first EOS) the speculative answer is exact.
   agree = greedy == guess
-  is_eos = greedy == config.eos_id
+  is_eos = jnp.isin(greedy, jnp.asarray(config.eos_ids, jnp.int32))
   stop = ~agree | is_eos
   first_stop = jnp.where(stop.any(-1), jnp.argmax(stop, -1), n_answer - 1)   # [B]
   idx = jnp.arange(n_answer)[None, :]
@@ -66,6 +66,8 @@ def trial_answer(state, due, params, config: ThinkConfig):
   token = jnp.take_along_axis(greedy, first_stop[:, None], 1)[:, 0]
   live = due & ~ended & (cursor < n_answer)
 
+  eos_ids = jnp.asarray(config.eos_ids, jnp.int32)
+
   def body(c):
     cursor, token, cache, answers, prob_sum, live, ended = c
     pos = jnp.where(live, start + n_forced + cursor - 1, -1)  # feed the last known token
@@ -76,16 +78,17 @@ def trial_answer(state, due, params, config: ThinkConfig):
     write = jnp.where(live, cursor, n_answer)
     answers = answers.at[batch_idx, write].set(nxt, mode="drop")
     prob_sum = prob_sum + jnp.where(live, jnp.max(p, -1), 0.0)
-    ended = ended | (live & (nxt == config.eos_id))
+    ended = ended | (live & jnp.isin(nxt, eos_ids))
     cursor = cursor + live
-    live = live & (nxt != config.eos_id) & (cursor < n_answer)
+    live = live & ~jnp.isin(nxt, eos_ids) & (cursor < n_answer)
     return cursor, jnp.where(live, nxt, token), cache, answers, prob_sum, live, ended
 
   c = (cursor, token, cache, answers, prob_sum, live, ended)
   c = jax.lax.while_loop(lambda c: c[5].any(), body, c)   # while some row still decodes
-  _, _, cache, answers, prob_sum, _, ended = c
-  length = jnp.sum(answers != config.pad_id, axis=-1)
-  confidence = prob_sum / jnp.maximum(length, 1)
+  cursor, _, cache, answers, prob_sum, _, ended = c
+  # `cursor` counts the answer tokens produced, EOS included. Counting "not pad" instead
+  # misses an EOS that equals the pad id (models without a pad token): confidence > 1.
+  confidence = prob_sum / jnp.maximum(cursor, 1)
   return answers, confidence, ended & due, cache
 
 
@@ -105,4 +108,5 @@ def run_probe(state, due, params, config: ThinkConfig):
 
 
 def is_confident(state, config: ThinkConfig):
-  return (state.confidence >= config.confidence_threshold) | state.probe_agrees
+  del config  # the threshold is per request, in the state
+  return (state.confidence >= state.confidence_threshold) | state.probe_agrees

@@ -41,25 +41,92 @@ def forced_table(config: ThinkConfig) -> tuple[np.ndarray, np.ndarray]:
 
 @struct.dataclass
 class ThinkInputs:
-  """Right-padded prompts (each ending in `<think>`) and their per-sequence controls."""
+  """Right-padded prompts (each ending in `<think>`) and their per-request controls.
+
+  Only tokens, lengths, budget and min_thinking are required; a field left None takes the
+  ThinkConfig default for every row. `request_key` [batch] is each request's own PRNG key
+  (typed): a request samples the same tokens whatever else is in the batch and wherever it
+  sits; None keys row b by `fold_in(rng, b)`.
+  """
   tokens: Array          # [batch, prompt_width] int32
   lengths: Array         # [batch] int32
   budget: Array          # [batch] int32, max thinking tokens (a large value: unlimited)
   min_thinking: Array    # [batch] int32
+  request_key: Array | None = None            # [batch] PRNG keys
+  temperature: Array | None = None            # [batch] f32, 0: greedy
+  top_k: Array | None = None                  # [batch] int32, 0: off
+  top_p: Array | None = None                  # [batch] f32, 1: off
+  max_answer_tokens: Array | None = None      # [batch] int32, <= config.max_answer_tokens
+  use_confidence: Array | None = None         # [batch] bool, if the rule is compiled in
+  use_converged: Array | None = None          # [batch] bool, likewise
+  confidence_threshold: Array | None = None   # [batch] f32
+  converge_threshold: Array | None = None     # [batch] f32
+  give_up_threshold: Array | None = None      # [batch] f32, 0: off
+
+
+# The per-request settings the controller carries, with the ThinkConfig field (or rule) that
+# gives each one's default.
+REQUEST_SETTINGS = ("temperature", "top_k", "top_p", "max_answer_tokens", "use_confidence",
+                    "use_converged", "confidence_threshold", "converge_threshold",
+                    "give_up_threshold")
+_SETTING_DTYPES = dict(temperature=jnp.float32, top_k=jnp.int32, top_p=jnp.float32,
+                       max_answer_tokens=jnp.int32, use_confidence=jnp.bool_,
+                       use_converged=jnp.bool_, confidence_threshold=jnp.float32,
+                       converge_threshold=jnp.float32, give_up_threshold=jnp.float32)
+
+
+def setting_defaults(config: ThinkConfig) -> dict:
+  """The ThinkConfig defaults of every per-request setting (python scalars)."""
+  return dict(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+              max_answer_tokens=config.max_answer_tokens,
+              use_confidence=config.rule("confidence"), use_converged=config.rule("converged"),
+              confidence_threshold=config.confidence_threshold,
+              converge_threshold=config.converge_threshold,
+              give_up_threshold=config.give_up_threshold)
+
+
+def request_keys(seed, index) -> Array:
+  """A request's PRNG key from its seed and its index within the call: the one derivation
+  think_texts and the serving engine share, so a request samples alike in both."""
+  seed, index = jnp.broadcast_arrays(jnp.asarray(seed, jnp.uint32), jnp.asarray(index, jnp.uint32))
+  return jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seed.ravel(),
+                                                                         index.ravel())
+
+
+def fill_settings(inputs: ThinkInputs, config: ThinkConfig, rng=None) -> ThinkInputs:
+  """Fills every None per-request field from the config (and `rng`), checking shapes."""
+  batch = inputs.lengths.shape[0]
+  defaults = setting_defaults(config)
+  filled = {}
+  for name in REQUEST_SETTINGS:
+    value = getattr(inputs, name)
+    value = defaults[name] if value is None else value
+    value = jnp.asarray(value, _SETTING_DTYPES[name])
+    if value.ndim == 0:
+      value = jnp.broadcast_to(value, (batch,))
+    if value.shape != (batch,):
+      raise ValueError(f"ThinkInputs.{name} has shape {value.shape}, expected ({batch},)")
+    filled[name] = value
+  key = inputs.request_key
+  if key is None:
+    if rng is None:
+      raise ValueError("ThinkInputs.request_key is None and no rng was given")
+    key = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(batch))
+  return inputs.replace(request_key=key, **filled)
 
 
 @struct.dataclass
 class ThinkState:
+  """The loop carry: one row per sequence (a serving slot), every field batch-major."""
   # decode state
   cache: KVCache
   logits: Array            # [batch, vocab] f32: prediction for the token at `position`
   position: Array          # [batch] int32: where the next token is written
-  keys: Array              # [batch] PRNG keys, one stream per sequence
-  step: Array              # [] int32: loop iterations so far
+  keys: Array              # [batch] PRNG keys, one stream per request
   # what was generated
   tokens: Array            # [batch, max_new] int32
   segments: Array          # [batch, max_new] int32 (Segment)
-  num_generated: Array     # [batch] int32
+  num_generated: Array     # [batch] int32: also the step a request's sampling key folds in
   # budget controller
   phase: Array             # [batch] int32 (Phase)
   cap: Array               # [batch] int32: min(budget, room the cache leaves for thinking)
@@ -70,6 +137,16 @@ class ThinkState:
   stop_reason: Array       # [batch] int32 (StopReason)
   forced: Array            # [batch] int32: which forced sequence CLOSING emits
   forced_cursor: Array     # [batch] int32: next index into it
+  # per-request settings (REQUEST_SETTINGS): data, not static config
+  temperature: Array       # [batch] f32
+  top_k: Array             # [batch] int32
+  top_p: Array             # [batch] f32
+  max_answer_tokens: Array  # [batch] int32
+  use_confidence: Array    # [batch] bool
+  use_converged: Array     # [batch] bool
+  confidence_threshold: Array  # [batch] f32
+  converge_threshold: Array    # [batch] f32
+  give_up_threshold: Array     # [batch] f32
   # convergence: tumbling windows of final-layer hidden states of thinking tokens
   window_sum: Array        # [batch, embed] f32
   window_count: Array      # [batch] int32
@@ -97,18 +174,39 @@ class ThinkResult:
   finished: Array          # [batch] bool: reached EOS or the answer cap (not cut by the cache)
 
 
-def initial_controller(inputs: ThinkInputs, config: ThinkConfig) -> dict:
-  """Per-sequence controller fields at the start of thinking."""
+def init_state(inputs: ThinkInputs, logits: Array, cache: KVCache,
+               config: ThinkConfig) -> ThinkState:
+  """The carry at the start of thinking, after prefill gave `logits` [batch, vocab] (the
+  prediction after each prompt's last token) and `cache`. `inputs` must be filled
+  (`fill_settings`)."""
   batch = inputs.lengths.shape[0]
+  model = config.model
   room = config.cache_len - inputs.lengths - config.reserve
   cap = jnp.minimum(inputs.budget, room)
   zeros = jnp.zeros((batch,), jnp.int32)
-  return dict(
-      phase=jnp.full((batch,), Phase.THINKING, jnp.int32),
+  max_new = config.cache_len
+  agreement = max(config.probe_agreement, 1)
+  return ThinkState(
+      cache=cache, logits=logits.astype(jnp.float32),
+      position=inputs.lengths.astype(jnp.int32), keys=inputs.request_key,
+      tokens=jnp.full((batch, max_new), config.pad_id, jnp.int32),
+      segments=jnp.zeros((batch, max_new), jnp.int32),
+      num_generated=zeros,
+      phase=jnp.full((batch,), int(Phase.THINKING), jnp.int32),
       cap=cap,
       cap_reason=jnp.where(inputs.budget <= room, StopReason.BUDGET, StopReason.CONTEXT
                            ).astype(jnp.int32),
       min_thinking=jnp.minimum(inputs.min_thinking, cap),
       thinking_tokens=zeros, answer_tokens=zeros,
-      stop_reason=jnp.full((batch,), StopReason.NONE, jnp.int32),
-      forced=zeros, forced_cursor=zeros)
+      stop_reason=jnp.full((batch,), int(StopReason.NONE), jnp.int32),
+      forced=zeros, forced_cursor=zeros,
+      **{name: getattr(inputs, name) for name in REQUEST_SETTINGS},
+      window_sum=jnp.zeros((batch, model.embed_dim), jnp.float32),
+      window_count=zeros,
+      prev_window_mean=jnp.zeros((batch, model.embed_dim), jnp.float32),
+      has_prev_window=jnp.zeros((batch,), bool),
+      similarity=jnp.full((batch,), jnp.nan, jnp.float32),
+      probe_history=jnp.full((batch, agreement, config.probe_answer_tokens), -1, jnp.int32),
+      num_probes=zeros,
+      confidence=jnp.full((batch,), jnp.nan, jnp.float32),
+      probe_agrees=jnp.zeros((batch,), bool))

@@ -56,7 +56,7 @@ def _summary(name, problems, thoughts, budgets=None) -> dict:
   return {"rule": name, "accuracy": float(np.mean(ok)),
           "thinking_tokens": float(np.mean([t.thinking_tokens for t in thoughts])),
           "checks": float(np.mean([t.num_probes for t in thoughts])),
-          "early_stops": float(np.mean([t.stop_reason in ("confidence", "budget")
+          "early_stops": float(np.mean([t.stop_reason in ("confidence", "give_up", "budget")
                                         for t in thoughts])),
           **({"mean_budget": float(np.mean(budgets))} if budgets is not None else {})}
 
