@@ -249,7 +249,8 @@ class StreamDecoder:
                         "upgrade with: pip install -U tokenizers")
     self._new_stream = lambda: decoders.DecodeStream(skip_special_tokens=False)
     self._tok = tokenizer._tok
-    self._skip = set((tokenizer.eos_id, tokenizer.pad_id) if skip_ids is None else skip_ids)
+    # What `decode` drops: every EOS id and padding.
+    self._skip = set((*tokenizer.eos_ids, tokenizer.pad_id) if skip_ids is None else skip_ids)
     self._stream = self._new_stream()
     self._ids: list[int] = []  # since the last flush
     self._emitted = ""         # ... and the text emitted for them
