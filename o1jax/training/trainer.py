@@ -190,7 +190,7 @@ def _truncate_metrics(path: str, step: int) -> None:
     for line in f:
       try:
         if json.loads(line)["step"] <= step:
-          kept.append(line)
+          kept.append(line.rstrip("\n") + "\n")  # the next append starts a line
       except (json.JSONDecodeError, KeyError, TypeError):
         continue
   tmp = path + ".tmp"
