@@ -50,6 +50,25 @@ def test_head_loss_falls_on_a_short_run(kind):
     assert heads_lib.auc(heads_lib.predict(head, x), y) > 0.9
 
 
+def test_auc_and_ece_match_their_definitions():
+  rng = np.random.default_rng(0)
+  scores, labels = np.round(rng.random(60), 1), rng.random(60) < 0.4  # rounded: many ties
+  pos, neg = scores[labels], scores[~labels]
+  pairs = (pos[:, None] > neg).mean() + 0.5 * (pos[:, None] == neg).mean()
+  assert heads_lib.auc(scores, labels) == pytest.approx(pairs)
+  assert np.isnan(heads_lib.auc(scores, np.ones(60, bool)))
+  probs = rng.random(200)
+  labels = rng.random(200) < probs ** 2  # overconfident
+  which = np.minimum((probs * 10).astype(int), 9)
+  ref = sum((which == b).sum() * abs(probs[which == b].mean() - labels[which == b].mean())
+            for b in range(10) if (which == b).any()) / len(probs)
+  assert heads_lib.ece(probs, labels) == pytest.approx(ref)
+  # By hand: bins 0, 1 and 9 (two examples) are off by 0.05, 0.85 and 0.45.
+  assert heads_lib.ece([0.05, 0.15, 0.95, 0.95], [0, 1, 1, 0]) == pytest.approx(0.45)
+  with pytest.raises(ValueError, match="probabilities in"):
+    heads_lib.ece([1.5], [1])
+
+
 def test_separate_reward_model_loss_falls_and_round_trips(tmp_path):
   # Label: "is this token a ';'", which the small decoder must read off its input.
   texts = [tasks.render(p) for p in tasks.get_task("addition").generate_problems(0, 2, 24)]

@@ -10,7 +10,7 @@ import pytest
 from o1jax import tasks
 from o1jax.model import ModelConfig, init_params
 from o1jax.training import rollouts as rl
-from o1jax.training import star
+from o1jax.training import star, trainer
 from o1jax.training.checkpoint import save_pretrained
 
 TINY = ModelConfig(embed_dim=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
@@ -108,7 +108,10 @@ def test_iteration_checkpoints_tables_and_resumes(tmp_path, monkeypatch):
   calls = []
   monkeypatch.setattr(rl, "sample_rollouts", _scripted_sampler(calls))
   base, work = _base(tmp_path), str(tmp_path / "star")
-  rows = star.run_star(_cfg(base), work, log=lambda _: None)
+  compiled = trainer.train_step._cache_size()
+  # Sized by epochs, iteration 2 (12 examples) fine-tunes for more steps than iteration 1 (6).
+  cfg = lambda **kw: _cfg(base, finetune_epochs=1.0, **kw)
+  rows = star.run_star(cfg(), work, log=lambda _: None)
   assert [r["iteration"] for r in rows] == [0, 1]
   r = rows[1]
   assert r["problems"] == 6 and r["rationales_kept"] == 3 and r["rationalized"] == 3
@@ -122,8 +125,11 @@ def test_iteration_checkpoints_tables_and_resumes(tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(work, name))
   # Rerunning with more iterations resumes after iteration 1 (no re-sampling of it).
   calls.clear()
-  rows = star.run_star(_cfg(base, iterations=2), work, log=lambda _: None)
+  rows = star.run_star(cfg(iterations=2), work, log=lambda _: None)
   assert [r["iteration"] for r in rows] == [0, 1, 2]
+  assert [r["finetune_steps"] for r in rows[1:]] == [2, 3]
+  # Both fine-tunes ran one compiled step (none at all if an earlier test compiled it).
+  assert trainer.train_step._cache_size() - compiled <= 1
   assert len(calls) == 2  # iteration 2 only: a direct pass and a hinted pass
   assert json.load(open(os.path.join(work, "table.json")))[-1]["finetune_examples"] == 12
 

@@ -1,6 +1,7 @@
 """Training: the loss falls, `kill -9` then resume equals an uninterrupted run bit for bit,
 checkpoints round-trip, and bad input fails early with a message naming the problem."""
 
+import json
 import os
 import signal
 import subprocess
@@ -40,8 +41,14 @@ def _flags(steps):
   return flags + [f"--config.train.steps={steps}"]
 
 
+def _env():
+  # This checkout's o1jax, not whichever one the interpreter has installed.
+  path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=path)
+
+
 def _run_train(workdir, steps, kill_at=None):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = _env()
   if kill_at is not None:
     env[trainer.KILL_ENV] = str(kill_at)
   return subprocess.run([sys.executable, "launch/train.py", "--config=configs/tiny.py",
@@ -52,7 +59,6 @@ def _run_train(workdir, steps, kill_at=None):
 def test_short_run_lowers_the_loss(tmp_path):
   config = _config(**{"train.steps": 40, "train.learning_rate": 1e-2})
   trainer.train(config, str(tmp_path))
-  import json
   records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if "loss" in l]
   losses = [r["loss"] for r in records]
   assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
@@ -72,6 +78,9 @@ def test_kill_then_resume_equals_uninterrupted(tmp_path):
   resumed = _run_train(tmp_path / "resumed", steps)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert "resumed from step 4" in resumed.stdout
+  # Steps 5 and 6 were logged before the kill and again after it: recorded once.
+  with open(tmp_path / "resumed" / "metrics.jsonl") as f:
+    assert [json.loads(line)["step"] for line in f] == list(range(1, steps + 1))
   a, _, info_a = load_params(str(tmp_path / "straight"))
   b, _, info_b = load_params(str(tmp_path / "resumed"))
   assert info_a["step"] == info_b["step"] == steps
@@ -220,7 +229,7 @@ def test_bad_config_values_are_named(tmp_path, overrides, message):
 
 def test_unknown_config_field_from_the_command_line(tmp_path):
   result = subprocess.run([sys.executable, "launch/train.py", f"--workdir={tmp_path}",
-                           "--config.train.stepz=3"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                           "--config.train.stepz=3"], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert "stepz" in result.stderr and "Traceback" not in result.stderr[-300:]

@@ -237,21 +237,24 @@ class StreamDecoder:
 
   Decoding each token alone is wrong twice over: a byte-level BPE token can hold part of a
   UTF-8 character (decoded alone it is U+FFFD), and SentencePiece-style decoders drop the
-  leading space of the first token. So we decode a window that starts a few tokens back
-  (`prefix`) and emit only what the new tokens add, holding text back while it ends in an
-  incomplete character (the approach of text-generation-inference and vLLM).
+  leading space of the first token. `tokenizers.decoders.DecodeStream` handles both (it
+  holds text back while a character is incomplete); this adds what `decode` does besides
+  (skipping EOS and padding), several ids per push, and `flush` at the end of a stream.
   """
 
   def __init__(self, tokenizer: HFTokenizer, skip_ids: Iterable[int] | None = None):
+    decoders = require("tokenizers.decoders")
+    if not hasattr(decoders, "DecodeStream"):
+      raise ImportError("HFTokenizer.stream() needs tokenizers>=0.21 (DecodeStream); "
+                        "upgrade with: pip install -U tokenizers")
+    self._new_stream = lambda: decoders.DecodeStream(skip_special_tokens=False)
     self._tok = tokenizer._tok
-    self._skip = set((tokenizer.eos_id, tokenizer.pad_id) if skip_ids is None else skip_ids)
-    self._ids: list[int] = []
-    self._prefix = 0   # start of the context window
-    self._read = 0     # ids before this have been emitted
+    # What `decode` drops: every EOS id and padding.
+    self._skip = set((*tokenizer.eos_ids, tokenizer.pad_id) if skip_ids is None else skip_ids)
+    self._stream = self._new_stream()
+    self._ids: list[int] = []  # since the last flush
+    self._emitted = ""         # ... and the text emitted for them
     self.text = ""
-
-  def _decode(self, ids):
-    return self._tok.decode(ids, skip_special_tokens=False)
 
   def push(self, ids: int | Iterable[int]) -> str:
     """Adds ids; returns the text they complete ("" while a character is incomplete)."""
@@ -261,20 +264,20 @@ class StreamDecoder:
       if int(i) in self._skip:
         continue
       self._ids.append(int(i))
-      before = self._decode(self._ids[self._prefix:self._read])
-      now = self._decode(self._ids[self._prefix:])
-      if len(now) > len(before) and not now.endswith("\ufffd"):
-        out.append(now[len(before):])
-        self._prefix, self._read = self._read, len(self._ids)
+      out.append(self._stream.step(self._tok, int(i)) or "")  # None: held back
     delta = "".join(out)
+    self._emitted += delta
     self.text += delta
     return delta
 
   def flush(self) -> str:
-    """Emits whatever is held back (an incomplete character decodes as U+FFFD)."""
-    before = self._decode(self._ids[self._prefix:self._read])
-    now = self._decode(self._ids[self._prefix:])
-    self._prefix = self._read = len(self._ids)
-    delta = now[len(before):]
+    """Emits whatever is held back (an incomplete character decodes as U+FFFD); pushes
+    after it start a new stream."""
+    whole = self._tok.decode(self._ids, skip_special_tokens=False)
+    if not whole.startswith(self._emitted):  # DecodeStream's contract; checked, not assumed
+      raise RuntimeError(f"streamed text {self._emitted!r} is not a prefix of the decoded "
+                         f"text {whole!r}")
+    delta = whole[len(self._emitted):]
+    self._stream, self._ids, self._emitted = self._new_stream(), [], ""
     self.text += delta
     return delta

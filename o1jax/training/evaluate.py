@@ -1,59 +1,66 @@
-"""Exact-answer accuracy of greedy generation, per task and difficulty."""
+"""Exact-answer accuracy of greedy generation, per task and difficulty.
+
+Generation is the compiled thinking loop (o1jax.thinking): one program decodes a whole batch
+with no host round trip per token, every batch has the held-out set's widest prompt width
+(so an evaluation compiles once per training run), and the numbers are those `think()`
+gets at inference, budget controller and close string included.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from o1jax import tasks as tasks_lib
 from o1jax.model.config import ModelConfig
-from o1jax.model.decode import greedy_decode
-from o1jax.tasks.tokenizer import CharTokenizer, END_THINK_TEXT, THINK_TEXT
+from o1jax.tasks.tokenizer import CharTokenizer
+from o1jax.thinking import make_think_config, think_texts
+
+# Room for the answer after `</think>`: the tasks' answers are a few characters, a 7-token
+# reference at most (countdown expressions). A model that rambles past it is wrong anyway.
+MAX_ANSWER_TOKENS = 32
 
 
-def context_text(prompt: str, with_thinking: bool = True) -> str:
-  """What the model is given: the prompt and `<think>`, closed at once for no thinking."""
-  return prompt + THINK_TEXT + ("" if with_thinking else END_THINK_TEXT)
+def generate_answers(params, config: ModelConfig, prompts: Sequence[str],
+                     with_thinking: bool = True, batch_size: int = 64,
+                     batch_multiple: int = 1) -> list[str]:
+  """Greedy answers (the text after `</think>`, EOS stripped) for each prompt.
 
-
-def generate_texts(params, config: ModelConfig, contexts: Sequence[str], max_new_tokens: int,
-                   batch_size: int = 64) -> list[str]:
-  """Greedy continuations of each context (decoded, EOS stripped)."""
+  With thinking the model thinks until it closes (or the context is full, when the close is
+  forced); without, the budget is 0: the loop forces `</think>` right after `<think>`, the
+  context `prompt<think></think>` the no-thinking training examples have. Batches hold
+  `batch_size` prompts, fewer for a smaller set, rounded up to `batch_multiple` (the batch
+  shards of a mesh); short batches are padded.
+  """
   tok = CharTokenizer()
-  out: list[str] = []
-  for start in range(0, len(contexts), batch_size):
-    chunk = [tok.encode(c) for c in contexts[start:start + batch_size]]
-    lengths = np.array([len(c) for c in chunk], np.int32)
-    width = int(lengths.max())
-    # Pad the batch to a fixed size so every chunk reuses one compiled step.
-    rows = chunk + [chunk[0]] * (batch_size - len(chunk))
-    lens = np.concatenate([lengths, np.full(batch_size - len(chunk), lengths[0], np.int32)])
-    tokens, _ = greedy_decode(params, config, tok.pad_batch(rows, width), lens, max_new_tokens,
-                              tok.eos_id, cache_len=config.max_seq_len)
-    out += [tok.decode(t) for t in tokens[: len(chunk)]]
-  return out
+  if tok.close_ids() != (tok.end_think_id,):  # what no-thinking training examples hold
+    raise ValueError(f"a forced close of {tok.close_ids()} is not the bare </think> of the "
+                     "no-thinking training examples")
+  think_config = make_think_config(config, tok, max_answer_tokens=MAX_ANSWER_TOKENS)
+  batch = -(-min(batch_size, len(prompts)) // batch_multiple) * batch_multiple
+  thoughts = think_texts(params, tok, list(prompts), think_config,
+                         budgets=None if with_thinking else 0, batch_size=batch)
+  return [t.answer for t in thoughts]
 
 
 def accuracy_table(problems: Mapping[tuple[str, int], Sequence[tasks_lib.Problem]],
-                   generate: Callable[[list[str]], list[str]],
-                   with_thinking: bool = True) -> dict[str, float]:
-  """{"task/d": accuracy} plus "mean"; `generate` maps contexts to continuations."""
+                   answers: Sequence[str]) -> dict[str, float]:
+  """{"task/d": accuracy} plus "mean" (over levels); `answers` follow the problems in order."""
   keys = list(problems)
   flat = [(k, p) for k in keys for p in problems[k]]
-  texts = generate([context_text(p.prompt, with_thinking) for _, p in flat])
+  if len(answers) != len(flat):
+    raise ValueError(f"{len(answers)} answers for {len(flat)} problems")
   correct: dict[tuple[str, int], list[bool]] = {k: [] for k in keys}
-  for (k, p), text in zip(flat, texts):
-    correct[k].append(tasks_lib.get_task(p.task).verify(p, text))
+  for (k, p), answer in zip(flat, answers):
+    correct[k].append(tasks_lib.get_task(p.task).verify(p, answer))
   table = {f"{t}/{d}": float(np.mean(v)) for (t, d), v in correct.items()}
   table["mean"] = float(np.mean([np.mean(v) for v in correct.values()]))
   return table
 
 
 def evaluate(params, config: ModelConfig, problems, with_thinking: bool = True,
-             batch_size: int = 64) -> dict[str, float]:
-  max_new = config.max_seq_len - max(
-      len(CharTokenizer().encode(context_text(p.prompt, with_thinking)))
-      for ps in problems.values() for p in ps)
-  gen = lambda contexts: generate_texts(params, config, contexts, max_new, batch_size)
-  return accuracy_table(problems, gen, with_thinking)
+             batch_size: int = 64, batch_multiple: int = 1) -> dict[str, float]:
+  prompts = [p.prompt for ps in problems.values() for p in ps]
+  return accuracy_table(problems, generate_answers(params, config, prompts, with_thinking,
+                                                   batch_size, batch_multiple))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -28,14 +29,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from o1jax import tasks as tasks_lib
 from o1jax.tasks.base import Problem
 from o1jax.thinking import make_think_config
 from o1jax.training import data as data_lib
 from o1jax.training import rollouts as rl
+from o1jax.training import trainer
 from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params, save_pretrained
-from o1jax.training.trainer import TrainState, make_optimizer, train_step
+from o1jax.training.trainer import TrainState
 
 
 class StarError(ValueError):
@@ -157,6 +160,16 @@ def filter_rationales(rollouts: Sequence[rl.Rollout], *, rationalized: bool = Fa
   return out
 
 
+@functools.cache
+def _finetune_optimizer() -> optax.GradientTransformation:
+  """The one optimizer of every fine-tune. The train step takes its optimizer as a static
+  argument, so a new optax object (each iteration's schedule has its own step count) was a
+  new jit cache key: a full recompile of the step every STaR iteration. The learning rate is
+  instead a leaf of the optimizer state, set from the host's schedule before each step."""
+  return optax.inject_hyperparams(trainer.adamw, static_args=("grad_clip", "weight_decay"))(
+      learning_rate=0.0, grad_clip=1.0, weight_decay=0.0)
+
+
 def finetune(params, model_config, examples: Sequence[Example], *, steps: int,
              batch_size: int, learning_rate: float, seq_len: int, seed: int = 0):
   """A plain fine-tune on `examples` with the trainer's loss, optimizer and step.
@@ -170,22 +183,27 @@ def finetune(params, model_config, examples: Sequence[Example], *, steps: int,
   arrays = {k: np.stack([x[k] for x in encoded]) for k in encoded[0]}
   t = ml_collections.ConfigDict(dict(
       learning_rate=learning_rate, warmup_steps=min(20, steps // 5), steps=steps,
-      final_lr_fraction=0.1, grad_clip=1.0, weight_decay=0.0))
-  optimizer = make_optimizer(t)
+      final_lr_fraction=0.1))
+  lrs = np.asarray(trainer.lr_schedule(t)(np.arange(steps)), np.float32)
+  optimizer = _finetune_optimizer()
   params = jax.tree.map(jnp.array, params)  # a copy: the step donates its state
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=optimizer.init(params))
   rng = np.random.default_rng(seed)
   losses = []
   order = np.array([], np.int64)
-  for _ in range(steps):
+  for i in range(steps):
     if len(order) < batch_size:  # epochs of reshuffled examples
       order = np.concatenate([order, rng.permutation(len(examples))])
       while len(order) < batch_size:
         order = np.concatenate([order, rng.permutation(len(examples))])
     idx, order = order[:batch_size], order[batch_size:]
     batch = {k: jnp.asarray(v[idx]) for k, v in arrays.items()}
-    state, metrics = train_step(state, batch, model_config, optimizer)
+    # Step i runs at lrs[i], what the schedule inside the optimizer would have given it.
+    opt_state = state.opt_state
+    hyper = {**opt_state.hyperparams, "learning_rate": jnp.asarray(lrs[i])}
+    state = state.replace(opt_state=opt_state._replace(hyperparams=hyper))
+    state, metrics = trainer.train_step(state, batch, model_config, optimizer)
     losses.append(metrics["loss"])
   return state.params, [float(x) for x in losses]
 

@@ -73,12 +73,22 @@ def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
                               (k, tuple(v)) for k, v in dict(d.get("answer_only", {})).items()))
 
 
-def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(
+def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warmup to t.learning_rate, then cosine decay to final_lr_fraction of it."""
+  return optax.warmup_cosine_decay_schedule(
       0.0, t.learning_rate, t.warmup_steps, max(t.steps, t.warmup_steps + 1),
       end_value=t.learning_rate * t.final_lr_fraction)
-  return optax.chain(optax.clip_by_global_norm(t.grad_clip),
-                     optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=t.weight_decay))
+
+
+def adamw(learning_rate, grad_clip: float, weight_decay: float) -> optax.GradientTransformation:
+  """Global-norm clipping then AdamW: every run's update rule. `learning_rate` is a number,
+  a schedule, or (under optax.inject_hyperparams) a leaf of the optimizer state."""
+  return optax.chain(optax.clip_by_global_norm(grad_clip),
+                     optax.adamw(learning_rate, b1=0.9, b2=0.98, weight_decay=weight_decay))
+
+
+def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  return adamw(lr_schedule(t), t.grad_clip, t.weight_decay)
 
 
 def loss_fn(params, batch, model_config: ModelConfig):
@@ -138,10 +148,12 @@ def sharded_train_step(model_config: ModelConfig, optimizer, mesh, shardings: Tr
 
 def _evaluate(params, model_config: ModelConfig, heldout, mesh) -> dict[str, float]:
   if jax.process_count() == 1:
-    with parallel.activate(mesh, model_config):  # greedy decoding sharded over the batch
-      return evaluate(params, model_config, heldout)
-  # greedy_decode reads tokens on the host every step, which arrays spread over processes do
-  # not allow: every process evaluates a gathered copy on its own devices (outside the mesh).
+    with parallel.activate(mesh, model_config):  # the thinking loop sharded over the batch
+      return evaluate(params, model_config, heldout,
+                      batch_multiple=parallel.shards_of(mesh, "batch"))
+  # think_texts feeds host prompts and reads its results back on the host, which arrays
+  # spread over processes do not allow: every process evaluates a gathered copy on its own
+  # devices (outside the mesh).
   return evaluate(parallel.to_host(params), model_config, heldout)
 
 
@@ -165,6 +177,26 @@ def _validate(config: ml_collections.ConfigDict, mixture: data_lib.Mixture) -> N
   if t.seq_len > config.model.max_seq_len:
     raise ValueError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len="
                      f"{config.model.max_seq_len}")
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+  """Drops the records after `step` from metrics.jsonl. A run killed after its last
+  checkpoint had logged steps that the resumed run replays: kept, they would appear twice.
+  A line cut short by the kill goes too."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      try:
+        if json.loads(line)["step"] <= step:
+          kept.append(line.rstrip("\n") + "\n")  # the next append starts a line
+      except (json.JSONDecodeError, KeyError, TypeError):
+        continue
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)  # atomic: a kill now leaves the old file or the new one
 
 
 def _say(line: str) -> None:
@@ -245,6 +277,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
                                       seed=t.eval_seed) if t.eval_problems else {}
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   start = int(state.step)
+  if is_primary:
+    _truncate_metrics(metrics_path, start)
   progress = _Progress(t.steps, start)
   kill_at = int(os.environ.get(KILL_ENV, "-1"))
   last_eval: dict[str, float] = {}
