@@ -239,6 +239,31 @@ def test_distributed_flags_are_checked(monkeypatch):
   assert parallel.detected_cluster() == "slurm"
 
 
+def _fake_pci(root, devices):
+  """A fake /sys/bus/pci/devices: {slot: (vendor, device)}."""
+  for slot, (vendor, device) in devices.items():
+    (root / slot).mkdir(parents=True)
+    (root / slot / "vendor").write_text(vendor + "\n")
+    (root / slot / "device").write_text(device + "\n")
+  return str(root)
+
+
+def test_gpu_vm_with_google_nic_is_not_a_tpu_vm(tmp_path, monkeypatch):
+  """A3 GPU VMs carry a Google gVNIC (vendor 0x1ae0, device 0x0042): not a TPU VM."""
+  from o1jax.parallel import distributed
+  for var in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS"):
+    monkeypatch.delenv(var, raising=False)
+  gpu_vm = _fake_pci(tmp_path / "a3", {"0000:00:04.0": ("0x1ae0", "0x0042"),
+                                       "0000:04:00.0": ("0x10de", "0x2335")})
+  monkeypatch.setattr(distributed, "_PCI_DEVICES", gpu_vm)
+  assert parallel.detected_cluster() is None
+  assert parallel.initialize() is False  # no jax.distributed.initialize() attempted
+  tpu_vm = _fake_pci(tmp_path / "v5e", {"0000:00:04.0": ("0x1ae0", "0x0042"),
+                                        "0000:00:05.0": ("0x1ae0", "0x0063")})
+  monkeypatch.setattr(distributed, "_PCI_DEVICES", tpu_vm)
+  assert parallel.detected_cluster() == "tpu"
+
+
 # ---------------------------------------------------------------------------------------------
 # Two processes on localhost (gloo collectives, 2 CPU devices each) against one process with 4.
 
