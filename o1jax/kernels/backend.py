@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,15 @@ _OVERRIDE: contextvars.ContextVar[tuple[str, bool] | None] = contextvars.Context
 @dataclasses.dataclass(frozen=True)
 class Target:
   platform: str  # "gpu" | "tpu" | "cpu": whose layout/tiling rules the kernel follows
-  interpret: bool
+  # False: compile for the chip. True: Pallas' generic interpreter (any platform's kernels on
+  # CPU; out-of-bounds block reads are clamped silently). A `pltpu.InterpretParams`: JAX's
+  # TPU interpreter, which simulates HBM/VMEM and DMAs, raises on out-of-bounds blocks,
+  # fills uninitialised memory with NaN and can shuffle "parallel" grid dimensions.
+  interpret: Any
+
+  @property
+  def tpu_interpreter(self) -> bool:
+    return self.platform == "tpu" and not isinstance(self.interpret, bool)
 
   @property
   def grid_driver(self) -> bool:
@@ -42,7 +51,7 @@ class Target:
 
 
 @contextlib.contextmanager
-def override_target(platform: str, interpret: bool):
+def override_target(platform: str, interpret):
   """Build kernels as if running on ``platform`` (for tests and cross-platform lowering).
 
   Not part of jit's cache key: jit a function object created inside the context, or an
@@ -144,8 +153,8 @@ def flash_blocks(target: Target, head_dim: int, dtype) -> dict:
 
 
 def compiler_params(target: Target, *, num_warps=None, num_stages=None, semantics=None):
-  if target.interpret:
-    return None
+  if target.interpret and not target.tpu_interpreter:
+    return None  # the TPU interpreter reads the dimension semantics (to shuffle parallel dims)
   if target.platform == "gpu":
     from jax.experimental.pallas import triton as plgpu
     return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)

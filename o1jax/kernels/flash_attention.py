@@ -230,8 +230,10 @@ def _backward_grid(cfg, q, k, v, pos, kv_len, lse, do, delta, end, full, first, 
       compiler_params=backend.compiler_params(t, semantics=sem), interpret=t.interpret,
       name="flash_dq")(end, full, kv_len, q, k, v, do, lse, delta, pos)
   # Inner step s -> (head s // nq of the group, q block s % nq); q blocks a kv block cannot
-  # see are clamped to the first one it can (prefetched early, no wasted DMA).
-  qi = lambda b, j, s, f: jnp.maximum(backend.irem(s, nq), f[b, j])
+  # see are clamped to the first one it can (prefetched early, no wasted DMA). A kv block no
+  # query sees (right padding) has first == nq: clamp to nq - 1, or its DMA reads one block
+  # past the end (the kernel skips its compute either way).
+  qi = lambda b, j, s, f: jnp.minimum(jnp.maximum(backend.irem(s, nq), f[b, j]), nq - 1)
   q_spec = pl.BlockSpec((None, None, bq, d),
                         lambda b, h, j, s, f, n: (b, h * g + _div(s, nq), qi(b, j, s, f), 0))
   row_spec = pl.BlockSpec((None, None, bq, 1),
