@@ -1,0 +1,93 @@
+"""Attention and the KV cache on a mesh: Pallas kernels per shard, no gathers.
+
+Runs on the 8 simulated CPU devices of conftest.py, with the meshes of test_parallel.py.
+The Pallas kernels run in interpret mode here; what is checked is the partitioning around
+them: XLA's partitioner cannot split a Pallas call (on TPU it refuses, on GPU it all-gathers
+q, k, v and, when decoding, the whole KV cache onto every device), so `attend` runs the
+kernels inside `shard_map` and the compiled programs must hold no all-gather at all.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o1jax import parallel
+from o1jax.kernels import backend
+from o1jax.model.attention import attend
+from o1jax.model.config import ModelConfig
+
+FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# test_parallel.py's model: 4 query heads, 2 KV heads (replicated under tensor=4).
+MODEL = ModelConfig(vocab_size=128, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                    head_dim=8, mlp_dim=64, max_seq_len=48)
+MESHES = [(8, 1, 1), (2, 1, 4), (1, 8, 1)]
+B, T, S = 8, 24, 40  # batch, training length, cache length
+
+
+def _all_gathers(compiled) -> list[str]:
+  return re.findall(r"= (\S+) all-gather\(", compiled.as_text())
+
+
+@pytest.fixture(scope="module")
+def inputs():
+  rng = np.random.default_rng(0)
+  mk = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
+  pos = np.broadcast_to(np.arange(T), (B, T)).copy()
+  pos[1, 15:] = -1  # a right-padded row
+  train = (mk(B, T, 4, 8), mk(B, T, 2, 8), mk(B, T, 2, 8), mk(B, T, 4, 8))
+  decode = (mk(B, 1, 4, 8), mk(B, S, 2, 8), mk(B, S, 2, 8))
+  return dict(train=train, decode=decode, pos=jnp.asarray(pos, jnp.int32),
+              decode_pos=jnp.asarray(rng.integers(0, S, (B, 1)), jnp.int32))
+
+
+def _train_fn(impl, pos):
+  def fn(q, k, v, ct):  # output and the three input gradients
+    out, vjp = jax.vjp(lambda q, k, v: attend(q, k, v, pos, impl), q, k, v)
+    return (out, *vjp(ct))
+  return fn
+
+
+def _decode_fn(impl, pos):
+  return lambda q, k, v: attend(q, k, v, pos, impl, from_cache=True)
+
+
+@pytest.mark.parametrize("shape", MESHES, ids=lambda s: "x".join(map(str, s)))
+def test_pallas_attention_runs_per_shard(shape, inputs):
+  """pallas == xla (flash forward + gradients, decode against a cache), batch and heads
+  sharded as the model shards them, and not one all-gather in either program."""
+  want_train = jax.jit(_train_fn("xla", inputs["pos"]))(*inputs["train"])
+  want_decode = jax.jit(_decode_fn("xla", inputs["decode_pos"]))(*inputs["decode"])
+  mesh = parallel.make_mesh(shape)
+  rules = parallel.rules_for(MODEL, mesh)
+  q_sh = parallel.logical_sharding(mesh, ("batch", "length", "heads", "head_dim"), rules)
+  kv_sh = parallel.logical_sharding(mesh, ("batch", "length", "kv_heads", "head_dim"), rules)
+  with parallel.activate(mesh, MODEL):
+    train = jax.jit(_train_fn("pallas", inputs["pos"]), in_shardings=(q_sh, kv_sh, kv_sh, q_sh))
+    train = train.lower(*inputs["train"]).compile(FAST)
+    decode = jax.jit(_decode_fn("pallas", inputs["decode_pos"]),
+                     in_shardings=(q_sh, kv_sh, kv_sh)).lower(*inputs["decode"]).compile(FAST)
+  for name, got, want in zip(("out", "dq", "dk", "dv"), train(*inputs["train"]), want_train):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+  np.testing.assert_allclose(decode(*inputs["decode"]), want_decode, rtol=1e-5, atol=1e-5)
+  assert _all_gathers(train) == [], "q/k/v gathered for the flash kernel"
+  assert _all_gathers(decode) == [], "KV cache gathered for the decode kernel"
+
+
+def test_sharded_mosaic_kernels_lower_inside_shard_map():
+  """On TPU, Mosaic refuses to be partitioned automatically: lowered for TPU under a mesh,
+  every kernel call must sit inside the shard_map's manual region."""
+  sds = lambda *s, dt=jnp.bfloat16: jax.ShapeDtypeStruct(s, dt)
+  q, kv = sds(B, 256, 4, 64), sds(B, 256, 2, 64)  # head_dim 64: the TPU kernels' minimum
+  pos = jnp.broadcast_to(jnp.arange(256, dtype=jnp.int32), (B, 256))
+  loss = lambda q, k, v: attend(q, k, v, pos, "pallas").astype(jnp.float32).sum()
+  with parallel.activate(parallel.make_mesh((2, 1, 4)), MODEL):
+    with backend.override_target("tpu", False):
+      text = jax.jit(jax.grad(loss, (0, 1, 2))).trace(q, kv, kv).lower(
+          lowering_platforms=("tpu",)).as_text()
+  assert text.count("@tpu_custom_call") == 3  # forward, dq, dk/dv
+  assert "manual_computation" in text or "SPMDFullToShardShape" in text
