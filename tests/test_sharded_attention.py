@@ -18,8 +18,11 @@ import pytest
 
 from o1jax import parallel
 from o1jax.kernels import backend
+from o1jax.model import cache as cache_lib
 from o1jax.model.attention import attend
+from o1jax.model.cache import KVCache
 from o1jax.model.config import ModelConfig
+from o1jax.model.transformer import forward, init_params
 
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 # test_parallel.py's model: 4 query heads, 2 KV heads (replicated under tensor=4).
@@ -91,3 +94,61 @@ def test_sharded_mosaic_kernels_lower_inside_shard_map():
           lowering_platforms=("tpu",)).as_text()
   assert text.count("@tpu_custom_call") == 3  # forward, dq, dk/dv
   assert "manual_computation" in text or "SPMDFullToShardShape" in text
+
+
+@pytest.mark.parametrize("shape", MESHES, ids=lambda s: "x".join(map(str, s)))
+def test_kv_write_stays_on_its_shard(shape):
+  """Writing new K/V into a batch- (and head-) sharded cache moves no data between devices
+  (a scatter indexed by (row, position) pairs made XLA all-gather K/V and indices)."""
+  rng = np.random.default_rng(1)
+  mk = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
+  cache_k, cache_v, k, v = mk(B, S, 2, 8), mk(B, S, 2, 8), mk(B, 3, 2, 8), mk(B, 3, 2, 8)
+  positions = jnp.asarray(rng.integers(-1, S, (B, 3)), jnp.int32)  # -1: dropped
+  want = cache_lib.write_kv(cache_k, cache_v, k, v, positions)
+  mesh = parallel.make_mesh(shape)
+  rules = parallel.rules_for(MODEL, mesh)
+  c_sh = parallel.logical_sharding(mesh, cache_lib.CACHE_AXES, rules)
+  p_sh = parallel.logical_sharding(mesh, ("batch", "length"), rules)
+  with parallel.activate(mesh, MODEL):
+    write = jax.jit(cache_lib.write_kv, in_shardings=(c_sh,) * 4 + (p_sh,),
+                    out_shardings=(c_sh, c_sh)).lower(cache_k, cache_v, k, v, positions)
+    write = write.compile(FAST)
+  for got, w in zip(write(cache_k, cache_v, k, v, positions), want):
+    np.testing.assert_array_equal(got, w)
+  assert _all_gathers(write) == []
+
+
+def test_model_decode_step_on_a_mesh_gathers_nothing():
+  """A whole decode step (cache write, Pallas decode attention) of the model, data parallel
+  over 8 devices: its only cross-device traffic would be a bug."""
+  config = MODEL.replace(attention_impl="pallas")
+  params = init_params(config, jax.random.key(0))
+  mesh = parallel.make_mesh((8, 1, 1))
+  tokens = jnp.arange(B, dtype=jnp.int32)[:, None]
+  positions = jnp.full((B, 1), 5, jnp.int32)
+  with parallel.activate(mesh, config):
+    params = parallel.shard_params(params, config, mesh)
+    cache = KVCache.init(config, B, S)
+    step = jax.jit(lambda p, t, pos, c: forward(p, t, pos, c, config)[::2])
+    step = step.lower(params, *parallel.put_batch((tokens, positions), mesh), cache).compile(FAST)
+  assert _all_gathers(step) == []
+
+
+def test_pallas_cache_is_allocated_in_whole_blocks():
+  """A cache_len no decode block divides made the Pallas decode pad (copy) the whole cache
+  every layer and step; the cache is now allocated rounded up, its usable length kept."""
+  config = MODEL.replace(attention_impl="pallas")
+  cache = KVCache.init(config, 2, 100)
+  assert cache.k[0].shape[1] == 128 and cache.cache_len == 100
+  assert KVCache.init(MODEL, 2, 100).k[0].shape[1] == 100  # the XLA path needs no blocks
+  params = init_params(config, jax.random.key(0))
+  tokens, positions = jnp.asarray([[3], [4]], jnp.int32), jnp.asarray([[7], [99]], jnp.int32)
+  step = lambda c: forward(params, tokens, positions, c, config)
+  jaxpr = jax.make_jaxpr(step)(cache)
+  pads = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "pad"
+          and e.outvars[0].aval.ndim == 4 and e.outvars[0].aval.shape[1] >= 100]
+  assert pads == [], "the decode step pads (copies) the KV cache"
+  logits, _, new_cache = jax.jit(step)(cache)
+  assert new_cache.cache_len == 100
+  want, _, _ = forward(params, tokens, positions, KVCache.init(MODEL, 2, 100), MODEL)
+  np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
