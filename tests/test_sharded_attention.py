@@ -152,3 +152,23 @@ def test_pallas_cache_is_allocated_in_whole_blocks():
   assert new_cache.cache_len == 100
   want, _, _ = forward(params, tokens, positions, KVCache.init(MODEL, 2, 100), MODEL)
   np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+
+
+def test_think_launch_decodes_on_a_mesh():
+  """`launch/think.py --mesh_shape` splits the prompts over data and the heads over tensor
+  of this host's devices (8 simulated), with the same tokens as one device."""
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu", PYTHONPATH=repo)
+  run = lambda shape: subprocess.run(
+      [sys.executable, "launch/think.py", "--prompt=12+34=", "--prompt=5+6=", "--prompt=99+1=",
+       "--json", "--show_thinking", f"--mesh_shape={shape}"],
+      capture_output=True, text=True, timeout=300, cwd=repo, env=env)
+  one, sharded = run("1,1,1"), run("-1,1,2")
+  assert one.returncode == 0 and sharded.returncode == 0, one.stderr + sharded.stderr
+  assert "mesh data=4 fsdp=1 tensor=2" in sharded.stderr
+  assert sharded.stdout == one.stdout and one.stdout.count("\n") == 3
+  bad = run("3,1,1")
+  assert bad.returncode != 0 and "one of 1, 2, 4, 8" in bad.stderr
