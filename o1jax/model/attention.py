@@ -84,10 +84,33 @@ def _attention(q, k, v, q_positions, scale, q_segments, kv_segments):
   return (out * visible.any(-1)[:, :, None, None]).astype(q.dtype)
 
 
-def cudnn_attention(q, k, v, q_positions, scale=None, segment_ids=None):
-  visible = visibility(q_positions, k.shape[1], segment_ids)
-  return jax.nn.dot_product_attention(q, k, v, mask=visible[:, None], scale=scale,
-                                      implementation="cudnn")
+def cudnn_attention(q, k, v, q_positions, scale=None, segment_ids=None,
+                    from_cache: bool = False):
+  """cuDNN's fused attention through `jax.nn.dot_product_attention`.
+
+  A boolean mask becomes a dense [B, 1, T, S] bias there (O(T * S) memory, a bias gradient
+  in training, no skipping of masked blocks), so the two common cases pass the mask's
+  structure instead:
+  * a full forward (training, scoring): keys are the call's own tokens and a row's real
+    tokens are a prefix (positions 0..n-1, then -1 padding: what the trainer and
+    `prompt_positions` produce), i.e. `is_causal` plus sequence lengths;
+  * one decoded token against the cache: it sees the keys [0, position], a key length.
+  Packed rows (segment ids) and several tokens written into a cache (probes) keep the
+  dense mask: the public API has no segment ids and its causal mask is aligned at key 0.
+  """
+  b, t = q_positions.shape
+  valid = q_positions >= 0
+  if segment_ids is None and not from_cache:
+    n = valid.sum(axis=1, dtype=jnp.int32)
+    kw = dict(is_causal=True, query_seq_lengths=n, key_value_seq_lengths=n)
+  elif segment_ids is None and t == 1:
+    kw = dict(query_seq_lengths=valid[:, 0].astype(jnp.int32),
+              key_value_seq_lengths=jnp.maximum(q_positions[:, 0] + 1, 0).astype(jnp.int32))
+  else:
+    kw = dict(mask=visibility(q_positions, k.shape[1], segment_ids)[:, None])
+  out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation="cudnn", **kw)
+  # Rows that see no key (padding) output 0, as the other implementations do.
+  return jnp.where(valid[:, :, None, None], out, jnp.zeros((), out.dtype))
 
 
 def attend(q, k, v, q_positions, impl: str = "xla", scale=None, from_cache: bool = False,
@@ -110,7 +133,7 @@ def attend(q, k, v, q_positions, impl: str = "xla", scale=None, from_cache: bool
       kernel = functools.partial(kernels.flash_attention, scale=scale)
     return per_shard(kernel, q, k, v, q_positions)
   if impl == "cudnn":
-    return cudnn_attention(q, k, v, q_positions, scale, segment_ids)
+    return cudnn_attention(q, k, v, q_positions, scale, segment_ids, from_cache)
   raise ValueError(f"attention_impl must be one of xla, pallas, cudnn; got {impl!r}")
 
 
