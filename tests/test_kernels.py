@@ -236,3 +236,12 @@ def test_causal_block_skipping_tables():
   np.testing.assert_array_equal(end, [[1, 2, 3, 4], [1, 2, 3, 0], [0, 0, 0, 0]])
   np.testing.assert_array_equal(full, [[0, 1, 2, 3], [0, 1, 0, 0], [0, 0, 0, 0]])
   np.testing.assert_array_equal(first, [[0, 1, 2, 3], [0, 1, 2, 4], [4, 4, 4, 4]])
+
+
+def test_tpu_default_blocks_grow_with_the_context():
+  """128x128 tiles made a 32K-token TPU forward 65K sequential grid steps per (batch, head);
+  long sequences now take 512x512, short ones the block that pads them least."""
+  tpu = backend.Target("tpu", False)
+  assert backend.flash_blocks(tpu, 128, jnp.bfloat16, 32768, 32768)["fwd"] == (512, 512)
+  assert backend.flash_blocks(tpu, 128, jnp.bfloat16, 600, 1000)["bwd"] == (128, 512)
+  assert backend.flash_blocks(tpu, 128, jnp.bfloat16, 1280, 1280)["fwd"] == (256, 256)

@@ -54,7 +54,7 @@ def flash_attention(q, k, v, q_positions, kv_lengths=None, *, scale=None, block_
   tk, kvh = k.shape[1], k.shape[2]
   if q_positions.shape != (b, tq):
     raise ValueError(f"q_positions must be [batch, q_len]={(b, tq)}, got {q_positions.shape}")
-  dflt = backend.flash_blocks(target, d, q.dtype)
+  dflt = backend.flash_blocks(target, d, q.dtype, tq, tk)
   fit_q = lambda blk: backend.fit_block(block_q or blk, tq, target)
   fit_k = lambda blk: backend.fit_block(block_k or blk, tk, target, lane=True)
   cfg = _Cfg(target, h // kvh, h, d, float(d ** -0.5 if scale is None else scale),
