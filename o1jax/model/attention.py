@@ -98,7 +98,7 @@ def cudnn_attention(q, k, v, q_positions, scale=None, segment_ids=None,
   Packed rows (segment ids) and several tokens written into a cache (probes) keep the
   dense mask: the public API has no segment ids and its causal mask is aligned at key 0.
   """
-  b, t = q_positions.shape
+  t = q_positions.shape[1]
   valid = q_positions >= 0
   if segment_ids is None and not from_cache:
     n = valid.sum(axis=1, dtype=jnp.int32)
@@ -166,9 +166,12 @@ def per_shard(kernel, q, k, v, q_positions):
 
   def body(q, k, v, pos):
     if select_kv:  # KV heads replicated, query heads split: keep this shard's KV group(s)
-      k, v = (_shard_kv_heads(x, lax_index(heads), q.shape[2], h // kvh) for x in (k, v))
+      k, v = (_shard_kv_heads(x, _shard_index(heads), q.shape[2], h // kvh) for x in (k, v))
     return kernel(q, k, v, pos)
 
+  # check_vma=False: the kernels' out_shape carries no varying-axes annotation, which the
+  # check requires. Gradients of K/V replicated over `tensor` are still summed over it
+  # (tests/test_sharded_attention.py compares dk, dv with the XLA path on such a mesh).
   return jax.shard_map(body, in_specs=(q_spec, kv_spec, kv_spec, P(batch, None)),
                        out_specs=q_spec, check_vma=False)(q, k, v, q_positions)
 
@@ -179,7 +182,7 @@ def _names(axes) -> tuple[str, ...]:
   return (axes,) if isinstance(axes, str) else tuple(axes)
 
 
-def lax_index(axes):
+def _shard_index(axes):
   """This shard's index along the (possibly several) mesh axes, row-major as in a spec."""
   return jax.lax.axis_index(_names(axes))
 
