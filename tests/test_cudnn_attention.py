@@ -45,11 +45,14 @@ def test_training_passes_causal_and_lengths_not_a_mask(calls):
   pos = jnp.asarray(np.stack([ar, np.where(ar < 7, ar, -1), np.full(12, -1)]), jnp.int32)
   ct = jnp.asarray(rng.standard_normal(q.shape), jnp.float32)
 
-  def run(fn):
-    out, vjp = jax.vjp(fn, q, k, v)
-    return (out, *vjp(ct))
-  got = run(lambda q, k, v: attention.attend(q, k, v, pos, "cudnn"))
-  want = run(lambda q, k, v: attention.xla_attention(q, k, v, pos))
+  @jax.jit  # one compilation instead of op-by-op dispatch of the backward
+  def run_both(q, k, v, ct):
+    def run(fn):
+      out, vjp = jax.vjp(fn, q, k, v)
+      return (out, *vjp(ct))
+    return (run(lambda q, k, v: attention.attend(q, k, v, pos, "cudnn")),
+            run(lambda q, k, v: attention.xla_attention(q, k, v, pos)))
+  got, want = run_both(q, k, v, ct)
   for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=name)
   assert calls[0].get("mask") is None and calls[0].get("bias") is None
@@ -60,14 +63,14 @@ def test_decode_passes_key_lengths_and_packed_rows_keep_the_mask(calls):
   rng = np.random.default_rng(1)
   q, k, v = _qkv(rng, 3, 1, 20)
   pos = jnp.asarray([[5], [19], [-1]], jnp.int32)  # the last slot is empty
-  got = attention.attend(q, k, v, pos, "cudnn", from_cache=True)
-  np.testing.assert_allclose(got, attention.xla_attention(q, k, v, pos), rtol=1e-5,
-                             atol=1e-6)
+  both = jax.jit(lambda q, k, v: (attention.attend(q, k, v, pos, "cudnn", from_cache=True),
+                                  attention.xla_attention(q, k, v, pos)))
+  np.testing.assert_allclose(*both(q, k, v), rtol=1e-5, atol=1e-6)
   assert calls[-1].get("mask") is None and not calls[-1].get("is_causal")
   q, k, v = _qkv(rng, 2, 10, 10)
   pos = jnp.asarray([list(range(9)) + [-1]] * 2, jnp.int32)  # mask positions are indices
   seg = jnp.asarray([[1, 1, 1, 2, 2, 2, 2, 3, 3, 0]] * 2, jnp.int32)
-  got = attention.attend(q, k, v, pos, "cudnn", segment_ids=seg)
-  np.testing.assert_allclose(got, attention.xla_attention(q, k, v, pos, segment_ids=seg),
-                             rtol=1e-5, atol=1e-6)
+  both = jax.jit(lambda q, k, v: (attention.attend(q, k, v, pos, "cudnn", segment_ids=seg),
+                                  attention.xla_attention(q, k, v, pos, segment_ids=seg)))
+  np.testing.assert_allclose(*both(q, k, v), rtol=1e-5, atol=1e-6)
   assert calls[-1]["mask"].shape == (2, 1, 10, 10)

@@ -48,6 +48,11 @@ def inputs():
               decode_pos=jnp.asarray(rng.integers(0, S, (B, 1)), jnp.int32))
 
 
+@pytest.fixture(scope="module")
+def params():  # jitted: op-by-op initialisation costs seconds here
+  return jax.jit(init_params, static_argnums=0)(MODEL, jax.random.key(0))
+
+
 def _train_fn(impl, pos):
   def fn(q, k, v, ct):  # output and the three input gradients
     out, vjp = jax.vjp(lambda q, k, v: attend(q, k, v, pos, impl), q, k, v)
@@ -118,11 +123,10 @@ def test_kv_write_stays_on_its_shard(shape):
   assert _all_gathers(write) == []
 
 
-def test_model_decode_step_on_a_mesh_gathers_nothing():
+def test_model_decode_step_on_a_mesh_gathers_nothing(params):
   """A whole decode step (cache write, Pallas decode attention) of the model, data parallel
   over 8 devices: its only cross-device traffic would be a bug."""
   config = MODEL.replace(attention_impl="pallas")
-  params = init_params(config, jax.random.key(0))
   mesh = parallel.make_mesh((8, 1, 1))
   tokens = jnp.arange(B, dtype=jnp.int32)[:, None]
   positions = jnp.full((B, 1), 5, jnp.int32)
@@ -134,23 +138,24 @@ def test_model_decode_step_on_a_mesh_gathers_nothing():
   assert _all_gathers(step) == []
 
 
-def test_pallas_cache_is_allocated_in_whole_blocks():
+def test_pallas_cache_is_allocated_in_whole_blocks(params):
   """A cache_len no decode block divides made the Pallas decode pad (copy) the whole cache
   every layer and step; the cache is now allocated rounded up, its usable length kept."""
   config = MODEL.replace(attention_impl="pallas")
   cache = KVCache.init(config, 2, 100)
   assert cache.k[0].shape[1] == 128 and cache.cache_len == 100
   assert KVCache.init(MODEL, 2, 100).k[0].shape[1] == 100  # the XLA path needs no blocks
-  params = init_params(config, jax.random.key(0))
   tokens, positions = jnp.asarray([[3], [4]], jnp.int32), jnp.asarray([[7], [99]], jnp.int32)
   step = lambda c: forward(params, tokens, positions, c, config)
   jaxpr = jax.make_jaxpr(step)(cache)
   pads = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "pad"
           and e.outvars[0].aval.ndim == 4 and e.outvars[0].aval.shape[1] >= 100]
   assert pads == [], "the decode step pads (copies) the KV cache"
-  logits, _, new_cache = jax.jit(step)(cache)
+  logits, _, new_cache = jax.jit(step).lower(cache).compile(FAST)(cache)
   assert new_cache.cache_len == 100
-  want, _, _ = forward(params, tokens, positions, KVCache.init(MODEL, 2, 100), MODEL)
+  xla_cache = KVCache.init(MODEL, 2, 100)
+  want, _, _ = jax.jit(lambda c: forward(params, tokens, positions, c, MODEL)).lower(
+      xla_cache).compile(FAST)(xla_cache)
   np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
 
 
