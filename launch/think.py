@@ -9,6 +9,7 @@ With no flags it draws held-out problems of every task from the embedded tiny re
       --confidence_threshold=0.5          # heads from launch/train_heads.py
   python launch/think.py --hf_dir=/models/DeepSeek-R1-Distill-Qwen-1.5B --prompt="..." \
       --max_thinking_tokens=512 --dtype=bfloat16
+  python launch/think.py --mesh_shape=-1,1,2   # this host's devices: data x tensor 2
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import sys
 
 from absl import app, flags, logging
+
+from o1jax import parallel  # importing builds no arrays: the backend is not started
 
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
 _PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "A file with one prompt per line.")
@@ -65,6 +68,10 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 _CACHE_LEN = flags.DEFINE_integer("cache_len", None, "Context length (default: the model's).")
 _MAX_ANSWER = flags.DEFINE_integer("max_answer_tokens", 32, "Answer length cap.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Prompts per compiled batch.")
+_MESH_SHAPE = flags.DEFINE_string("mesh_shape", "-1,1,1", "Device mesh (data, fsdp, tensor) "
+                                  "over this host's devices, as --config.mesh.shape of "
+                                  "launch/train.py: prompts split over data*fsdp, heads over "
+                                  "tensor; -1 takes the remaining devices (docs/PARALLEL.md).")
 
 
 _HF_DEFAULT_CACHE = 4096
@@ -81,6 +88,14 @@ def _load():
   from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
   params, config, _ = load_params(_CHECKPOINT.value or embedded_checkpoint_dir())
   return params, config.replace(dtype=_DTYPE.value), CharTokenizer()
+
+
+def _shard(params, model_config):
+  """The mesh from --mesh_shape and the parameters placed on it (one process: this host)."""
+  mesh = parallel.make_mesh(parallel.parse_shape(_MESH_SHAPE.value))
+  if mesh.devices.size > 1:
+    print("mesh " + " ".join(f"{a}={n}" for a, n in mesh.shape.items()), file=sys.stderr)
+  return mesh, parallel.shard_params(params, model_config, mesh)
 
 
 def _problems():
@@ -153,6 +168,7 @@ def main(argv):
       tasks.get_task(_TASK.value)
     items = _problems()
     params, model_config, tokenizer = _load()
+    mesh, params = _shard(params, model_config)
     heads, budget_head = _heads(params, model_config)
     overrides = dict(stop_rules=tuple(_STOP_RULES.value), temperature=_TEMPERATURE.value,
                      confidence_estimate=_CONF_ESTIMATE.value,
@@ -169,9 +185,14 @@ def main(argv):
     config = make_think_config(model_config, tokenizer, _CACHE_LEN.value, **overrides)
     prompts = [p for p, _ in items]
     budgets = _budgets(items, params, model_config, budget_head)
-    thoughts = think_texts(params, tokenizer, prompts, config, budgets=budgets,
-                           min_thinking=_MIN_THINKING.value, seed=_SEED.value,
-                           batch_size=min(_BATCH_SIZE.value, len(prompts)), heads=heads)
+    # A whole number of rows per batch shard (think_texts pads the batch with repeats).
+    shards = parallel.shards_of(mesh, "batch")
+    batch_size = -(-min(_BATCH_SIZE.value, len(prompts)) // shards) * shards
+    with parallel.activate(mesh, model_config):  # think() is traced for the mesh
+      thoughts = think_texts(params, tokenizer, prompts, config, budgets=budgets,
+                             min_thinking=_MIN_THINKING.value, seed=_SEED.value,
+                             batch_size=batch_size,
+                             heads=heads and parallel.put(heads, parallel.replicated(mesh)))
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 

@@ -12,6 +12,10 @@
 # or point it at an NFS/Filestore mount. Uncommitted changes are not copied (git archive HEAD).
 # DETACH=1 runs training under nohup (log in ~/o1jax/train.log on each worker), so a dropped
 # ssh connection does not stop it. The virtualenv (~/o1jax-venv) is kept between launches.
+#
+# Python: o1jax and current jax need 3.11+, but TPU VM images ship 3.10 as python3. The
+# venv is made from the newest python3.1x >= 3.11 on the worker, else from a Python that
+# uv downloads (PYTHON_VERSION, default 3.11); a venv on an older Python is replaced.
 set -euo pipefail
 
 : "${TPU:?set TPU to the TPU VM name}"
@@ -19,6 +23,7 @@ set -euo pipefail
 : "${WORKDIR:?set WORKDIR to a directory every worker sees}"
 PROJECT=${PROJECT:-$(gcloud config get-value project 2>/dev/null)}
 JAX_SPEC=${JAX_SPEC:-jax[tpu]}
+PYTHON_VERSION=${PYTHON_VERSION:-3.11}
 GC=(gcloud compute tpus tpu-vm --zone="$ZONE" --project="$PROJECT")
 
 cd "$(git rev-parse --show-toplevel)"
@@ -29,8 +34,26 @@ rm -f "$tarball"
 
 mount_cmd=true
 if [ -n "${BUCKET:-}" ]; then
-  mount_cmd="mountpoint -q /mnt || sudo gcsfuse --implicit-dirs -o allow_other $BUCKET /mnt"
+  # orbax commits a checkpoint by renaming its temporary directory; on a bucket without
+  # hierarchical namespace gcsfuse refuses directory renames unless --rename-dir-limit
+  # allows them (a rename copies every object below, so the limit must exceed the files
+  # of one checkpoint).
+  mount_cmd="mountpoint -q /mnt || sudo gcsfuse --implicit-dirs --rename-dir-limit=200000 \
+    -o allow_other $BUCKET /mnt"
 fi
+
+# Runs on each worker: a venv on Python >= 3.11 (see the header).
+venv_cmd='ok() { "$1" -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null; }
+  if ! ok ~/o1jax-venv/bin/python; then
+    rm -rf ~/o1jax-venv
+    py=$(for p in python3.13 python3.12 python3.11; do ok "$p" && echo "$p" && break; done; true)
+    if [ -n "$py" ]; then
+      "$py" -m venv ~/o1jax-venv
+    else
+      command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh
+      PATH=$HOME/.local/bin:$PATH uv venv --seed --python "'"$PYTHON_VERSION"'" ~/o1jax-venv
+    fi
+  fi'
 
 train_args=$(printf ' %q' "$@")
 run="cd ~/o1jax && ~/o1jax-venv/bin/python launch/train.py --workdir=$(printf %q "$WORKDIR")$train_args"
@@ -41,7 +64,7 @@ fi
 # One ssh per worker, all at once: every host must start training for any to proceed.
 "${GC[@]}" ssh "$TPU" --worker=all --command="set -e
   rm -rf ~/o1jax && mkdir -p ~/o1jax && tar xzf ~/o1jax.tar.gz -C ~/o1jax
-  [ -x ~/o1jax-venv/bin/python ] || python3 -m venv ~/o1jax-venv
+  $venv_cmd
   cd ~/o1jax && ~/o1jax-venv/bin/pip install -q -e . '$JAX_SPEC'
   $mount_cmd
   $run"

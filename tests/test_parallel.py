@@ -16,6 +16,7 @@ machine compilation, not running, is the cost, and the partitioning under test i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -237,6 +238,67 @@ def test_distributed_flags_are_checked(monkeypatch):
   monkeypatch.setenv("SLURM_PROCID", "0")
   monkeypatch.setenv("SLURM_NTASKS", "4")
   assert parallel.detected_cluster() == "slurm"
+
+
+def _fake_pci(root, devices):
+  """A fake /sys/bus/pci/devices: {slot: (vendor, device)}."""
+  for slot, (vendor, device) in devices.items():
+    (root / slot).mkdir(parents=True)
+    (root / slot / "vendor").write_text(vendor + "\n")
+    (root / slot / "device").write_text(device + "\n")
+  return str(root)
+
+
+def test_gpu_vm_with_google_nic_is_not_a_tpu_vm(tmp_path, monkeypatch):
+  """A3 GPU VMs carry a Google gVNIC (vendor 0x1ae0, device 0x0042): not a TPU VM."""
+  from o1jax.parallel import distributed
+  for var in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS"):
+    monkeypatch.delenv(var, raising=False)
+  gpu_vm = _fake_pci(tmp_path / "a3", {"0000:00:04.0": ("0x1ae0", "0x0042"),
+                                       "0000:04:00.0": ("0x10de", "0x2335")})
+  monkeypatch.setattr(distributed, "_PCI_DEVICES", gpu_vm)
+  assert parallel.detected_cluster() is None
+  assert parallel.initialize() is False  # no jax.distributed.initialize() attempted
+  tpu_vm = _fake_pci(tmp_path / "v5e", {"0000:00:04.0": ("0x1ae0", "0x0042"),
+                                        "0000:00:05.0": ("0x1ae0", "0x0063")})
+  monkeypatch.setattr(distributed, "_PCI_DEVICES", tpu_vm)
+  assert parallel.detected_cluster() == "tpu"
+
+
+@dataclasses.dataclass(frozen=True)
+class _MockTpu:
+  """What jax.make_mesh reads of a TPU device: kind, torus coordinates, core, process."""
+  id: int
+  process_index: int
+  coords: tuple[int, int, int]
+  device_kind: str
+  platform: str = "tpu"
+  core_on_chip: int = 0
+  slice_index: int = 0
+
+
+def _mock_pod(kind, dims, host_block):
+  """The chips of a `dims` torus; each host (process) owns a `host_block` of them."""
+  hosts = {}
+  for z, y, x in np.ndindex(dims[2], dims[1], dims[0]):
+    hosts.setdefault((z // host_block[2], y // host_block[1], x // host_block[0]),
+                     []).append((x, y, z))
+  chips = [(p, c) for p, h in enumerate(sorted(hosts)) for c in hosts[h]]
+  return [_MockTpu(i, p, c, kind) for i, (p, c) in enumerate(chips)]
+
+
+@pytest.mark.parametrize("pod", ["v4-32", "v5e-16"])
+def test_pod_mesh_gives_each_process_contiguous_batch_rows(pod):
+  """v4-32: 16 chips in a 2x2x4 torus, 4 hosts of 2x2x1; v5e-16: a 4x4 grid, 4 hosts of
+  2x2. jax.make_mesh orders chips by torus position, which interleaves the hosts."""
+  devices = (_mock_pod("TPU v4", (2, 2, 4), (2, 2, 1)) if pod == "v4-32"
+             else _mock_pod("TPU v5 lite", (4, 4, 1), (2, 2, 1)))
+  for shape, want in (((16, 1, 1), 4), ((1, 16, 1), 4), ((-1, 1, 4), 4)):
+    mesh = parallel.make_mesh(shape, devices=devices)
+    shards = [parallel.process_data_shard(mesh, 32, process_index=p) for p in range(4)]
+    assert shards == [(p, want) for p in range(4)], (shape, shards)
+  tensor_hosts = {d.process_index for d in parallel.make_mesh((-1, 1, 4), devices).devices[0, 0]}
+  assert len(tensor_hosts) == 1  # the tensor axis stays within a host
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,15 @@ _OVERRIDE: contextvars.ContextVar[tuple[str, bool] | None] = contextvars.Context
 @dataclasses.dataclass(frozen=True)
 class Target:
   platform: str  # "gpu" | "tpu" | "cpu": whose layout/tiling rules the kernel follows
-  interpret: bool
+  # False: compile for the chip. True: Pallas' generic interpreter (any platform's kernels on
+  # CPU; out-of-bounds block reads are clamped silently). A `pltpu.InterpretParams`: JAX's
+  # TPU interpreter, which simulates HBM/VMEM and DMAs, raises on out-of-bounds blocks,
+  # fills uninitialised memory with NaN and can shuffle "parallel" grid dimensions.
+  interpret: Any
+
+  @property
+  def tpu_interpreter(self) -> bool:
+    return self.platform == "tpu" and not isinstance(self.interpret, bool)
 
   @property
   def grid_driver(self) -> bool:
@@ -42,7 +51,7 @@ class Target:
 
 
 @contextlib.contextmanager
-def override_target(platform: str, interpret: bool):
+def override_target(platform: str, interpret):
   """Build kernels as if running on ``platform`` (for tests and cross-platform lowering).
 
   Not part of jit's cache key: jit a function object created inside the context, or an
@@ -126,8 +135,9 @@ def fit_block(block: int, length: int, target: Target, *, lane: bool = False) ->
   return min(block, round_up(length, unit))
 
 
-def flash_blocks(target: Target, head_dim: int, dtype) -> dict:
-  """Default (untuned without hardware; see launch/bench_attention.py) block sizes."""
+def flash_blocks(target: Target, head_dim: int, dtype, q_len: int, kv_len: int) -> dict:
+  """Default block sizes per backend (untuned without hardware; launch/bench_attention.py
+  sweeps them). The reasons, since they differ by backend:"""
   if target.platform == "gpu" and not target.interpret:
     warps = 8 if head_dim > 64 else 4
     if dtype == jnp.bfloat16:
@@ -137,15 +147,30 @@ def flash_blocks(target: Target, head_dim: int, dtype) -> dict:
     # fp32 tiles are twice the bytes: 3 stages of 64x128 K and V tiles would not fit in
     # Hopper's 227 KiB of shared memory next to the Q tile.
     return dict(fwd=(64, 64), bwd=(64, 64), warps=warps, fwd_stages=2, bwd_stages=2)
-  # TPU: 128 keeps the key axis of the score tile lane-dense. Interpret mode: each grid step
-  # and loop trip costs a while-loop iteration on CPU, so large blocks are fastest; tests
-  # pass small blocks explicitly to exercise the tiling.
+  if target.platform == "tpu" and not target.interpret:
+    # TPU grid steps run one after another, each with a fixed cost (DMA issue, pipeline
+    # bookkeeping), and a 128x128 tile gives the MXU little work per step: at 32K tokens a
+    # 128x128 forward is 65K steps per (batch, head). 512x512 tiles make 16x fewer steps in
+    # ~3 MiB of VMEM (q/k/v tiles double-buffered, the f32 score tile and accumulator; fp32,
+    # D=128), well inside the 16 MiB scoped default of v5e. Shorter sequences take the
+    # largest of 512/256/128 that pads them by at most 1/8 (padding is copied and computed).
+    bq, bk = _tpu_block(q_len), _tpu_block(kv_len)
+    return dict(fwd=(bq, bk), bwd=(bq, bk), warps=None, fwd_stages=None, bwd_stages=None)
+  # Interpret mode: each grid step and loop trip costs a while-loop iteration on CPU, so
+  # large blocks are fastest; tests pass small blocks explicitly to exercise the tiling.
   return dict(fwd=(128, 128), bwd=(128, 128), warps=None, fwd_stages=None, bwd_stages=None)
 
 
+def _tpu_block(length: int) -> int:
+  for block in (512, 256):
+    if round_up(length, block) - length <= length // 8:
+      return block
+  return 128
+
+
 def compiler_params(target: Target, *, num_warps=None, num_stages=None, semantics=None):
-  if target.interpret:
-    return None
+  if target.interpret and not target.tpu_interpreter:
+    return None  # the TPU interpreter reads the dimension semantics (to shuffle parallel dims)
   if target.platform == "gpu":
     from jax.experimental.pallas import triton as plgpu
     return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
@@ -156,8 +181,12 @@ def compiler_params(target: Target, *, num_warps=None, num_stages=None, semantic
 
 
 def float32_precision(dtype):
-  """fp32 inputs get true fp32 matmuls: with DEFAULT precision Triton uses TF32 and Mosaic a
-  single bf16 pass, both far from the 1e-5 we promise. bf16 inputs use the native path."""
+  """fp32 inputs get true fp32 matmuls (HIGHEST), a deliberate choice: with DEFAULT
+  precision Triton uses TF32 and Mosaic a single bf16 pass, both far from the 1e-5 the
+  kernels promise against the fp32 reference. The price: no tensor cores on GPU (fp32 FMA
+  runs at a fraction of bf16 tensor-core throughput) and several MXU passes on TPU. fp32 is
+  for checking and small models; for speed set the model's dtype to bfloat16, which uses
+  the native path (DEFAULT precision, f32 accumulation)."""
   return jax.lax.Precision.HIGHEST if dtype == jnp.float32 else None
 
 

@@ -11,7 +11,7 @@ still spreads its 2K tokens over all splits and never touches the stale tail.
 The cache is read in place through a free reshape to [B, Tk, KVH*D] (a (bk, D) block at
 column-block h is kv head h): no transpose or copy of the cache per step. If Tk is not a
 multiple of any allowed block size, the cache is padded, which copies it: keep cache
-lengths multiples of 128.
+lengths multiples of 128 (the model's `KVCache.init` allocates Pallas caches so).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def flash_attention(q, k, v, q_positions, kv_lengths=None, *, scale=None, block_
   tk, kvh = k.shape[1], k.shape[2]
   if q_positions.shape != (b, tq):
     raise ValueError(f"q_positions must be [batch, q_len]={(b, tq)}, got {q_positions.shape}")
-  dflt = backend.flash_blocks(target, d, q.dtype)
+  dflt = backend.flash_blocks(target, d, q.dtype, tq, tk)
   fit_q = lambda blk: backend.fit_block(block_q or blk, tq, target)
   fit_k = lambda blk: backend.fit_block(block_k or blk, tk, target, lane=True)
   cfg = _Cfg(target, h // kvh, h, d, float(d ** -0.5 if scale is None else scale),
@@ -230,8 +230,10 @@ def _backward_grid(cfg, q, k, v, pos, kv_len, lse, do, delta, end, full, first, 
       compiler_params=backend.compiler_params(t, semantics=sem), interpret=t.interpret,
       name="flash_dq")(end, full, kv_len, q, k, v, do, lse, delta, pos)
   # Inner step s -> (head s // nq of the group, q block s % nq); q blocks a kv block cannot
-  # see are clamped to the first one it can (prefetched early, no wasted DMA).
-  qi = lambda b, j, s, f: jnp.maximum(backend.irem(s, nq), f[b, j])
+  # see are clamped to the first one it can (prefetched early, no wasted DMA). A kv block no
+  # query sees (right padding) has first == nq: clamp to nq - 1, or its DMA reads one block
+  # past the end (the kernel skips its compute either way).
+  qi = lambda b, j, s, f: jnp.minimum(jnp.maximum(backend.irem(s, nq), f[b, j]), nq - 1)
   q_spec = pl.BlockSpec((None, None, bq, d),
                         lambda b, h, j, s, f, n: (b, h * g + _div(s, nq), qi(b, j, s, f), 0))
   row_spec = pl.BlockSpec((None, None, bq, 1),

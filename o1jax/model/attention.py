@@ -8,8 +8,13 @@ a key is visible only to queries of its own example.
 
 from __future__ import annotations
 
+import functools
+import math
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 # Below this many query tokens the decode kernel (split over the KV length) beats the
 # training kernel, whose parallelism comes from the query blocks.
@@ -79,10 +84,33 @@ def _attention(q, k, v, q_positions, scale, q_segments, kv_segments):
   return (out * visible.any(-1)[:, :, None, None]).astype(q.dtype)
 
 
-def cudnn_attention(q, k, v, q_positions, scale=None, segment_ids=None):
-  visible = visibility(q_positions, k.shape[1], segment_ids)
-  return jax.nn.dot_product_attention(q, k, v, mask=visible[:, None], scale=scale,
-                                      implementation="cudnn")
+def cudnn_attention(q, k, v, q_positions, scale=None, segment_ids=None,
+                    from_cache: bool = False):
+  """cuDNN's fused attention through `jax.nn.dot_product_attention`.
+
+  A boolean mask becomes a dense [B, 1, T, S] bias there (O(T * S) memory, a bias gradient
+  in training, no skipping of masked blocks), so the two common cases pass the mask's
+  structure instead:
+  * a full forward (training, scoring): keys are the call's own tokens and a row's real
+    tokens are a prefix (positions 0..n-1, then -1 padding: what the trainer and
+    `prompt_positions` produce), i.e. `is_causal` plus sequence lengths;
+  * one decoded token against the cache: it sees the keys [0, position], a key length.
+  Packed rows (segment ids) and several tokens written into a cache (probes) keep the
+  dense mask: the public API has no segment ids and its causal mask is aligned at key 0.
+  """
+  t = q_positions.shape[1]
+  valid = q_positions >= 0
+  if segment_ids is None and not from_cache:
+    n = valid.sum(axis=1, dtype=jnp.int32)
+    kw = dict(is_causal=True, query_seq_lengths=n, key_value_seq_lengths=n)
+  elif segment_ids is None and t == 1:
+    kw = dict(query_seq_lengths=valid[:, 0].astype(jnp.int32),
+              key_value_seq_lengths=jnp.maximum(q_positions[:, 0] + 1, 0).astype(jnp.int32))
+  else:
+    kw = dict(mask=visibility(q_positions, k.shape[1], segment_ids)[:, None])
+  out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation="cudnn", **kw)
+  # Rows that see no key (padding) output 0, as the other implementations do.
+  return jnp.where(valid[:, :, None, None], out, jnp.zeros((), out.dtype))
 
 
 def attend(q, k, v, q_positions, impl: str = "xla", scale=None, from_cache: bool = False,
@@ -100,8 +128,72 @@ def attend(q, k, v, q_positions, impl: str = "xla", scale=None, from_cache: bool
                        "'cudnn': the Pallas flash kernel has no segment mask")
     from o1jax import kernels  # imported lazily: Pallas is only needed when asked for
     if from_cache and q.shape[1] <= _DECODE_MAX_QUERIES:
-      return kernels.decode_attention(q, k, v, q_positions, scale=scale)
-    return kernels.flash_attention(q, k, v, q_positions, scale=scale)
+      kernel = functools.partial(kernels.decode_attention, scale=scale)
+    else:
+      kernel = functools.partial(kernels.flash_attention, scale=scale)
+    return per_shard(kernel, q, k, v, q_positions)
   if impl == "cudnn":
-    return cudnn_attention(q, k, v, q_positions, scale, segment_ids)
+    return cudnn_attention(q, k, v, q_positions, scale, segment_ids, from_cache)
   raise ValueError(f"attention_impl must be one of xla, pallas, cudnn; got {impl!r}")
+
+
+def per_shard(kernel, q, k, v, q_positions):
+  """Runs an attention kernel on each device's own rows and heads, inside `shard_map`.
+
+  A Pallas kernel is opaque to XLA's partitioner: on TPU a sharded call does not lower at
+  all ("Mosaic kernels cannot be automatically partitioned"), and on GPU the partitioner
+  all-gathers q, k, v (in decode: the whole KV cache) of the global batch onto every
+  device, every layer and step. Attention is independent per sequence and per head, so
+  each shard needs no communication: batch over the mesh axes of the logical `batch` axis,
+  query heads over those of `heads` (the rules of `o1jax.parallel.activate`).
+
+  Without a mesh (or a one-device mesh) the kernel is called directly.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return kernel(q, k, v, q_positions)
+  batch, heads, kv_heads = nn.logical_to_mesh_axes(("batch", "heads", "kv_heads"))
+  size = lambda axes: math.prod(mesh.shape[a] for a in _names(axes))
+  if q.shape[0] % size(batch):
+    batch = None  # a batch the shards do not divide is replicated (as parallel.put_batch does)
+  h, kvh = q.shape[2], k.shape[2]
+  if h % size(heads):
+    raise ValueError(f"{h} query heads do not split over {size(heads)} tensor shards")
+  if kv_heads is not None and kvh % size(kv_heads):
+    kv_heads = None
+  select_kv = heads is not None and kv_heads is None and size(heads) > 1
+  q_spec, kv_spec = P(batch, None, heads, None), P(batch, None, kv_heads, None)
+
+  def body(q, k, v, pos):
+    if select_kv:  # KV heads replicated, query heads split: keep this shard's KV group(s)
+      k, v = (_shard_kv_heads(x, _shard_index(heads), q.shape[2], h // kvh) for x in (k, v))
+    return kernel(q, k, v, pos)
+
+  # check_vma=False: the kernels' out_shape carries no varying-axes annotation, which the
+  # check requires. Gradients of K/V replicated over `tensor` are still summed over it
+  # (tests/test_sharded_attention.py compares dk, dv with the XLA path on such a mesh).
+  return jax.shard_map(body, in_specs=(q_spec, kv_spec, kv_spec, P(batch, None)),
+                       out_specs=q_spec, check_vma=False)(q, k, v, q_positions)
+
+
+def _names(axes) -> tuple[str, ...]:
+  if axes is None:
+    return ()
+  return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def _shard_index(axes):
+  """This shard's index along the (possibly several) mesh axes, row-major as in a spec."""
+  return jax.lax.axis_index(_names(axes))
+
+
+def _shard_kv_heads(x, shard, local_heads: int, group: int):
+  """The KV heads [B, S, KVH, D] the query heads [shard * local_heads, ...) read.
+
+  Whole groups (or one group split over shards) are a contiguous slice, so GQA stays GQA;
+  other splits repeat KV heads per query head (MHA on this shard)."""
+  first = shard * local_heads
+  if local_heads % group == 0 or group % local_heads == 0:
+    n = max(1, local_heads // group)
+    return jax.lax.dynamic_slice_in_dim(x, first // group, n, axis=2)
+  return jnp.take(x, (first + jnp.arange(local_heads)) // group, axis=2)

@@ -65,6 +65,11 @@ class ModelConfig:
     if self.attention_impl not in ATTENTION_IMPLS:
       problems.append(f"attention_impl must be one of {ATTENTION_IMPLS}, "
                       f"got {self.attention_impl!r}")
+    if self.attention_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
+      # Else it fails at trace time, deep inside jax.nn.dot_product_attention.
+      problems.append(f"attention_impl='cudnn' needs dtype bfloat16 or float16 (cuDNN's "
+                      f"fused attention has no {self.dtype} kernel); set dtype='bfloat16' "
+                      f"or use attention_impl 'xla' or 'pallas'")
     if problems:
       raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 

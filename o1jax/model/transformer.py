@@ -162,7 +162,7 @@ class Decoder(nn.Module):
                     ("embed", "vocab"), pdt)
       logits = _dense(hidden, head.astype(dt))
     logits = logits.astype(jnp.float32)
-    new_cache = None if cache is None else KVCache(k=tuple(new_k), v=tuple(new_v))
+    new_cache = None if cache is None else cache.replace(k=tuple(new_k), v=tuple(new_v))
     return logits, hidden, new_cache
 
 

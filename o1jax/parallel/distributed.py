@@ -14,17 +14,39 @@ import jax
 
 log = logging.getLogger("o1jax.parallel")
 
-_GOOGLE_PCI_VENDOR = "0x1ae0"  # how JAX itself recognises a Cloud TPU VM
+_PCI_DEVICES = "/sys/bus/pci/devices"  # a module attribute so tests can fake the tree
+_GOOGLE_PCI_VENDOR = "0x1ae0"
+# PCI device ids of TPU chips (v3, an unnamed one, v4, v5p, v5e, v6e, TPU7x), as in JAX's own
+# TPU detection (jax/_src/hardware_utils.py). The vendor id alone is not enough: the gVNIC
+# network card of GCP VMs (A3 H100/H200 GPU VMs among them) is a Google device too.
+_TPU_PCI_DEVICE_IDS = frozenset({"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f",
+                                 "0x0076"})
+
+
+def _read(path: str) -> str | None:
+  try:
+    with open(path) as f:
+      return f.read().strip()
+  except OSError:
+    return None
+
+
+def _tpu_device_ids() -> frozenset[str]:
+  """Ours plus any JAX knows (a newer JAX may know newer chips); JAX's table is private."""
+  try:
+    from jax._src import hardware_utils
+    return _TPU_PCI_DEVICE_IDS | frozenset(hardware_utils._TPU_PCI_DEVICE_IDS)
+  except (ImportError, AttributeError):
+    return _TPU_PCI_DEVICE_IDS
 
 
 def _on_tpu_vm() -> bool:
-  for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
-    try:
-      with open(path) as f:
-        if f.read().strip() == _GOOGLE_PCI_VENDOR:
-          return True
-    except OSError:
-      continue
+  """A Google PCI device whose device id is a TPU chip's."""
+  tpu_ids = _tpu_device_ids()
+  for device in glob.glob(os.path.join(_PCI_DEVICES, "*")):
+    if (_read(os.path.join(device, "vendor")) == _GOOGLE_PCI_VENDOR
+        and _read(os.path.join(device, "device")) in tpu_ids):
+      return True
   return False
 
 

@@ -52,9 +52,11 @@ def make_mesh(shape: Sequence[int] = DEFAULT_MESH_SHAPE, devices=None) -> Mesh:
   divides the device count uses the first ones).
 
   Axes are Auto (GSPMD propagates shardings from inputs and `with_sharding_constraint`), the
-  style the model's `nn.with_logical_constraint` calls are written for. Devices are ordered by
-  process first, so the leading (data) axis splits across hosts and the tensor axis, which
-  talks the most, stays within a host.
+  style the model's `nn.with_logical_constraint` calls are written for. With several
+  processes, each process's devices form one contiguous block of the mesh in row-major
+  order, so the leading (data) axis splits across hosts, every process feeds one contiguous
+  block of batch rows (`process_data_shard`), and the tensor axis, which talks the most,
+  stays within a host when it fits there.
   """
   devices = list(jax.devices() if devices is None else devices)
   devices.sort(key=lambda d: (d.process_index, d.id))
@@ -67,8 +69,16 @@ def make_mesh(shape: Sequence[int] = DEFAULT_MESH_SHAPE, devices=None) -> Mesh:
       raise ValueError(f"mesh shape {tuple(shape)} uses {size} of the {len(devices)} devices; "
                        f"a multi-process mesh must use all of them (-1 takes the rest)")
     devices = devices[:size]
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  if len({d.process_index for d in devices}) == 1:
+    # One process: let JAX order the devices along the chips' torus (ring-friendly axes).
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  # Several processes: jax.make_mesh would also reorder by torus position, which on pods
+  # (e.g. v4-32, v5e-16) interleaves the processes along the data axis, so a process's batch
+  # rows are no longer one block. Keep the process-major order instead; within a host the
+  # chips are neighbours on the torus anyway.
+  return Mesh(np.asarray(devices, dtype=object).reshape(shape), MESH_AXES,
+              axis_types=axis_types)
 
 
 def mesh_shape_from_config(config) -> tuple[int, ...]:

@@ -113,13 +113,16 @@ def to_host(tree):
   return jax.tree.map(_host_leaf, tree)
 
 
-def process_data_shard(mesh, global_batch: int) -> tuple[int, int]:
-  """(index, count): this process feeds rows [index*n, (index+1)*n) of each global batch,
-  n = global_batch / count. Processes whose devices hold the same rows share an index."""
+def process_data_shard(mesh, global_batch: int, process_index: int | None = None
+                       ) -> tuple[int, int]:
+  """(index, count): this process (or `process_index`) feeds rows [index*n, (index+1)*n) of
+  each global batch, n = global_batch / count. Processes whose devices hold the same rows
+  share an index."""
   rules_lib.check_batch(global_batch, mesh)
+  process_index = jax.process_index() if process_index is None else process_index
   index_map = rules_lib.batch_sharding(mesh, 1).devices_indices_map((global_batch,))
   mine = {(s.start or 0, global_batch if s.stop is None else s.stop)
-          for d, (s,) in index_map.items() if d.process_index == jax.process_index()}
+          for d, (s,) in index_map.items() if d.process_index == process_index}
   start, stop = min(a for a, _ in mine), max(b for _, b in mine)
   covered = sum(b - a for a, b in mine)
   if covered != stop - start or global_batch % (stop - start):
