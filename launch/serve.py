@@ -118,15 +118,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import uvicorn
-  logging.basicConfig(level=_LOG_LEVEL.value.upper(),
-                      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  # absl has put its handler on the root logger already; the level is set on ours.
+  logging.getLogger("o1jax").setLevel(_LOG_LEVEL.value.upper())
   try:
     application = build_app()
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   config = uvicorn.Config(application, host=_HOST.value, port=_PORT.value,
                           log_level=_LOG_LEVEL.value, lifespan="on",
-                          timeout_graceful_shutdown=int(_DRAIN.value))
+                          timeout_graceful_shutdown=_DRAIN.value)
   server = _server_class()(config)
   server.run()
   if not server.started:

@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import math
+import secrets
 import time
 import uuid
 
@@ -205,6 +206,7 @@ def create_app(engine: Engine, scheduler_config: SchedulerConfig = SchedulerConf
       driver.stop()
 
   app = FastAPI(title="o1jax", lifespan=lifespan)
+  started = int(time.time())
   state = app.state
   state.engine, state.scheduler, state.driver, state.metrics = engine, scheduler, driver, metrics
   state.options, state.draining = options, False
@@ -236,7 +238,7 @@ def create_app(engine: Engine, scheduler_config: SchedulerConfig = SchedulerConf
     except oa.ApiError as e:
       return reject(e)
     return {"object": "list", "data": [{
-        "id": options.model_name, "object": "model", "created": int(time.time()),
+        "id": options.model_name, "object": "model", "created": started,
         "owned_by": "o1jax", "max_model_len": engine.config.cache_len,
         "reasoning_effort_budgets": oa.effort_table(options.effort_scale)}]}
 
@@ -322,8 +324,10 @@ def _admit(state, chat: oa.ChatRequest) -> _Exchange:
   if plan.answer_cap < config.max_answer_tokens:
     settings["max_answer_tokens"] = plan.answer_cap
   ex = _Exchange(state, chat, plan)
-  request = Request(prompt=prompt, budget=plan.budget, seed=chat.seed, settings=settings,
-                    id=ex.id)
+  # Without a seed, sampling varies from request to request, as OpenAI's does; with one, a
+  # request samples what think_texts(..., seed=seed) samples.
+  seed = secrets.randbits(32) if chat.seed is None else chat.seed
+  request = Request(prompt=prompt, budget=plan.budget, seed=seed, settings=settings, id=ex.id)
   try:
     driver.submit(request, ex.on_event)
   except QueueFull as e:

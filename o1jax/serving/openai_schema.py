@@ -83,7 +83,7 @@ class ChatRequest:
   temperature: float | None = None
   top_p: float | None = None
   top_k: int | None = None
-  seed: int = 0
+  seed: int | None = None                # None: a fresh random seed (OpenAI's behaviour)
   stream: bool = False
   include_usage: bool = False
   stop: tuple[str, ...] = ()
@@ -202,7 +202,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
       temperature=_number(body, "temperature", 0, 2), top_p=_number(body, "top_p", 0, 1, True),
       top_k=None if top_k is None else max(top_k, 0),   # vLLM's -1: off, our 0
       # The loop's PRNG keys take 32-bit seeds; any integer maps onto one.
-      seed=0 if seed is None else seed % 2**32,
+      seed=None if seed is None else seed % 2**32,
       stream=stream, include_usage=include_usage, stop=_stop(body), user=user,
       ignored=tuple(sorted(set(body) & set(IGNORED_FIELDS))))
 
