@@ -392,7 +392,7 @@ def test_request_fields():
 
 
 def test_transcript_holds_back_a_possible_stop_string():
-  from o1jax.serving.http import Transcript
+  from o1jax.serving.transcript import Transcript
   from o1jax.thinking.state import Segment
   tok = CharTokenizer()
   t = Transcript(tok, (tok.eos_id,), stop=("END",))
