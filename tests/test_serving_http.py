@@ -402,7 +402,58 @@ def test_transcript_holds_back_a_possible_stop_string():
   assert t.add([tok.end_think_id] + ids("12E"), [close] + [answer] * 3) == ("", "12")
   assert t.add(ids("N"), [answer]) == ("", "")        # "EN" may still become "END"
   assert t.add(ids("D!") + [tok.eos_id], [answer] * 3) == ("", "")
-  assert t.finish() == "" and t.content == "12" and t.finish_reason() == "stop"
+  assert t.finish() == ("", "") and t.content == "12" and t.finish_reason() == "stop"
   u = Transcript(tok, (tok.eos_id,))
   u.add(ids("x") + [tok.end_think_id] + ids("42"), [think, close, answer, answer])
   assert (u.content, u.reasoning, u.finish_reason()) == ("42", "x", "length")  # no EOS: cut
+
+
+def test_transcript_waits_for_an_incomplete_character():
+  """A byte-level BPE token can hold half a character: its text waits for the rest, and is
+  flushed as it is once thinking has ended."""
+  from o1jax.serving.transcript import Transcript
+  from o1jax.thinking.state import Segment
+
+  class HalfCharTokenizer:   # ids 200, 201 are the two halves of "é"
+    def decode(self, ids, stop_at_eos=True):
+      text = "".join({200: "\ufffd", 1: ""}.get(i, chr(i)) for i in ids if i != 201)
+      return text.replace("\ufffd", "é", sum(1 for i in ids if i == 201))
+
+  think, close = Segment.THINKING, Segment.CLOSE
+  t = Transcript(HalfCharTokenizer(), (1,))
+  assert t.add([ord("a"), 200], [think, think]) == ("a", "")
+  assert t.add([201], [think]) == ("é", "")
+  assert t.add([200], [think]) == ("", "")
+  assert t.add([3], [close]) == ("\ufffd", "")     # thinking over: flushed as it is
+  assert t.reasoning == "aé\ufffd"
+
+
+def test_chat_template_model_gets_the_messages(tmp_path):
+  """An HF model with a chat template: the whole message list (system included) is the
+  prompt, and the endpoint reports think_texts' thinking for it exactly, multi-byte text
+  included (a tiny random Qwen2 and BPE tokenizer from test_hf)."""
+  pytest.importorskip("torch")
+  import test_hf
+  from o1jax import hf
+  test_hf._build("qwen2_tied", str(tmp_path), test_hf._train_tokenizer())
+  params, model_config, tokenizer = hf.load_hf(str(tmp_path), max_seq_len=128)
+  config = make_think_config(model_config, tokenizer, max_answer_tokens=16)
+  s = LiveServer(create_app(Engine(params, tokenizer, config, 4), SchedulerConfig(),
+                            ServeOptions(model_name="tiny-qwen", api_key=KEY)))
+  try:
+    msgs = [{"role": "system", "content": "be brief"},
+            {"role": "user", "content": "héllo 你好: 12 + 7?"}]
+    kw = dict(model="tiny-qwen", messages=msgs, seed=1,
+              extra_body={"thinking_token_budget": 20})
+    r = s.client().chat.completions.create(**kw)
+    ref = think_texts(params, tokenizer, [msgs], config, budgets=[20], seed=1)[0]
+    msg = r.choices[0].message
+    assert r.usage.completion_tokens_details.reasoning_tokens == ref.thinking_tokens
+    assert (msg.reasoning, msg.content) == (ref.thinking, ref.answer)
+    assert r.usage.prompt_tokens == len(tokenizer.encode_prompt(msgs))
+    chunks = [c for c in s.client().chat.completions.create(stream=True, **kw) if c.choices]
+    assert "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks
+                   ) == msg.reasoning
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == msg.content
+  finally:
+    s.stop()

@@ -86,7 +86,6 @@ class _Exchange:
     return oa.usage(c.prompt_tokens, len(c.tokens), c.thinking_tokens)
 
   def body(self, c: Completion) -> dict:
-    self.transcript.finish()
     return oa.completion_body(
         id=self.id, created=self.created, model=self.model, content=self.transcript.content,
         reasoning=self.transcript.reasoning, finish_reason=self.transcript.finish_reason(),
@@ -319,8 +318,11 @@ async def _stream(ex: _Exchange, driver: Driver):
           yield ex.chunk({"content": content})
       elif kind == "done":
         ex.done = True
-        if tail := ex.transcript.finish():
-          yield ex.chunk({"content": tail})
+        reasoning, content = ex.transcript.finish()
+        if reasoning:
+          yield ex.chunk(oa.reasoning_delta(reasoning))
+        if content:
+          yield ex.chunk({"content": content})
         yield ex.chunk({}, finish_reason=ex.transcript.finish_reason(),
                        extra={"thinking_stop_reason": payload.stop_reason},
                        o1jax=ex.extension(payload))

@@ -19,10 +19,11 @@ class Transcript:
     self.tokenizer, self.eos_ids, self.stop = tokenizer, set(eos_ids), stop
     self.think_ids: list[int] = []
     self.answer_ids: list[int] = []
-    self.reasoning = ""        # thinking text emitted so far
-    self.answer = ""           # the answer decoded so far (before stop strings)
+    self.streamed_reasoning = ""   # thinking text emitted so far
+    self.thinking_over = False     # a close marker or an answer token has been seen
+    self.answer = ""               # the answer decoded so far (before stop strings)
     self.stop_at: int | None = None
-    self._emitted = 0          # answer characters emitted
+    self._emitted = 0              # answer characters emitted
 
   def add(self, tokens, segments) -> tuple[str, str]:
     """Adds a round's tokens; returns (new thinking text, new answer text)."""
@@ -31,20 +32,29 @@ class Transcript:
         self.think_ids.append(t)
       elif s == Segment.ANSWER:
         self.answer_ids.append(t)
-    text = self.tokenizer.decode(self.think_ids, stop_at_eos=False)
-    delta = ""
-    if not text.endswith("\ufffd") and text.startswith(self.reasoning):
-      delta, self.reasoning = text[len(self.reasoning):], text
+      # Forced "wait" tokens are THINKING; CLOSE only comes once thinking has ended.
+      self.thinking_over |= s in (Segment.CLOSE, Segment.ANSWER)
     self.answer = self.tokenizer.decode(self.answer_ids)
     if self.stop and self.stop_at is None:
       found = [i for i in (self.answer.find(s) for s in self.stop) if i >= 0]
       self.stop_at = min(found) if found else None
-    return delta, self._answer_delta(final=False)
+    return self._reasoning_delta(final=self.thinking_over), self._answer_delta(final=False)
 
-  def finish(self) -> str:
-    """The answer text still held back, once the request is done."""
-    self.reasoning = self.tokenizer.decode(self.think_ids, stop_at_eos=False)
-    return self._answer_delta(final=True)
+  def finish(self) -> tuple[str, str]:
+    """(thinking, answer) text still held back, once the request is done."""
+    return self._reasoning_delta(final=True), self._answer_delta(final=True)
+
+  @property
+  def reasoning(self) -> str:
+    return self.tokenizer.decode(self.think_ids, stop_at_eos=False)
+
+  def _reasoning_delta(self, final: bool) -> str:
+    """New thinking text; while thinking goes on, an incomplete last character waits."""
+    text = self.reasoning if final else self.reasoning.rstrip("\ufffd")
+    if not text.startswith(self.streamed_reasoning):
+      return ""   # (a decoder that rewrote earlier text: the message keeps the full text)
+    delta, self.streamed_reasoning = text[len(self.streamed_reasoning):], text
+    return delta
 
   def _answer_delta(self, final: bool) -> str:
     end = len(self.answer) if self.stop_at is None else self.stop_at
