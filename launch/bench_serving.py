@@ -32,8 +32,10 @@ _HARD_THRESHOLD = flags.DEFINE_float("hard_threshold", 100.0,
                                      "Predicted thinking tokens from which a request is hard.")
 _PREEMPT_AFTER = flags.DEFINE_integer("preempt_after", 48, "preempt: thinking tokens before a "
                                       "request may be paused.")
+_FAST_SLOTS = flags.DEFINE_integer("fast_slots", 5, "pools: slots of the fast pool (hard "
+                                   "requests carry about a third of the tokens: 3 of 8).")
 _CAPACITY_REQUESTS = flags.DEFINE_integer("capacity_requests", 0, "Closed-loop requests for "
-                                          "the capacity run (0: 40 per slot).")
+                                          "the capacity run (0: 60 per slot).")
 
 
 def _load():
@@ -63,8 +65,9 @@ def _engine_vs_think(params, tokenizer, config, prompts, slots, rounds: int = 5)
     think_s.append(time.perf_counter() - t)
     engine = Engine(params, tokenizer, config, slots)
     t = time.perf_counter()
-    for slot, p in enumerate(prompts):
-      engine.insert(engine.prefill(Request(p, seed=slot)), slot)
+    prefixes = engine.prefill_batch([Request(p, seed=slot) for slot, p in enumerate(prompts)])
+    for slot, prefix in enumerate(prefixes):
+      engine.insert(prefix, slot)
     jax.block_until_ready(engine.state)
     t_decode = time.perf_counter()
     while engine.generate(64) == 64:   # the scheduler's k when every slot is busy
@@ -125,17 +128,34 @@ def main(argv):
   def scheduler(policy):
     engine = Engine(params, tokenizer, config, slots, budget_head=head)
     return Scheduler(engine, SchedulerConfig(policy=policy, hard_threshold=_HARD_THRESHOLD.value,
-                                             preempt_after=_PREEMPT_AFTER.value))
+                                             preempt_after=_PREEMPT_AFTER.value,
+                                             fast_slots=min(_FAST_SLOTS.value, slots - 1)))
 
-  # Compile everything once, then measure the capacity: the same mix, all at once, fcfs.
-  warm = wl.article_stream(2 * slots, 0.0, _SEED.value + 1, pools=pools)
-  wl.drive(scheduler("preempt"), warm)
-  n_cap = _CAPACITY_REQUESTS.value or 40 * slots
+  # Compile everything once, so no run below pays for it: every prefill batch size the
+  # scheduler uses (powers of two up to 2x slots) at every prompt-width bucket of the mix,
+  # and evict/resume.
+  from o1jax.serving import Request
+  from o1jax.thinking import bucket_width
+  sched = scheduler("preempt")
+  prompts = pools["easy"] + pools["hard"]
+  width = lambda p: bucket_width(len(tokenizer.encode_prompt(p)), config.cache_len)
+  shortest = min(prompts, key=width)
+  for w in sorted({width(p) for p in prompts}):
+    longest = next(p for p in prompts if width(p) == w)
+    b = 1
+    while b <= 2 * slots:
+      sched.engine.prefill_batch([Request(longest)] + [Request(shortest)] * (b - 1))
+      b *= 2
+  sched.engine.insert(sched.engine.prefill(Request(pools["easy"][0])), 0)
+  sched.engine.resume(sched.engine.evict(0), 0)
+  sched.engine.free(0)
+  wl.drive(sched, wl.article_stream(2 * slots, 0.0, _SEED.value + 1, pools=pools))
+  n_cap = _CAPACITY_REQUESTS.value or 60 * slots
   cap_stream = wl.article_stream(n_cap, 0.0, _SEED.value + 2, pools=pools)
-  cap_done, cap_wall = wl.drive(scheduler("fcfs"), cap_stream)
-  capacity = len(cap_done) / cap_wall
+  # Saturation: 8 requests per slot in the system, so a slot never waits for work.
+  capacity, _, cap_wall = wl.capacity(scheduler("fcfs"), cap_stream, concurrency=8 * slots)
   print(f"capacity: {capacity:.2f} requests/s ({n_cap} requests in {cap_wall:.1f} s, "
-        f"{slots} slots)")
+        f"{slots} slots, {8 * slots} in the system at all times)")
   versus = _engine_vs_think(params, tokenizer, config, pools["easy"][:slots // 2] +
                             pools["hard"][:slots], slots)
   print(f"engine at full slots: {versus['engine_tokens_per_s']:.0f} tokens/s with prefill, "

@@ -14,3 +14,14 @@ from absl import flags  # noqa: E402
 # Code that reads absl flags (grain's multi-worker loaders) refuses to run before flags are
 # parsed; pytest never parses them.
 flags.FLAGS.mark_as_parsed()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model():
+  """The embedded tiny reasoner: (params, model config). Test files may define their own."""
+  from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
+  params, config, _ = load_params(embedded_checkpoint_dir())
+  return params, config

@@ -13,15 +13,8 @@ from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import (UNLIMITED, ThinkConfig, make_think_config, prepare_inputs, think,
                             think_texts)
 from o1jax.thinking.loop import _think
-from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
 
 TOK = CharTokenizer()
-
-
-@pytest.fixture(scope="module")
-def model():
-  params, config, _ = load_params(embedded_checkpoint_dir())
-  return params, config
 
 
 def _config(mc, **kw) -> ThinkConfig:

@@ -7,6 +7,7 @@ runs (phase, cap, minimum, counters, stop-rule statistics) and the request's own
 operation is a compiled function of that state:
 
   prefill(request) -> Prefix     the prompt through the model into a one-row state
+                                 (prefill_batch: a burst of arrivals in one call)
   insert(prefix, slot)           that row into a slot
   generate(k)                    up to k `decode_step`s for every live slot, one call; it
                                  returns early when no slot is live
@@ -25,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -37,7 +37,8 @@ from o1jax.model.heads import apply_head
 from o1jax.thinking.api import parse_budget, prepare_inputs
 from o1jax.thinking.config import Phase, ThinkConfig
 from o1jax.thinking.loop import check_heads, prefill as prefill_prompts, run_steps, to_result
-from o1jax.thinking.state import ThinkInputs, ThinkState, fill_settings, init_state, request_keys
+from o1jax.thinking.state import (REQUEST_SETTINGS, ThinkInputs, ThinkState, fill_settings,
+                                  init_state, request_keys, setting_defaults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +53,14 @@ class Request:
   id: str = ""
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class Prefix:
-  """A prefilled request: a one-row loop state, ready for a slot."""
+  """A prefilled request, ready for a slot: row `row` of a prefill batch's loop state (the
+  batch's rows share one state until each is inserted)."""
   state: ThinkState
-  hidden: jax.Array             # [1, embed] final hidden state at `<think>`
-  prompt_tokens: int = dataclasses.field(metadata=dict(static=True), default=0)
+  row: int
+  prompt_tokens: int
+  predicted_thinking: float     # the budget head's prediction; nan without a head
 
 
 # A slot's row on the host (numpy leaves; PRNG keys as their raw key data): what evict()
@@ -71,9 +73,11 @@ def _rows(state: ThinkState, slot, n: int = 1) -> ThinkState:
 
 
 @functools.partial(jax.jit, donate_argnames=("state",))
-def _insert(state: ThinkState, row: ThinkState, slot) -> ThinkState:
-  return jax.tree.map(lambda a, r: jax.lax.dynamic_update_slice_in_dim(a, r, slot, 0),
-                      state, row)
+def _insert(state: ThinkState, rows: ThinkState, row, slot) -> ThinkState:
+  """Row `row` of `rows` (a prefill batch, or a saved slot) into slot `slot`."""
+  return jax.tree.map(
+      lambda a, r: jax.lax.dynamic_update_slice_in_dim(
+          a, jax.lax.dynamic_slice_in_dim(r, row, 1, 0), slot, 0), state, rows)
 
 
 _take = jax.jit(_rows)
@@ -90,9 +94,14 @@ def _generate(state: ThinkState, params, config: ThinkConfig, k, return_on_finis
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _prefill(params, inputs: ThinkInputs, config: ThinkConfig):
+def _prefill(params, inputs: ThinkInputs, config: ThinkConfig, budget_head):
+  inputs = fill_settings(inputs, config)  # shapes and dtypes only: every setting is given
   logits, hidden, cache = prefill_prompts(params, inputs, config)
-  return init_state(inputs, logits, cache, config), hidden
+  if budget_head is None:
+    predicted = jnp.full(hidden.shape[:1], jnp.nan)
+  else:  # the head predicts log(1 + thinking tokens) from the hidden state at <think>
+    predicted = jnp.expm1(jnp.maximum(apply_head(budget_head, hidden), 0.0))
+  return init_state(inputs, logits, cache, config), predicted
 
 
 @functools.partial(jax.jit, static_argnames=("config", "slots"))
@@ -102,7 +111,7 @@ def _empty(config: ThinkConfig, slots: int) -> ThinkState:
                        lengths=jnp.ones((slots,), jnp.int32),
                        budget=jnp.zeros((slots,), jnp.int32),
                        min_thinking=jnp.zeros((slots,), jnp.int32),
-                       request_key=request_keys(0, jnp.arange(slots)))
+                       request_key=request_keys(0, np.arange(slots)))
   inputs = fill_settings(inputs, config)
   logits = jnp.zeros((slots, config.model.vocab_size), jnp.float32)
   state = init_state(inputs, logits, KVCache.init(config.model, slots, config.cache_len), config)
@@ -176,24 +185,32 @@ class Engine:
                           [request.min_thinking], **dict(request.settings))
 
   def prefill(self, request: Request) -> Prefix:
-    inputs = self.validate(request)
-    inputs = inputs.replace(request_key=request_keys(request.seed, 0))
-    inputs = fill_settings(inputs, self.config)
-    with self._on_mesh():
-      state, hidden = _prefill(self.params, inputs, self._compiled)
-    return Prefix(state=state, hidden=hidden, prompt_tokens=int(inputs.lengths[0]))
+    return self.prefill_batch([request])[0]
 
-  def predicted_thinking(self, prefix: Prefix) -> float:
-    """The budget head's prediction of the thinking this prompt needs, from the prompt
-    alone (the hidden state prefill computed); nan without a head."""
-    if self.budget_head is None:
-      return math.nan
-    return float(math.expm1(max(float(apply_head(self.budget_head, prefix.hidden)[0]), 0.0)))
+  def prefill_batch(self, requests: Sequence[Request]) -> list[Prefix]:
+    """Prefills several requests in one call (a burst of arrivals costs one prefill). The
+    batch is padded to a power of two and the width bucketed, so this compiles a handful
+    of times. Each request is keyed by its own seed, as think_texts(seed=[...]) keys it."""
+    n = len(requests)
+    size = 1 << (n - 1).bit_length()
+    rows = list(requests) + [requests[0]] * (size - n)
+    # Every setting given per row (defaults filled here), so nothing is left to fill and the
+    # whole batch goes to the device as a few arrays.
+    defaults = setting_defaults(self.config)
+    settings = {k: [r.settings.get(k, defaults[k]) for r in rows] for k in REQUEST_SETTINGS}
+    inputs = prepare_inputs(self.tokenizer, [r.prompt for r in rows], self.config,
+                            [parse_budget(r.budget) for r in rows],
+                            [r.min_thinking for r in rows], **settings)
+    inputs = inputs.replace(request_key=request_keys([r.seed for r in rows], 0))
+    with self._on_mesh():
+      state, predicted = _prefill(self.params, inputs, self._compiled, self.budget_head)
+    lengths, predicted = np.asarray(inputs.lengths), np.asarray(predicted)
+    return [Prefix(state, i, int(lengths[i]), float(predicted[i])) for i in range(n)]
 
   def insert(self, prefix: Prefix, slot: int) -> None:
     self._check_slot(slot)
     with self._on_mesh():
-      self.state = _insert(self.state, prefix.state, jnp.int32(slot))
+      self.state = _insert(self.state, prefix.state, jnp.int32(prefix.row), jnp.int32(slot))
 
   # -- decoding ---------------------------------------------------------------------------
 
@@ -226,7 +243,7 @@ class Engine:
     impl = jax.random.key_impl(self.state.keys)
     row = saved.replace(keys=jax.random.wrap_key_data(saved.keys, impl=impl))
     with self._on_mesh():
-      self.state = _insert(self.state, row, jnp.int32(slot))
+      self.state = _insert(self.state, row, jnp.int32(0), jnp.int32(slot))
 
   def free(self, slot: int) -> None:
     self._check_slot(slot)

@@ -11,7 +11,7 @@ Policies (`SchedulerConfig.policy`):
            its predicted class, so hard requests never occupy the fast slots.
   spf      shortest predicted thinking first.
 The prediction comes from the prompt alone: the budget head reads the hidden state at
-`<think>` that prefill computed anyway (`Engine.predicted_thinking`).
+`<think>` that prefill computed anyway (`Prefix.predicted_thinking`).
 
 Adaptive batching: each round is one `generate(k)` call that also returns as soon as a
 request finishes (its completion is reported, its slot refilled, at once). k is small while
@@ -52,7 +52,8 @@ class SchedulerConfig:
   steps_idle: int = 64             # k when every slot is busy and nothing waits
   adaptive: bool = True            # False: always steps_busy, and no return on a finish
   preempt_after: int = 48          # thinking tokens before a request may be paused
-  max_pause_s: float = 1.0         # a paused request goes ahead of new work after this long
+  max_wait_s: float = 1.0          # spf / preempt: a request waiting (or paused) this long
+                                   # goes first, oldest first: no starvation under load
   hard_threshold: float = 64.0     # predicted thinking tokens from which a request is "hard"
   fast_slots: int | None = None    # pools: slots of the fast pool (default: 3/4 of them)
 
@@ -127,6 +128,7 @@ class Scheduler:
     self.paused: list[_Tracked] = []       # evicted to host (preempt)
     self.live: dict[int, _Tracked] = {}
     self.preemptions = 0
+    self._last_view = None
     self.rejected = collections.Counter()
     self.generated_tokens = 0
 
@@ -174,8 +176,10 @@ class Scheduler:
     self._admit()
     if not self.live:
       return done
-    full = len(self.live) == self.engine.slots
-    short = not self.config.adaptive or bool(self.waiting or self.paused) or not full
+    # A free slot: keep the call short, an arrival during it can start within k steps.
+    # Every slot busy: a long call, since it returns as soon as a request finishes anyway
+    # (that is when waiting work can be admitted).
+    short = not self.config.adaptive or len(self.live) < self.engine.slots
     self.engine.generate(self.config.steps_busy if short else self.config.steps_idle,
                          return_on_finish=self.config.adaptive)
     return done + self._read_back()
@@ -210,14 +214,16 @@ class Scheduler:
     return out
 
   def _prefill_arrivals(self) -> None:
-    while True:
-      with self._lock:
-        if not self._arrivals:
-          return
-        t = self._arrivals.popleft()
-      t.prefix = self.engine.prefill(t.request)
-      t.prompt_tokens = t.prefix.prompt_tokens
-      t.predicted = self.engine.predicted_thinking(t.prefix)
+    # One prefill call per round, of at most 2x slots arrivals (more than could start in
+    # this round; the rest wait for the next), so a burst never compiles a huge batch.
+    with self._lock:
+      n = min(len(self._arrivals), 2 * self.engine.slots)
+      arrivals = [self._arrivals.popleft() for _ in range(n)]
+    if not arrivals:
+      return
+    for t, prefix in zip(arrivals, self.engine.prefill_batch([t.request for t in arrivals])):
+      t.prefix, t.prompt_tokens = prefix, prefix.prompt_tokens
+      t.predicted = prefix.predicted_thinking
       t.klass = "hard" if t.predicted >= self.config.hard_threshold else "easy"
       self.waiting.append(t)
 
@@ -227,16 +233,23 @@ class Scheduler:
   def _next_for(self, slot: int) -> _Tracked | None:
     policy = self.config.policy
     if policy == "pools":
+      # Work-conserving in one direction: an easy request may take an idle thinking slot
+      # (it leaves soon), a hard one never takes a fast slot.
       fits = [t for t in self.waiting if t.klass == self.pool_of_slot[slot]]
+      if not fits and self.pool_of_slot[slot] == "hard":
+        fits = self.waiting
       return fits[0] if fits else None
+    now = self.clock()
+    starved = [t for t in self.paused + self.waiting
+               if now - (t.slot_since if t.saved is not None else t.arrival)
+               > self.config.max_wait_s]
+    if starved:  # spf / preempt: long waiters first, oldest first
+      return min(starved, key=lambda t: t.arrival)
     if policy == "spf" and self.waiting:
       return min(self.waiting, key=lambda t: (t.predicted, t.arrival))
-    # preempt: new work first, unless a paused request has waited past max_pause_s (no
-    # starvation of the long thinkers under sustained load).
-    if self.paused and (not self.waiting or
-                        self.clock() - self.paused[0].slot_since > self.config.max_pause_s):
-      return self.paused[0]
-    return self.waiting[0] if self.waiting else None
+    if self.waiting:  # preempt: new work before paused work
+      return self.waiting[0]
+    return self.paused[0] if self.paused else None
 
   def _admit(self) -> None:
     if self.config.policy == "preempt":
@@ -260,9 +273,11 @@ class Scheduler:
   def _preempt(self) -> None:
     """Pauses long thinkers while new work waits and no slot is free."""
     need = len(self.waiting) - len(self._free_slots())
-    if need <= 0:
+    if need <= 0 or self._last_view is None:
       return
-    view = self.engine.view()
+    # The last read-back is current for every live slot: all were in place for the last
+    # generate, and nothing has run since (a fresh view would cost a transfer per round).
+    view = self._last_view
     # Each request is paused at most once: a resumed one runs to its end.
     candidates = sorted(
         (s for s, t in self.live.items()
@@ -293,7 +308,7 @@ class Scheduler:
         t.on_event("tokens", (tokens, segments))
 
   def _read_back(self) -> list[Completion]:
-    view = self.engine.view()
+    view = self._last_view = self.engine.view()
     out = []
     for slot, t in list(self.live.items()):
       self._read_slot(t, view, slot)

@@ -88,9 +88,13 @@ def setting_defaults(config: ThinkConfig) -> dict:
 def request_keys(seed, index) -> Array:
   """A request's PRNG key from its seed and its index within the call: the one derivation
   think_texts and the serving engine share, so a request samples alike in both."""
-  seed, index = jnp.broadcast_arrays(jnp.asarray(seed, jnp.uint32), jnp.asarray(index, jnp.uint32))
-  return jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seed.ravel(),
-                                                                         index.ravel())
+  seed, index = np.broadcast_arrays(np.asarray(seed, np.uint32), np.asarray(index, np.uint32))
+  return _request_keys(seed.ravel(), index.ravel())
+
+
+@jax.jit
+def _request_keys(seed, index):  # jitted: an eager vmap re-traces on every call
+  return jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seed, index)
 
 
 def fill_settings(inputs: ThinkInputs, config: ThinkConfig, rng=None) -> ThinkInputs:
