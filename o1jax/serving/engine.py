@@ -10,7 +10,8 @@ operation is a compiled function of that state:
                                  (prefill_batch: a burst of arrivals in one call)
   insert(prefix, slot)           that row into a slot
   generate(k)                    up to k `decode_step`s for every live slot, one call; it
-                                 returns early when no slot is live
+                                 returns early when no slot is live (or, if asked, as soon
+                                 as one finishes)
   evict(slot) -> SavedSlot       the slot's row (KV and controller) copied to host, slot freed
   resume(saved, slot)            the row back, bit for bit, in any free slot
   free(slot)                     the slot marked DONE (a cancel, or after reading a result)
@@ -18,7 +19,8 @@ operation is a compiled function of that state:
 `generate` runs `o1jax.thinking.loop.run_steps`, i.e. exactly `think()`'s step, so a
 request's tokens equal `think()` on that request alone (tested), however it was scheduled.
 Per-request settings are arrays, so one program serves requests with any settings;
-prompt widths are bucketed to powers of two, so prefill compiles once per bucket.
+prefill batches and prompt widths are bucketed to powers of two, so prefill compiles once
+per (batch, width) bucket.
 """
 
 from __future__ import annotations
