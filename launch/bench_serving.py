@@ -131,24 +131,10 @@ def main(argv):
                                              preempt_after=_PREEMPT_AFTER.value,
                                              fast_slots=min(_FAST_SLOTS.value, slots - 1)))
 
-  # Compile everything once, so no run below pays for it: every prefill batch size the
-  # scheduler uses (powers of two up to 2x slots) at every prompt-width bucket of the mix,
-  # and evict/resume.
-  from o1jax.serving import Request
-  from o1jax.thinking import bucket_width
+  # Compile everything once (every prefill batch and width bucket of the mix, evict and
+  # resume), so no run below pays for it.
   sched = scheduler("preempt")
-  prompts = pools["easy"] + pools["hard"]
-  width = lambda p: bucket_width(len(tokenizer.encode_prompt(p)), config.cache_len)
-  shortest = min(prompts, key=width)
-  for w in sorted({width(p) for p in prompts}):
-    longest = next(p for p in prompts if width(p) == w)
-    b = 1
-    while b <= 2 * slots:
-      sched.engine.prefill_batch([Request(longest)] + [Request(shortest)] * (b - 1))
-      b *= 2
-  sched.engine.insert(sched.engine.prefill(Request(pools["easy"][0])), 0)
-  sched.engine.resume(sched.engine.evict(0), 0)
-  sched.engine.free(0)
+  sched.engine.warm_up(pools["easy"] + pools["hard"])
   wl.drive(sched, wl.article_stream(2 * slots, 0.0, _SEED.value + 1, pools=pools))
   n_cap = _CAPACITY_REQUESTS.value or 60 * slots
   cap_stream = wl.article_stream(n_cap, 0.0, _SEED.value + 2, pools=pools)

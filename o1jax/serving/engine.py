@@ -256,6 +256,31 @@ class Engine:
     if not 0 <= slot < self.slots:
       raise ValueError(f"slot {slot} is out of range for {self.slots} slots")
 
+  # -- compilation ------------------------------------------------------------------------
+
+  def warm_up(self, prompts: Sequence[Any], max_batch: int | None = None) -> dict[str, int]:
+    """Compiles what serving these prompts will use, so no request waits for it: prefill
+    at every batch bucket up to `max_batch` (default 2x slots, the scheduler's largest)
+    for every prompt-width bucket among `prompts`, then insert, generate, view, evict,
+    resume and free. Leaves every slot free; returns `compilations()`."""
+    from o1jax.thinking.api import bucket_width
+    max_batch = max_batch or 2 * self.slots
+    width = lambda p: bucket_width(len(self.tokenizer.encode_prompt(p)), self.config.cache_len)
+    shortest = min(prompts, key=width)
+    for w in sorted({width(p) for p in prompts}):
+      longest = next(p for p in prompts if width(p) == w)
+      b = 1
+      while b <= max_batch:
+        prefixes = self.prefill_batch([Request(longest, budget=1)] +
+                                      [Request(shortest, budget=1)] * (b - 1))
+        b *= 2
+    self.insert(prefixes[0], 0)
+    self.generate(1, return_on_finish=True)
+    self.view()
+    self.resume(self.evict(0), 0)
+    self.free(0)
+    return self.compilations()
+
   # -- accounting -------------------------------------------------------------------------
 
   def kv_bytes_per_token(self) -> int:

@@ -186,17 +186,16 @@ def create_app(engine: Engine, scheduler_config: SchedulerConfig = SchedulerConf
 
 
 def _warm_up(scheduler: Scheduler) -> None:
-  """Tiny requests through every slot function, so the first clients do not wait for
-  compilation: prompt widths 8 and 16 for a plain tokenizer (the task prompts of the
-  embedded model), one chat prompt otherwise; other widths compile on first use."""
+  """Compiles every slot function before the first client (Engine.warm_up): every prefill
+  batch bucket at prompt widths 8, 16 and 32 for a plain tokenizer (the task prompts of the
+  embedded model), at one chat prompt's width otherwise; other widths compile on first
+  use."""
   tok = scheduler.engine.tokenizer
   if getattr(tok, "use_chat_template", False):
     prompts = [[{"role": "user", "content": "Hi"}]]
-  else:
-    prompts = ["1+1=", "1+1=" + "1" * 10]   # with <think>: 5 and 15 tokens
-  for i, prompt in enumerate(prompts):
-    scheduler.submit(Request(prompt=prompt, budget=2, id=f"warmup-{i}"))
-    scheduler.run_until_idle()
+  else:   # with <think>: 5, 15 and 25 tokens
+    prompts = ["1+1=", "1+1=" + "1" * 10, "1+1=" + "1" * 20]
+  scheduler.engine.warm_up(prompts)
 
 
 def _authorize(http: HttpRequest, api_key: str | None) -> None:
