@@ -13,6 +13,7 @@ and OUT/summary.json (capacity, engine vs think() tokens/s, compilations, the go
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import time
@@ -20,7 +21,8 @@ import time
 import jax
 from absl import app, flags
 
-_POLICIES = flags.DEFINE_list("policies", ["fcfs", "preempt", "pools", "spf"], "Policies.")
+_POLICIES = flags.DEFINE_list("policies", ["static", "fcfs", "preempt", "pools", "spf"],
+                              "Policies (static: think() on batches, the pre-engine baseline).")
 _LOADS = flags.DEFINE_list("loads", ["0.5", "0.8", "0.95"], "Shares of measured capacity.")
 _DURATION = flags.DEFINE_float("duration_s", 20.0, "Seconds of arrivals per (policy, load).")
 _SLOTS = flags.DEFINE_integer("slots", 8, "Engine slots.")
@@ -34,6 +36,9 @@ _PREEMPT_AFTER = flags.DEFINE_integer("preempt_after", 48, "preempt: thinking to
                                       "request may be paused.")
 _FAST_SLOTS = flags.DEFINE_integer("fast_slots", 5, "pools: slots of the fast pool (hard "
                                    "requests carry about a third of the tokens: 3 of 8).")
+_CLOCK = flags.DEFINE_enum("clock", "cost", ["cost", "wall"], "cost: time from a cost model "
+                           "of the engine's calls measured first (reproducible on a VM whose "
+                           "speed drifts; every token is still decoded); wall: real time.")
 _CAPACITY_REQUESTS = flags.DEFINE_integer("capacity_requests", 0, "Closed-loop requests for "
                                           "the capacity run (0: 60 per slot).")
 
@@ -115,7 +120,7 @@ def _plot(rows_by_run, out_png):
 
 def main(argv):
   del argv
-  from o1jax.serving import Engine, Scheduler, SchedulerConfig
+  from o1jax.serving import Engine, Scheduler, SchedulerConfig, cost_clock
   from o1jax.serving import workload as wl
   from o1jax.thinking import make_think_config
   os.makedirs(_OUT.value, exist_ok=True)
@@ -125,21 +130,34 @@ def main(argv):
   slots = _SLOTS.value
   pools = wl.prompt_pools(_SEED.value)
 
+  costs = None
+
   def scheduler(policy):
+    """A fresh engine and scheduler, and the clock both read."""
     engine = Engine(params, tokenizer, config, slots, budget_head=head)
-    return Scheduler(engine, SchedulerConfig(policy=policy, hard_threshold=_HARD_THRESHOLD.value,
-                                             preempt_after=_PREEMPT_AFTER.value,
-                                             fast_slots=min(_FAST_SLOTS.value, slots - 1)))
+    clock = time.monotonic
+    if costs is not None:
+      clock = cost_clock.CostClock()
+      engine = cost_clock.ClockedEngine(engine, costs, clock)
+    cfg = SchedulerConfig(policy=policy, hard_threshold=_HARD_THRESHOLD.value,
+                          preempt_after=_PREEMPT_AFTER.value,
+                          fast_slots=min(_FAST_SLOTS.value, slots - 1))
+    return Scheduler(engine, cfg, clock=clock), clock
 
   # Compile everything once (every prefill batch and width bucket of the mix, evict and
   # resume), so no run below pays for it.
-  sched = scheduler("preempt")
+  sched, _ = scheduler("preempt")
   sched.engine.warm_up(pools["easy"] + pools["hard"])
   wl.drive(sched, wl.article_stream(2 * slots, 0.0, _SEED.value + 1, pools=pools))
+  if _CLOCK.value == "cost":
+    costs = cost_clock.CostModel.measure(sched.engine, pools["hard"])
+    print("cost model (ms): " + ", ".join(f"{k} {v * 1e3:.3f}"
+                                         for k, v in dataclasses.asdict(costs).items()))
   n_cap = _CAPACITY_REQUESTS.value or 60 * slots
   cap_stream = wl.article_stream(n_cap, 0.0, _SEED.value + 2, pools=pools)
   # Saturation: 8 requests per slot in the system, so a slot never waits for work.
-  capacity, _, cap_wall = wl.capacity(scheduler("fcfs"), cap_stream, concurrency=8 * slots)
+  sched, clock = scheduler("fcfs")
+  capacity, _, cap_wall = wl.capacity(sched, cap_stream, concurrency=8 * slots, clock=clock)
   print(f"capacity: {capacity:.2f} requests/s ({n_cap} requests in {cap_wall:.1f} s, "
         f"{slots} slots, {8 * slots} in the system at all times)")
   versus = _engine_vs_think(params, tokenizer, config, pools["easy"][:slots // 2] +
@@ -158,8 +176,8 @@ def main(argv):
     streams[load] = wl.stream_stats(stream, pools)
     for policy in _POLICIES.value:
       print(f"{policy} at {load:.0%} ({rate:.2f} requests/s, {len(stream)} requests)")
-      sched = scheduler(policy)
-      done, wall = wl.drive(sched, stream, log=print)
+      sched, clock = scheduler(policy)
+      done, wall = wl.drive(sched, stream, clock=clock, log=print)
       kv = sched.engine.kv_bytes_per_token()
       rows += wl.summarize(policy, load, stream, done, wall, kv)
       rejected[f"{policy}@{load}"] = sched.rejected["queue_full"]
@@ -193,7 +211,7 @@ def main(argv):
                                   (p, load, k)), None)
   if "fcfs" in _POLICIES.value and 0.8 in map(float, _LOADS.value):
     fcfs_easy, fcfs_all = pick("fcfs", 0.8, "easy"), pick("fcfs", 0.8, "all")
-    others = [p for p in _POLICIES.value if p != "fcfs"]
+    others = [p for p in _POLICIES.value if p not in ("fcfs", "static")]
     if others:
       best = min(others, key=lambda p: pick(p, 0.8, "easy")["p99_s"])
       goals = dict(
@@ -203,7 +221,9 @@ def main(argv):
       goals["met_p99_5x"] = goals["easy_p99_ratio"] >= 5
       goals["met_throughput_95"] = goals["throughput_ratio"] >= 0.95
   goals["met_engine_90"] = versus["engine_over_think"] >= 0.9
-  summary = dict(slots=slots, capacity_rps=capacity, capacity_requests=n_cap,
+  summary = dict(clock=_CLOCK.value,
+                 cost_model=dataclasses.asdict(costs) if costs is not None else None,
+                 slots=slots, capacity_rps=capacity, capacity_requests=n_cap,
                  duration_s=_DURATION.value, seed=_SEED.value, streams=streams,
                  rejected_queue_full=rejected,
                  engine_vs_think=versus, compilations_after_warmup=compiles_before,

@@ -171,3 +171,27 @@ def test_sharded_serving_on_8_devices_matches_one_device(model, config):
   assert one == many
   assert sched.engine.state.cache.k[0].sharding.spec[0] == "data"
   assert sched.preemptions > 0
+
+
+def test_cost_clock_advances_by_the_modelled_cost_of_each_call(model, config):
+  # The benchmark's time: each call moves the clock by its modelled cost, whatever the
+  # machine did meanwhile, and the scheduler's latencies are read off that clock.
+  from o1jax.serving.cost_clock import ClockedEngine, CostClock, CostModel
+  params, _ = model
+  costs = CostModel(step_s=1.0, generate_call_s=10.0, prefill_call_s=100.0, prefill_row_s=1000.0,
+                    insert_s=1e4, view_s=1e5, evict_s=1e6, resume_s=1e7, free_s=1e8)
+  clock = CostClock()
+  engine = ClockedEngine(Engine(params, TOK, config, slots=2), costs, clock)
+  prefixes = engine.prefill_batch([Request("12+34="), Request("5+6=")])
+  assert clock() == 100 + 2 * 1000
+  engine.insert(prefixes[0], 0)
+  steps = engine.generate(3)
+  assert steps == 3 and clock() == 2100 + 1e4 + 10 + 3
+  clock = CostClock()
+  sched = Scheduler(ClockedEngine(Engine(params, TOK, config, slots=2), costs, clock),
+                    clock=clock)
+  sched.submit(Request("12+34=", id="a"))
+  (done,) = sched.run_until_idle()
+  # Arrived at 0; done after one prefill, one insert, its steps, the views and its free.
+  assert done.arrival == 0.0 and done.latency == clock() >= 1100 + 1e4 + 1e5 + 1e8
+  assert _text(done, Segment.ANSWER).startswith("46")

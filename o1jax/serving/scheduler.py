@@ -1,8 +1,10 @@
 """Scheduling a bimodal reasoning load over the engine's slots.
 
 Policies (`SchedulerConfig.policy`):
-  fcfs     first come, first served: the baseline whose head-of-line blocking the article
-           describes (a hard request holds a slot for the time of many easy ones).
+  static   what `think()` on a batch does: admit a batch of up to S requests only when every
+           slot is free, run it to its end; a request arriving meanwhile waits for the whole
+           batch, its hardest member included (the article's head-of-line blocking).
+  fcfs     first come, first served into any free slot (continuous batching): the baseline.
   preempt  fcfs, but when new work waits and no slot is free, the live request that has
            thought longest (past `preempt_after` tokens) is paused: its KV cache and
            controller go to host (`Engine.evict`) and come back bit for bit
@@ -37,7 +39,7 @@ import numpy as np
 from o1jax.serving.engine import Engine, Prefix, Request, SavedSlot
 from o1jax.thinking.config import Phase, StopReason
 
-POLICIES = ("fcfs", "preempt", "pools", "spf")
+POLICIES = ("static", "fcfs", "preempt", "pools", "spf")
 
 
 class QueueFull(RuntimeError):
@@ -254,6 +256,8 @@ class Scheduler:
   def _admit(self) -> None:
     if self.config.policy == "preempt":
       self._preempt()
+    if self.config.policy == "static" and self.live:
+      return   # the running batch ends before the next one starts
     for slot in self._free_slots():
       t = self._next_for(slot)
       if t is None:
