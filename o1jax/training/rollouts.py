@@ -26,7 +26,7 @@ from o1jax.tasks.base import Problem
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import UNLIMITED, ThinkConfig, decode_result, think
 from o1jax.thinking.api import Thought
-from o1jax.thinking.state import ThinkInputs
+from o1jax.thinking.state import ThinkInputs, request_keys
 
 TOK = CharTokenizer()
 SEMI_ID = TOK.encode(";")[0]   # the step delimiter token
@@ -86,9 +86,11 @@ def continue_thinking(params, config: ThinkConfig, prompts: Sequence[str],
         tokens=jnp.asarray(TOK.pad_batch([ids[r] for r in rows], width)),
         lengths=jnp.asarray([len(ids[r]) for r in rows], jnp.int32),
         budget=jnp.asarray([min(budgets[r], UNLIMITED) for r in rows], jnp.int32),
-        min_thinking=jnp.asarray([mins[r] for r in rows], jnp.int32))
-    rng = jax.random.fold_in(jax.random.key(seed), start)
-    result = think(params, inputs, config, rng, heads)
+        min_thinking=jnp.asarray([mins[r] for r in rows], jnp.int32),
+        # Keyed by the prompt's index, as think_texts keys it: a rollout samples the same
+        # tokens whatever the batch size or its neighbours.
+        request_key=request_keys(seed, np.asarray(rows)))
+    result = think(params, inputs, config, heads=heads)
     n = min(batch_size, len(ids) - start)
     out += decode_result(result, TOK, [prompts[r] for r in rows])[:n]
   return out
