@@ -152,8 +152,16 @@ def _head_confidence(s: ThinkState, due, hidden, heads, config: ThinkConfig) -> 
 def decode_step(s: ThinkState, params, config: ThinkConfig, heads=None) -> ThinkState:
   """One token for every live sequence: choose it, feed it, update the stop rules.
 
-  The single step of the budget controller: `think()` and the serving engine both run it.
+  The single step of the budget controller: `think()`, the serving engine and search all
+  run it.
   """
+  return decode_step_with_hidden(s, params, config, heads)[0]
+
+
+def decode_step_with_hidden(s: ThinkState, params, config: ThinkConfig, heads=None):
+  """`decode_step`, also returning the final hidden state [batch, embed] of the token each
+  row fed (garbage for rows that fed nothing): search scores a finished step with a PRM
+  head from it, with no second forward pass."""
   table, table_len = forced_table(config)
   s, token, segment = _choose_token(s, config, table, table_len)
   live = segment != Segment.PAD
@@ -193,7 +201,7 @@ def decode_step(s: ThinkState, params, config: ThinkConfig, heads=None) -> Think
 
   # A sequence whose cache is full stops wherever it is.
   s = s.replace(phase=_where(s.position >= config.cache_len, Phase.DONE, s.phase))
-  return s
+  return s, hidden[:, 0]
 
 
 def run_steps(s: ThinkState, params, config: ThinkConfig, max_steps, heads=None,

@@ -1,0 +1,160 @@
+"""Test-time search: selection rules, accounting, budgets, layout independence, backtracking,
+and checker-guided beam search solving problems that greedy decoding fails."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o1jax import tasks
+from o1jax.search import Candidate, SearchConfig, choose, search
+from o1jax.search import select
+from o1jax.tasks.tokenizer import CharTokenizer
+from o1jax.thinking import make_think_config, think_texts
+from o1jax.training.prm import checker_labels
+
+TOK = CharTokenizer()
+COUNTDOWN = tasks.get_task("countdown")
+
+
+def _cand(index, answer, steps=(), final=float("nan")):
+  return Candidate(index=index, thinking="", answer=answer, step_scores=tuple(steps),
+                   final_score=final)
+
+
+def test_selection_rules_and_deterministic_ties():
+  c = [_cand(0, "7", (0.9, 0.1), 0.1), _cand(1, "8", (0.6, 0.7), 0.9),
+       _cand(2, " 8", (0.5, 0.5), 0.3), _cand(3, "7", (0.9, 0.9), 0.2)]
+  assert select.aggregate((0.9, 0.2), "min") == pytest.approx(0.2)
+  assert select.aggregate((0.9, 0.2), "last") == pytest.approx(0.2)
+  assert select.aggregate((0.5, 0.4), "prod") == pytest.approx(0.2)
+  assert select.aggregate((), "min") == 0.0
+  # "8" and " 8" are one answer; 2 votes each for 7 and 8: the first seen (7) wins.
+  assert choose(c, "majority").index == 0
+  assert choose(c, "best:prm_min").index == 3          # min scores .1 .6 .5 .9
+  assert choose(c, "best:prm_last").index == 3
+  assert choose(c, "best:orm").index == 1
+  assert choose(c, "vote:prm_min").answer == "8"       # 8: .6+.5 = 1.1 > 7: .1+.9
+  # Equal best scores: the lowest index wins, whatever the list order.
+  tied = [_cand(5, "1", (0.5,)), _cand(2, "2", (0.5,)), _cand(9, "3", (0.5,))]
+  assert choose(tied, "best:prm_last").index == 2
+  assert choose(tied[::-1], "vote:prm_last").index == 2
+  with pytest.raises(ValueError, match="unknown selector"):
+    choose(c, "best_of")
+  with pytest.raises(ValueError, match="aggregate"):
+    select.aggregate((0.5,), "mean")
+
+
+def test_search_config_rejects_bad_values():
+  with pytest.raises(ValueError, match="strategy"):
+    SearchConfig(strategy="mcts")
+  with pytest.raises(ValueError, match="multiple of beam_width"):
+    SearchConfig(strategy="beam", n=6, beam_width=4)
+  with pytest.raises(ValueError, match="backtrack_threshold"):
+    SearchConfig(backtrack_threshold=1.5)
+
+
+@pytest.fixture(scope="module")
+def setup(model):
+  params, config = model
+  return params, make_think_config(config, TOK, 192, max_answer_tokens=16)
+
+
+def _heads():
+  """A random PRM/ORM head: the tests below check mechanics, not the head's quality."""
+  from o1jax.model.heads import HeadConfig, init_head
+  make = lambda kind, s: init_head(HeadConfig(128, 16, kind), jax.random.key(s))
+  return {"prm": make("prm", 1), "orm": make("orm", 2)}
+
+
+def test_sampling_accounting_budgets_and_layout(setup):
+  params, tc = setup
+  problems = COUNTDOWN.generate_problems(3, 3, 3, split="eval")
+  prompts = [p.prompt for p in problems]
+  budgets = [6, 20, None]   # None: unlimited
+  cfg = SearchConfig(strategy="sample", n=4, temperature=1.0, rows_per_batch=4, seed=3)
+  res = search(params, TOK, prompts, tc, cfg, heads=_heads(), budgets=budgets)
+  for i, cands in enumerate(res.candidates):
+    assert len(cands) == 4
+    # Token accounting: the rows decoded exactly the tokens of the solutions they produced.
+    assert res.compute[i].generated_tokens == sum(c.tokens for c in cands)
+    assert res.compute[i].prompt_tokens == len(TOK.encode_prompt(prompts[i]))
+    # One PRM read per step end, one ORM read per finished answer.
+    reads = sum(len(c.step_scores) + (not np.isnan(c.final_score)) for c in cands)
+    assert res.compute[i].reward_evaluations == reads
+    for c in cands:  # per-request budgets hold inside search
+      assert c.thinking_tokens <= (budgets[i] or 10**9)
+      if c.thinking_tokens == budgets[i]:
+        assert c.stop_reason == "budget"
+  assert {c.stop_reason for c in res.candidates[0]} == {"budget"}
+  # Another batch layout (all three problems in one batch) gives the same solutions.
+  again = search(params, TOK, prompts, tc, cfg.__class__(**{**cfg.__dict__,
+                                                             "rows_per_batch": 12}),
+                 heads=_heads(), budgets=budgets)
+  for a, b in zip(res.candidates, again.candidates):
+    assert [(c.thinking, c.answer) for c in a] == [(c.thinking, c.answer) for c in b]
+    np.testing.assert_allclose([c.step_scores[:2] for c in a if len(c.step_scores) > 1],
+                               [c.step_scores[:2] for c in b if len(c.step_scores) > 1],
+                               rtol=1e-5)
+  # Sample j of a problem is the same sample whatever N is (nested pools).
+  more = search(params, TOK, prompts[:1], tc, cfg.__class__(**{**cfg.__dict__, "n": 8}),
+                budgets=budgets[:1])
+  assert [c.thinking for c in more.candidates[0][:4]] == [c.thinking
+                                                          for c in res.candidates[0]]
+
+
+def test_a_single_beam_path_is_greedy_decoding_and_a_backtrack_restores_exactly(setup):
+  """At temperature 0 a one-row dvts is greedy decoding. A scorer that rejects step 2 the
+  first time it sees it makes the beam back up to step 1 and decode again: greedy must
+  rewrite the same step (the cache, position and logits were restored exactly), and the
+  rejected step's tokens are charged."""
+  params, tc = setup
+  problems = COUNTDOWN.generate_problems(11, 3, 2, split="eval")
+  prompts = [p.prompt for p in problems]
+  greedy = think_texts(params, TOK, prompts, tc)
+  seen = set()
+
+  def trap(i, steps):
+    if len(steps) == 2 and i not in seen:
+      seen.add(i)
+      return 0.0
+    return 1.0
+
+  cfg = SearchConfig(strategy="dvts", n=1, beam_width=1, temperature=0.0,
+                     backtrack_threshold=0.5, max_backtracks=1, rows_per_batch=2)
+  res = search(params, TOK, prompts, tc, cfg, host_scorer=trap)
+  plain = search(params, TOK, prompts, tc, cfg.__class__(**{**cfg.__dict__,
+                                                            "backtrack_threshold": 0.0}),
+                 host_scorer=trap)
+  assert res.backtracks == [1, 1]
+  for i, g in enumerate(greedy):
+    (c,), (p,) = res.candidates[i], plain.candidates[i]
+    assert (c.thinking, c.answer) == (g.thinking, g.answer) == (p.thinking, p.answer)
+    assert p.tokens == plain.compute[i].generated_tokens
+    step2 = len(TOK.encode(";" + g.thinking.split(";")[1]))  # the rejected step's tokens
+    assert res.compute[i].generated_tokens == p.tokens + step2
+    assert res.compute[i].refed_tokens == 1
+
+
+@pytest.mark.parametrize("strategy", ["beam", "dvts"])
+def test_checker_guided_search_solves_problems_greedy_fails(setup, strategy):
+  """A damaged policy (seeded weight noise) fails countdown problems greedily; search with
+  the exact step checker as its scorer solves a good share of exactly those."""
+  params, tc = setup
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(0), len(leaves))
+  noisy = jax.tree.unflatten(tree, [
+      x + 0.25 * jnp.std(x) * jax.random.normal(k, x.shape) if x.ndim >= 2 else x
+      for x, k in zip(leaves, keys)])
+  pool = COUNTDOWN.generate_problems(5, 2, 24, split="eval")
+  greedy = think_texts(noisy, TOK, [p.prompt for p in pool], tc)
+  failed = [p for p, g in zip(pool, greedy) if not COUNTDOWN.verify(p, g.answer)]
+  assert len(failed) >= 4, "the noisy policy should fail several problems greedily"
+  scorer = lambda i, steps: float(checker_labels(failed[i], steps)[-1])
+  cfg = SearchConfig(strategy=strategy, n=8, beam_width=4, temperature=1.0,
+                     backtrack_threshold=0.5 if strategy == "dvts" else 0.0,
+                     rows_per_batch=64)
+  res = search(noisy, TOK, [p.prompt for p in failed], tc, cfg, host_scorer=scorer)
+  solved = [COUNTDOWN.verify(p, choose(c, "best:prm_min").answer)
+            for p, c in zip(failed, res.candidates) if c]
+  assert sum(solved) >= max(2, len(failed) // 4), (sum(solved), len(failed))
