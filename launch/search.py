@@ -54,22 +54,6 @@ _ROWS = flags.DEFINE_integer("rows_per_batch", 256, "Rows per compiled batch.")
 _OUT = flags.DEFINE_string("out", "runs/search", "Output directory.")
 
 
-def distinct_problems(tasks_lib, tasks, difficulties, n, seed):
-  out = []
-  for name in tasks:
-    task = tasks_lib.get_task(name)
-    for d in difficulties:
-      pool, seen = [], set()
-      for p in task.generate_problems(seed, d, 20 * n, split="eval"):
-        if p.prompt not in seen:
-          seen.add(p.prompt)
-          pool.append(p)
-      if len(pool) < n:
-        raise ValueError(f"{name} level {d} has only {len(pool)} distinct held-out prompts")
-      out += pool[:n]
-  return out
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -99,7 +83,7 @@ def main(argv):
   config = make_think_config(model_config, tok, model_config.max_seq_len, max_answer_tokens=16)
   heads_dir = _HEADS.value or SHIPPED_DIR
   heads = {k: load_head(heads_dir, k)[0].head for k in ("prm", "orm")}
-  problems = distinct_problems(tasks_lib, _TASKS.value, [int(d) for d in _DIFFICULTY.value],
+  problems = tasks_lib.distinct_problems(_TASKS.value, [int(d) for d in _DIFFICULTY.value],
                                _NUM_PROBLEMS.value, _SEED.value)
   prompts = [p.prompt for p in problems]
   verify = lambda i, answer: tasks_lib.get_task(problems[i].task).verify(problems[i], answer)

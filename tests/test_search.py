@@ -9,9 +9,10 @@ import pytest
 from o1jax import tasks
 from o1jax.search import Candidate, SearchConfig, choose, search
 from o1jax.search import select
+from o1jax import search as search_lib
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import make_think_config, think_texts
-from o1jax.training.prm import checker_labels
+from o1jax.search.scorers import checker_scorer
 
 TOK = CharTokenizer()
 COUNTDOWN = tasks.get_task("countdown")
@@ -114,7 +115,7 @@ def test_a_single_beam_path_is_greedy_decoding_and_a_backtrack_restores_exactly(
   greedy = think_texts(params, TOK, prompts, tc)
   seen = set()
 
-  def trap(i, steps):
+  def trap(i, steps, closed):
     if len(steps) == 2 and i not in seen:
       seen.add(i)
       return 0.0
@@ -150,7 +151,7 @@ def test_checker_guided_search_solves_problems_greedy_fails(setup, strategy):
   greedy = think_texts(noisy, TOK, [p.prompt for p in pool], tc)
   failed = [p for p, g in zip(pool, greedy) if not COUNTDOWN.verify(p, g.answer)]
   assert len(failed) >= 4, "the noisy policy should fail several problems greedily"
-  scorer = lambda i, steps: float(checker_labels(failed[i], steps)[-1])
+  scorer = checker_scorer(failed)
   cfg = SearchConfig(strategy=strategy, n=8, beam_width=4, temperature=1.0,
                      backtrack_threshold=0.5 if strategy == "dvts" else 0.0,
                      rows_per_batch=64)
@@ -158,3 +159,61 @@ def test_checker_guided_search_solves_problems_greedy_fails(setup, strategy):
   solved = [COUNTDOWN.verify(p, choose(c, "best:prm_min").answer)
             for p, c in zip(failed, res.candidates) if c]
   assert sum(solved) >= max(2, len(failed) // 4), (sum(solved), len(failed))
+
+
+def test_search_on_a_hugging_face_model_splits_steps_by_a_delimiter_string(tmp_path):
+  """A tiny random Qwen3 checkpoint with a BPE tokenizer: steps end at any token holding the
+  delimiter; a one-row greedy search is think_on_hf's greedy decoding, and the rows' token
+  accounting holds."""
+  pytest.importorskip("transformers")
+  from test_hf import _build, _train_tokenizer
+  from o1jax import hf
+  from o1jax.model.heads import HeadConfig, init_head
+  _build("qwen3", str(tmp_path), _train_tokenizer())
+  params, config, tok = hf.load_hf(str(tmp_path))
+  delims = search_lib.delimiter_ids(tok, " ")
+  assert len(delims) > 10 and all(" " in tok.decode([i], stop_at_eos=False) for i in delims)
+  prompts = ["What is 12 + 7?", "hello world"]
+  tc = make_think_config(config, tok, 192, max_answer_tokens=8)
+  prm = {"prm": init_head(HeadConfig(config.embed_dim, 8, "prm"), jax.random.key(0))}
+  one = search(params, tok, prompts, tc, SearchConfig(strategy="dvts", n=1, beam_width=1,
+                                                     temperature=0.0, delimiter=" "),
+               heads=prm, budgets=[24, 24])
+  greedy = hf.think_on_hf((params, config, tok), prompts, [24, 24], cache_len=192,
+                          max_answer_tokens=8)
+  for cands, g in zip(one.candidates, greedy):
+    assert (cands[0].thinking, cands[0].answer) == (g.thinking, g.answer)
+    assert len(cands[0].step_scores) >= 1
+  beam = search(params, tok, prompts, tc, SearchConfig(strategy="beam", n=4, beam_width=2,
+                                                      delimiter=" "), heads=prm,
+                budgets=[24, 24])
+  for cands, c in zip(beam.candidates, beam.compute):
+    assert cands and all(x.thinking_tokens <= 24 for x in cands)
+    assert c.generated_tokens >= max(x.tokens for x in cands)
+
+
+def test_a_separate_trunk_prm_scores_each_step_as_the_offline_prm_does(setup):
+  """The host-side scorer of a PRM with its own trunk gives, at every step of a searched
+  path, the score training's offline `prm.score` gives the finished solution's steps."""
+  from o1jax.model import init_params
+  from o1jax.model.heads import HeadConfig, RewardModel, init_head
+  from o1jax.search.scorers import separate_prm_scorer
+  from o1jax.training import prm
+  from o1jax.training import rollouts as rl
+  params, tc = setup
+  trunk_config = tc.model.replace(embed_dim=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                                  mlp_dim=128)
+  model = RewardModel(HeadConfig(64, 16, "prm"),
+                      init_head(HeadConfig(64, 16, "prm"), jax.random.key(4)), trunk_config,
+                      init_params(trunk_config, jax.random.key(5)))
+  problems = COUNTDOWN.generate_problems(2, 2, 2, split="eval")
+  prompts = [p.prompt for p in problems]
+  res = search(params, TOK, prompts, tc, SearchConfig(strategy="dvts", n=1, beam_width=1,
+                                                     temperature=0.0),
+               host_scorer=separate_prm_scorer(model, prompts))
+  for p, (c,) in zip(problems, res.candidates):
+    item = prm.lay_out([rl.Rollout(p, p.prompt, c.thinking, c.answer, True, 0, "natural")])
+    offline = prm.score(item, model, params, tc.model, batch_size=1)[0]
+    np.testing.assert_allclose(c.step_scores, offline, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="own trunk"):
+    separate_prm_scorer(RewardModel(HeadConfig(128, 16, "prm"), {}), prompts)

@@ -37,9 +37,10 @@ from o1jax.thinking.state import Segment, fill_settings, request_keys
 
 STRATEGIES = ("sample", "beam", "dvts")
 
-# (problem index, the path's steps so far) -> P(the newest step is good): a scorer run on the
-# host, e.g. a task's exact step checker or a PRM on a separate trunk.
-HostScorer = Callable[[int, Sequence[str]], float]
+# (problem index, the path's steps so far, whether the newest step ended the thinking) ->
+# P(the newest step is good): a scorer run on the host, e.g. a task's exact step checker or
+# a PRM on a separate trunk (search/scorers.py).
+HostScorer = Callable[[int, Sequence[str], bool], float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,19 +86,13 @@ class SearchResult:
 
 
 def delimiter_ids(tokenizer, delimiter: str) -> tuple[int, ...]:
-  """Token ids whose text contains the delimiter: a step ends at any of them (a BPE
-  vocabulary has the delimiter inside longer tokens too)."""
-  ids = tokenizer.encode(delimiter)
-  if len(ids) == 1 and tokenizer.decode(ids, stop_at_eos=False) == delimiter:
-    exact = set(ids)
-  else:
-    exact = set()
-  vocab = getattr(tokenizer, "vocab_size", None) or 0
-  found = {i for i in range(vocab)
-           if delimiter in tokenizer.decode([i], stop_at_eos=False)} if not exact else exact
+  """Every token id whose text contains the delimiter: a step ends at any of them (a BPE
+  vocabulary also has the delimiter inside longer tokens, e.g. ".\n\n")."""
+  found = tuple(i for i in range(tokenizer.vocab_size)
+                if delimiter in tokenizer.decode([i], stop_at_eos=False))
   if not found:
     raise ValueError(f"no token of the vocabulary contains the step delimiter {delimiter!r}")
-  return tuple(sorted(found))
+  return found
 
 
 @dataclasses.dataclass
@@ -195,10 +190,10 @@ class _Chunk:
       mirror = self.host_scores[r][:steps_now[r]]
       if len(mirror) < steps_now[r]:
         steps = self._steps(out, r)
+        closed = out["phase"][r] != Phase.THINKING   # its last step ended at the close
         for k in range(len(mirror), steps_now[r]):
-          mirror.append(float(self.host_scorer(self.ids[r // self.n] if
-                                               r // self.n < len(self.ids) else 0,
-                                               steps[:k + 1])))
+          mirror.append(float(self.host_scorer(
+              self.ids[r // self.n], steps[:k + 1], bool(closed and k == steps_now[r] - 1))))
       self.host_scores[r] = mirror
       scores.append(list(mirror))
     out["scores"] = scores
