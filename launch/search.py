@@ -32,8 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLE_FAMILY = {"sample": None, "majority": "majority", "best_of_n_prm_min": "best:prm_min",
                  "best_of_n_prm_last": "best:prm_last", "best_of_n_prm_prod": "best:prm_prod",
                  "best_of_n_orm": "best:orm", "weighted_vote": "vote:prm_min"}
-TREE = {"beam": ("beam", 0.0), "beam_backtrack": ("beam", 0.3), "dvts": ("dvts", 0.0),
-        "dvts_backtrack": ("dvts", 0.3)}
+TREE = {"beam": ("beam", 0.0), "beam_backtrack": ("beam", 0.5), "dvts": ("dvts", 0.0),
+        "dvts_backtrack": ("dvts", 0.5)}
 TREE_SELECTOR = "vote:prm_min"
 
 _STRATEGIES = flags.DEFINE_list("strategies", list(SAMPLE_FAMILY) + list(TREE),

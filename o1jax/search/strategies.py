@@ -304,39 +304,40 @@ class _Chunk:
                             for r in range(self.total_rows)]
 
   def _decide(self, p, out, mine, groups, makers, progress) -> list["_Beam"]:
-    """After a round: finished rows join the pool; a unit whose candidates all fail backs up;
+    """After a round: a unit whose candidates (finished or not) all score under the
+    backtrack threshold backs up; otherwise finished rows join the pool of solutions and
     the best live candidates become the next round's beams."""
     cfg = self.cfg
-    by_unit: dict[int, list[tuple[float, int, int, int]]] = {}
+    by_unit: dict[int, list[tuple[float, int, int, int, bool]]] = {}
     for r, (g, j) in zip(mine, groups):
       if g < 0:
         continue
       unit = makers[g].unit
-      if out["phase"][r] == Phase.DONE:
-        self.candidates[p].append(self._candidate(out, r, len(self.candidates[p])))
-        if cfg.strategy == "beam":
-          progress.slots_left = max(progress.slots_left - 1, 0)
-        else:
-          progress.finished_units.add(unit)
-        continue
       if unit in progress.finished_units:
         continue
       score = aggregate(out["scores"][r], cfg.aggregate)
-      by_unit.setdefault(unit, []).append((-score, g, j, r))
-    if cfg.strategy == "beam" and progress.slots_left == 0:
-      return []
+      by_unit.setdefault(unit, []).append((-score, g, j, r, out["phase"][r] == Phase.DONE))
     kept: list[_Beam] = []
     for unit in sorted(by_unit):
       cands = sorted(by_unit[unit])       # best first; ties by (parent rank, child)
-      newest = [out["scores"][r][-1] if out["scores"][r] else 0.0 for *_, r in cands]
+      newest = [out["scores"][r][-1] if out["scores"][r] else 0.0 for *_, r, _ in cands]
       left = progress.backtracks_left.get(unit, cfg.max_backtracks)
-      if cfg.backtrack_threshold > 0 and left > 0 and max(newest) < cfg.backtrack_threshold:
+      backs_up = (cfg.backtrack_threshold > 0 and left > 0
+                  and max(newest) < cfg.backtrack_threshold)
+      for *_, r, done in cands:
+        if done:   # a finished solution joins the pool either way: it was paid for
+          self.candidates[p].append(self._candidate(out, r, len(self.candidates[p])))
+          if not backs_up and cfg.strategy == "beam":
+            progress.slots_left = max(progress.slots_left - 1, 0)
+          elif not backs_up:
+            progress.finished_units.add(unit)
+      if backs_up:
         progress.backtracks_left[unit] = left - 1
         self.backtracks[p] += 1
         # Every parent beam of the unit backs up, from its best candidate's row (they share
         # the parent's path), to the latest step its PRM still trusted.
         seen = set()
-        for _, g, _, r in cands:
+        for _, g, _, r, _ in cands:
           if g in seen:
             continue
           seen.add(g)
@@ -345,8 +346,12 @@ class _Chunk:
           kept.append(_Beam(row=r, salt=(cfg.max_backtracks - left + 1) * 1000, unit=unit,
                             restore=good[-1] if good else rows_lib.TO_PROMPT))
         continue
-      take = 1 if cfg.strategy == "dvts" else progress.slots_left
-      kept += [_Beam(row=r, salt=0, unit=unit) for _, _, _, r in cands[:take]]
+      if unit in progress.finished_units:
+        continue
+      live = [c for c in cands if not c[4]]
+      take = 1 if cfg.strategy == "dvts" else len(live)
+      kept += [_Beam(row=r, salt=0, unit=unit) for _, _, _, r, _ in live[:take]]
     if cfg.strategy == "beam":
-      kept = kept[:progress.slots_left]
+      # Backed-up beams first (in unit order), then the best live candidates.
+      kept = sorted(kept, key=lambda b: b.restore is None)[:progress.slots_left]
     return kept
