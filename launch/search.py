@@ -159,9 +159,12 @@ def main(argv):
   predicted = np.expm1(np.maximum(heads_lib.predict(budget_head, feats, "budget"), 0))
   bins = allocation.difficulty_bins(predicted, _BINS.value)
   optimal = compute_optimal(allocation, outcomes, bins, len(problems), _SEED.value)
-  write_csv(os.path.join(_OUT.value, "compute_optimal.csv"), optimal)
-  for row in optimal:
-    print(row)
+  if optimal:
+    write_csv(os.path.join(_OUT.value, "compute_optimal.csv"), optimal)
+    for row in optimal:
+      print(row)
+  else:
+    log("compute-optimal skipped: it compares against weighted_vote, which did not run")
   with open(os.path.join(_OUT.value, "search.json"), "w") as f:
     json.dump({"flags": {k: flags.FLAGS[k].value for k in (
         "strategies", "n", "tasks", "difficulty", "num_problems", "seed", "temperature",
@@ -171,7 +174,8 @@ def main(argv):
                             for i, p in enumerate(problems)],
                "outcomes": outcomes, "compute_optimal": optimal,
                "elapsed_s": round(time.time() - t0, 1)}, f, indent=1)
-  log(f"wrote {_OUT.value}/search.csv, search.png, compute_optimal.csv, search.json")
+  log(f"wrote {_OUT.value}/search.csv, search.png, search.json"
+      + (", compute_optimal.csv" if optimal else ""))
 
 
 def summarize(problems, outcomes):

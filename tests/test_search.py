@@ -217,3 +217,37 @@ def test_a_separate_trunk_prm_scores_each_step_as_the_offline_prm_does(setup):
     np.testing.assert_allclose(c.step_scores, offline, rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="own trunk"):
     separate_prm_scorer(RewardModel(HeadConfig(128, 16, "prm"), {}), prompts)
+
+
+def test_launch_search_writes_the_table_its_outcomes_recompute(tmp_path):
+  import csv
+  import json
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = str(tmp_path / "search")
+  run = subprocess.run(
+      [sys.executable, "launch/search.py", f"--out={out}", "--strategies=majority,dvts",
+       "--n=4", "--tasks=addition", "--difficulty=2", "--num_problems=2", "--bins=1"],
+      cwd=repo, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "PYTHONPATH": repo})
+  assert run.returncode == 0, run.stderr[-3000:]
+  with open(os.path.join(out, "search.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ["strategy", "n", "task", "difficulty", "problems", "accuracy",
+                           "generated_tokens", "flops"]
+  report = json.load(open(os.path.join(out, "search.json")))
+  for row in rows:
+    mine = [o for o in report["outcomes"] if o["strategy"] == row["strategy"]
+            and o["n"] == int(row["n"])]
+    assert int(row["problems"]) == len(mine) == 2
+    assert float(row["accuracy"]) == pytest.approx(np.mean([o["correct"] for o in mine]))
+    assert float(row["generated_tokens"]) == pytest.approx(np.mean([o["tokens"] for o in mine]),
+                                                           abs=0.05)
+  assert {r["strategy"] for r in rows} == {"greedy", "majority", "dvts"}
+  assert os.path.exists(os.path.join(out, "search.png"))
+  with pytest.raises(subprocess.CalledProcessError):
+    subprocess.run([sys.executable, "launch/search.py", "--strategies=mcts", f"--out={out}"],
+                   cwd=repo, check=True, capture_output=True, env={**os.environ,
+                                                                   "PYTHONPATH": repo})
