@@ -251,3 +251,17 @@ def test_launch_search_writes_the_table_its_outcomes_recompute(tmp_path):
     subprocess.run([sys.executable, "launch/search.py", "--strategies=mcts", f"--out={out}"],
                    cwd=repo, check=True, capture_output=True, env={**os.environ,
                                                                    "PYTHONPATH": repo})
+
+
+def test_beam_search_does_not_depend_on_batch_layout(setup):
+  params, tc = setup
+  prompts = [p.prompt for p in COUNTDOWN.generate_problems(8, 3, 2, split="eval")]
+  runs = [search(params, TOK, prompts, tc,
+                 SearchConfig(strategy="beam", n=4, beam_width=2, temperature=1.0,
+                              backtrack_threshold=0.5, rows_per_batch=rows), heads=_heads())
+          for rows in (4, 8)]
+  for a, b in zip(runs[0].candidates, runs[1].candidates):
+    assert [(c.thinking, c.answer) for c in a] == [(c.thinking, c.answer) for c in b]
+  assert runs[0].backtracks == runs[1].backtracks
+  assert [c.generated_tokens for c in runs[0].compute] == [
+      c.generated_tokens for c in runs[1].compute]
