@@ -74,7 +74,8 @@ def main(argv):
           f"tokens/query {np.mean(generated):7.1f} training FLOPs {train:.3g}", flush=True)
 
   def greedy(label, path, tokens_trained, budgets):
-    params, mc, _ = load_params(path)
+    params, mc, _ = load_params(path or embedded_checkpoint_dir())
+    path = path or "o1jax/checkpoints/tiny"   # recorded repo-relative, never a machine path
     config = make_think_config(mc, tok, mc.max_seq_len, max_answer_tokens=16)
     for b in budgets:
       out = think_texts(params, tok, prompts, config, budgets=parse_budget(b), batch_size=64)
@@ -93,7 +94,7 @@ def main(argv):
         [choose(c, "majority").answer for c in res.candidates],
         [r.generated_tokens for r in res.compute], mc)
   greedy("large, no thinking", _LARGE.value, _LARGE_TOKENS.value, ["0"])
-  greedy("embedded (10x)", embedded_checkpoint_dir(), _EMBEDDED_TOKENS.value, ["0", "inf"])
+  greedy("embedded (10x)", None, _EMBEDDED_TOKENS.value, ["0", "inf"])
 
   os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
   with open(_OUT.value + ".csv", "w", newline="") as f:
