@@ -3,6 +3,7 @@ thinking tokens by task and difficulty, and what each early-stop rule saves.
 
   python launch/sweep.py --out=docs/sweep            # the embedded tiny reasoner
   python launch/sweep.py --budgets=0,8,32,inf --tasks=addition --num_problems=50
+  python launch/sweep.py --kv_dtype=int8 --nostop_rule_sweep   # the same with an int8 KV cache
 Writes accuracy_vs_budget.{csv,png}, tokens_by_difficulty.csv, stop_rules.csv and
 rows.csv (every problem at every setting) into --out.
 """
@@ -32,6 +33,8 @@ _STOP_RULE_SWEEP = flags.DEFINE_bool("stop_rule_sweep", True, "Also measure the 
 _PROBE_EVERY = flags.DEFINE_integer("probe_every", 8, "Probe period for the confidence rule.")
 _CONV_WINDOW = flags.DEFINE_integer("converge_window", 8, "Window W of the converged rule.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Prompts per compiled batch.")
+_KV_DTYPE = flags.DEFINE_enum("kv_dtype", None, ["int8"], "KV cache storage (default: the "
+                              "model's compute dtype); int8 stores per-token, per-head scales.")
 
 
 def main(argv):
@@ -55,6 +58,7 @@ def main(argv):
     if _NUM_PROBLEMS.value <= 0:
       raise ValueError(f"--num_problems must be positive, got {_NUM_PROBLEMS.value}")
     params, model_config, _ = load_params(_CHECKPOINT.value or embedded_checkpoint_dir())
+    model_config = model_config.replace(kv_dtype=_KV_DTYPE.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   tokenizer = CharTokenizer()
@@ -116,6 +120,7 @@ def main(argv):
   with open(os.path.join(_OUT.value, "summary.json"), "w") as f:
     json.dump({"accuracy_vs_budget": acc_table, "tokens_by_difficulty": diff_table,
                "num_problems": len(problems), "seed": _SEED.value,
+               "kv_dtype": _KV_DTYPE.value,
                "wall_s": time.time() - t0}, f, indent=2)
   print(f"\nwrote {_OUT.value}/ (csv, png) in {time.time() - t0:.0f}s")
 
