@@ -152,6 +152,11 @@ class Engine:
     table (o1jax/parallel/rules.py); every slot function is traced under it."""
     if slots < 1:
       raise ValueError(f"slots must be >= 1, got {slots}")
+    if config.thinking_kv_budget is not None:
+      # An eviction cache is sized by its prefill batch's prompt width, so rows of different
+      # prefill batches would not fit one slot array.
+      raise ValueError("the serving engine does not support thinking_kv_budget (thinking-KV "
+                       "eviction) yet; use think() / think_texts")
     check_heads(config, heads)
     self.tokenizer, self.heads = tokenizer, heads
     self.config = config                   # its per-request values are the defaults
