@@ -12,7 +12,9 @@ decode: a ~25M-parameter Qwen3-layout config, caches of --cache_lens filled with
   `lax.fori_loop`, float and int8 interleaved in one process (medians of --reps).
 compare: each sweep's rows.csv (launch/sweep.py --out): accuracy per budget, the change in
   points against the first sweep, how many problems kept the same outcome and thinking
-  length, and the longest-trace cells (--cells, e.g. countdown 3 and 4) on their own.
+  length, and the longest-trace cells (--cells, e.g. countdown 3 and 4) on their own; for
+  eviction sweeps the thinking KV kept (slots / the first sweep's thinking length, capped
+  at 1, averaged over problems), and with --plot a PNG of accuracy against it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ _SWEEPS = flags.DEFINE_list("sweeps", [], "compare: NAME:DIR pairs of launch/swe
                             "the first is the reference.")
 _CELLS = flags.DEFINE_list("cells", ["countdown:3", "countdown:4"],
                            "compare: TASK:DIFFICULTY cells reported on their own.")
+_PLOT = flags.DEFINE_string("plot", None, "compare: also plot accuracy (the --cells together, "
+                            "unlimited budget) against the thinking KV kept, per eviction "
+                            "policy, into this PNG.")
 
 
 def _model_configs():
@@ -138,11 +143,17 @@ def _read_rows(path):
     return [r for r in csv.DictReader(f) if r["setting"].startswith("budget=")]
 
 
+def _read_summary(path):
+  with open(os.path.join(path, "summary.json")) as f:
+    return json.load(f)
+
+
 def compare(sweeps: list[str], cells: list[str]) -> dict:
   named = [s.split(":", 1) for s in sweeps]
   if len(named) < 2 or any(len(s) != 2 for s in named):
     raise ValueError(f"--sweeps needs at least two NAME:DIR pairs, got {sweeps}")
   data = {name: _read_rows(path) for name, path in named}
+  summaries = {name: _read_summary(path) for name, path in named}
   ref_name = named[0][0]
   key = lambda r: (r["budget"], r["task"], r["difficulty"], r["prompt"])
   ref = {key(r): r for r in data[ref_name]}
@@ -160,7 +171,15 @@ def compare(sweeps: list[str], cells: list[str]) -> dict:
         acc = sum(r["correct"] == "True" for r in rs) / len(rs)
         refs = [ref[key(r)] for r in rs]
         ref_acc = sum(r["correct"] == "True" for r in refs) / len(refs)
+        kv_budget = summaries[name].get("thinking_kv_budget")
+        # Thinking KV kept: the slots over the thinking the reference run did (capped at 1).
+        kept = statistics.mean(
+            1.0 if kv_budget is None else min(1.0, kv_budget / max(int(r["thinking_tokens"]), 1))
+            for r in refs)
         line = {"sweep": name, "scope": scope, "budget": "inf" if b >= 2**30 else b,
+                "thinking_kv_budget": kv_budget,
+                "kv_evict_policy": summaries[name].get("kv_evict_policy") if kv_budget else None,
+                "kv_kept_fraction": kept,
                 "n": len(rs), "accuracy": acc, "delta_points": 100 * (acc - ref_acc),
                 "same_outcome": sum(a["correct"] == r["correct"] for a, r in zip(rs, refs)),
                 "same_thinking_len": sum(a["thinking_tokens"] == r["thinking_tokens"]
@@ -170,6 +189,34 @@ def compare(sweeps: list[str], cells: list[str]) -> dict:
   for line in out["by_budget"] + out["cells"]:
     print(json.dumps(line))
   return out
+
+
+def plot_kept(result: dict, cells: list[str], path: str) -> None:
+  """Accuracy on the --cells together at unlimited budget vs the thinking KV kept."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  wanted = {t + d for t, d in (c.split(":") for c in cells)}
+  points = {}
+  for line in result["cells"]:
+    if line["budget"] != "inf" or line["scope"] not in wanted:
+      continue
+    p = points.setdefault(line["sweep"], [0, 0.0, 0.0, line["kv_evict_policy"]])
+    p[0] += line["n"]
+    p[1] += line["accuracy"] * line["n"]
+    p[2] += line["kv_kept_fraction"] * line["n"]
+  full = [(k / n, a / n) for n, a, k, pol in points.values() if pol is None]
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for policy in sorted({p[3] for p in points.values() if p[3]}):
+    xy = sorted([(k / n, a / n) for n, a, k, pol in points.values() if pol == policy] + full)
+    ax.plot([100 * x for x, _ in xy], [100 * y for _, y in xy], "o-", label=policy)
+  ax.set_xlabel("thinking KV kept (% of the full trace's)")
+  ax.set_ylabel("accuracy (%), unlimited thinking budget")
+  ax.set_title("Thinking-KV eviction: " + ", ".join(sorted(wanted)))
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
 
 
 def main(argv):
@@ -187,6 +234,8 @@ def main(argv):
     out["results"] = decode(_REPS.value, _TOKENS.value)
   else:
     out["results"] = compare(_SWEEPS.value, _CELLS.value)
+    if _PLOT.value:
+      plot_kept(out["results"], _CELLS.value, _PLOT.value)
   out["loadavg_end"] = os.getloadavg()
   if _OUT.value:
     os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)

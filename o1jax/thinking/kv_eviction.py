@@ -18,6 +18,9 @@ The `window` most recent thinking tokens (R-KV's observation window) and every p
 close and answer token are never evicted. Redundancy is kept incrementally: each new
 thinking key adds its similarities to the others, and an evicted key takes its own out, so
 no step compares all pairs.
+
+`kv_evict_policy="oldest"` evicts the oldest evictable thinking token instead (a sliding
+window over the thinking, StreamingLLM-like): the baseline the scores must beat.
 """
 
 from __future__ import annotations
@@ -78,7 +81,10 @@ def forward_evicting(params, token, position, is_thinking, cache: KVCache, confi
   n_thinking = table.thinking.sum(-1, dtype=jnp.int32)
   evictable = table.thinking & (table.positions < position[:, None] - window)
   evict = live & is_thinking & (n_thinking >= budget) & evictable.any(-1)
-  victim = jnp.argmin(_scores(table, evictable, n_thinking, config.kv_importance_weight), -1)
+  if config.kv_evict_policy == "oldest":
+    victim = jnp.argmin(jnp.where(evictable, table.positions, jnp.iinfo(jnp.int32).max), -1)
+  else:
+    victim = jnp.argmin(_scores(table, evictable, n_thinking, config.kv_importance_weight), -1)
   empty = table.positions < 0
   first_empty = jnp.where(empty.any(-1), jnp.argmax(empty, -1), -1)
   slot = jnp.where(evict, victim, first_empty).astype(jnp.int32)
@@ -114,6 +120,8 @@ def check(config) -> None:
   if not isinstance(budget, int) or budget <= config.kv_evict_window:
     problems.append(f"thinking_kv_budget must be an int above kv_evict_window "
                     f"({config.kv_evict_window}), got {budget!r}")
+  if config.kv_evict_policy not in ("rkv", "oldest"):
+    problems.append(f"kv_evict_policy must be 'rkv' or 'oldest', got {config.kv_evict_policy!r}")
   if config.kv_evict_window < 1:
     problems.append(f"kv_evict_window must be >= 1, got {config.kv_evict_window}")
   if not 0.0 <= config.kv_importance_weight <= 1.0:
