@@ -3,6 +3,8 @@ accuracy of two sweeps side by side (float vs int8 KV, or KV eviction at several
 
   python launch/bench_kv.py --mode=memory --out=docs/kv/memory.json
   python launch/bench_kv.py --mode=decode --out=docs/kv/decode.json
+  python launch/bench_kv.py --mode=attention --reps=15 --out=docs/kv/attention.json
+  python launch/bench_kv.py --mode=evict_speed --out=docs/kv/evict_speed.json
   python launch/bench_kv.py --mode=compare --sweeps=float:runs/sw_f,int8:runs/sw_i8 \
       --out=docs/kv/sweep_int8.json
 
@@ -10,6 +12,10 @@ memory: bytes of `KVCache.init` (jax.eval_shape, nothing allocated) per config a
 decode: a ~25M-parameter Qwen3-layout config, caches of --cache_lens filled with random
   keys/values up to --tokens before the end, then --tokens greedy decode steps in one jitted
   `lax.fori_loop`, float and int8 interleaved in one process (medians of --reps).
+attention: one layer's decode attention against a full cache (the 25m config's heads), the
+  model's matmul form vs a multiply-reduce form, float vs int8, interleaved: ms and GB/s.
+evict_speed: think() on 8 countdown-4 prompts with each --kv_budgets (interleaved): tokens/s
+  and the KV cache bytes each allocates (the embedded model).
 compare: each sweep's rows.csv (launch/sweep.py --out): accuracy per budget, the change in
   points against the first sweep, how many problems kept the same outcome and thinking
   length, and the longest-trace cells (--cells, e.g. countdown 3 and 4) on their own; for
@@ -28,7 +34,11 @@ import time
 
 from absl import app, flags, logging
 
-_MODE = flags.DEFINE_enum("mode", "memory", ["memory", "decode", "compare"], "What to measure.")
+_MODE = flags.DEFINE_enum("mode", "memory", ["memory", "decode", "compare", "evict_speed",
+                                             "attention"],
+                          "What to measure.")
+_KV_BUDGETS = flags.DEFINE_list("kv_budgets", ["none", "80", "40"], "evict_speed: thinking KV "
+                                "budgets ('none': no eviction).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
 _CACHE_LENS = flags.DEFINE_list("cache_lens", ["2048", "4096"], "decode: cache lengths.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "8"], "decode: batch sizes.")
@@ -138,6 +148,118 @@ def decode(reps: int, n_tokens: int) -> list[dict]:
   return rows
 
 
+def _reduce_form_attention(q, k, v, pos, k_scale=None, v_scale=None):
+  """One-token decode attention as broadcast-multiply-reduce (no matmul, no transposed copy
+  of the cache): the formulation this mode compares with the model's matmul form."""
+  import jax
+  import jax.numpy as jnp
+  b, _, h, d = q.shape
+  s_len, kvh = k.shape[1], k.shape[2]
+  qf = (q[:, 0] * d ** -0.5).reshape(b, kvh, h // kvh, d).astype(jnp.float32)
+  scores = (k.astype(jnp.float32)[:, :, :, None, :] * qf[:, None]).sum(-1)   # [B, S, KVH, G]
+  if k_scale is not None:
+    scores = scores * k_scale.astype(jnp.float32)[..., None]
+  visible = (jnp.arange(s_len)[None, :] <= pos[:, :1])[:, :, None, None]
+  probs = jax.nn.softmax(jnp.where(visible, scores, -1e30), axis=1)
+  if v_scale is not None:
+    probs = probs * v_scale.astype(jnp.float32)[..., None]
+  out = (probs[..., None] * v.astype(jnp.float32)[:, :, :, None, :]).sum(1)  # [B, KVH, G, D]
+  return out.reshape(b, 1, h, d).astype(q.dtype)
+
+
+def attention(reps: int) -> list[dict]:
+  """One layer's decode attention (1 query token) against a full cache, the ~25M config's
+  heads (8 query, 4 KV, head_dim 64): the model's XLA path (matmul form) and a
+  multiply-reduce form, float vs int8 cache, all interleaved; ms per call and the cache
+  bytes read per ms (GB/s)."""
+  import jax
+  import jax.numpy as jnp
+  from o1jax.model.attention import xla_attention
+  from o1jax.model.cache import quantize_int8
+  c = _model_configs()["25m"]
+  rows = []
+  for cache_len in (int(x) for x in _CACHE_LENS.value):
+    for batch in (int(x) for x in _BATCHES.value):
+      keys = jax.random.split(jax.random.key(0), 3)
+      q = jax.random.normal(keys[0], (batch, 1, c.num_heads, c.head_dim))
+      k, v = (jax.random.normal(kk, (batch, cache_len, c.num_kv_heads, c.head_dim))
+              for kk in keys[1:])
+      (qk, sk), (qv, sv) = quantize_int8(k), quantize_int8(v)
+      pos = jnp.full((batch, 1), cache_len - 1, jnp.int32)
+      variants = {
+          "matmul_float": (lambda q, k, v, p: xla_attention(q, k, v, p), (q, k, v, pos)),
+          "matmul_int8": (lambda q, k, v, p, a, b: xla_attention(q, k, v, p, k_scale=a,
+                                                                 v_scale=b),
+                          (q, qk, qv, pos, sk, sv)),
+          "reduce_float": (_reduce_form_attention, (q, k, v, pos)),
+          "reduce_int8": (_reduce_form_attention, (q, qk, qv, pos, sk, sv))}
+      fns = {n: (jax.jit(f), a) for n, (f, a) in variants.items()}
+      for f, a in fns.values():
+        jax.block_until_ready(f(*a))
+      times = {n: [] for n in fns}
+      for _ in range(reps):
+        for n, (f, a) in fns.items():
+          t0 = time.perf_counter()
+          jax.block_until_ready(f(*a))
+          times[n].append(time.perf_counter() - t0)
+      row = {"cache_len": cache_len, "batch": batch, "loadavg": os.getloadavg()}
+      for n, t in times.items():
+        ms = 1e3 * statistics.median(t)
+        nbytes = sum(x.size * x.dtype.itemsize for x in fns[n][1][1:3] + fns[n][1][4:])
+        row[f"{n}_ms"] = ms
+        row[f"{n}_gb_s"] = nbytes / ms / 1e6
+      print(json.dumps(row), flush=True)
+      rows.append(row)
+  return rows
+
+
+def evict_speed(reps: int) -> list[dict]:
+  """think() on countdown-4 prompts (batch 8, greedy, unlimited budget) with and without
+  eviction, interleaved: tokens/s (the traces differ, so tokens are counted per run) and
+  the KV cache each run allocates."""
+  import jax
+  import numpy as np
+  from o1jax import tasks
+  from o1jax.tasks.tokenizer import CharTokenizer
+  from o1jax.thinking import make_think_config, prepare_inputs, think
+  from o1jax.thinking import kv_eviction
+  from o1jax.model.cache import KVCache
+  from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
+  params, mc, _ = load_params(embedded_checkpoint_dir())
+  tok = CharTokenizer()
+  prompts = [p.prompt for p in tasks.get_task("countdown").generate_problems(1004, 4, 8,
+                                                                             split="eval")]
+  runs = {}
+  for b in _KV_BUDGETS.value:
+    k = None if b == "none" else int(b)
+    config = make_think_config(mc, tok, max_answer_tokens=12, thinking_kv_budget=k)
+    inputs = jax.device_put(prepare_inputs(tok, prompts, config, None, 0))
+    width = int(inputs.tokens.shape[1])
+    slots = config.cache_len if k is None else kv_eviction.num_slots(config, width)
+    cache_bytes = jax.eval_shape(lambda: KVCache.init(mc, len(prompts), slots))
+    cache_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache_bytes))
+    if k is not None:  # the slot table: positions int32, thinking bool, two float32 scores
+      cache_bytes += len(prompts) * slots * (4 + 1 + 4 + 4)
+    fn = lambda config=config, inputs=inputs: jax.block_until_ready(
+        think(params, inputs, config, jax.random.key(0)))
+    fn()  # compile
+    runs[b] = dict(fn=fn, slots=slots, cache_bytes=cache_bytes, times=[], tokens=0)
+  for _ in range(reps):
+    for b, r in runs.items():
+      t0 = time.perf_counter()
+      res = r["fn"]()
+      r["times"].append(time.perf_counter() - t0)
+      r["tokens"] = int(np.asarray(res.num_generated).sum())
+  rows = []
+  for b, r in runs.items():
+    rows.append({"thinking_kv_budget": b, "batch": len(prompts), "kv_slots": r["slots"],
+                 "kv_cache_bytes": r["cache_bytes"], "tokens": r["tokens"],
+                 "tok_s": r["tokens"] / statistics.median(r["times"]),
+                 "loadavg": os.getloadavg()})
+    print(json.dumps(rows[-1]), flush=True)
+  return rows
+
+
 def _read_rows(path):
   with open(os.path.join(path, "rows.csv")) as f:
     return [r for r in csv.DictReader(f) if r["setting"].startswith("budget=")]
@@ -176,9 +298,11 @@ def compare(sweeps: list[str], cells: list[str]) -> dict:
         kept = statistics.mean(
             1.0 if kv_budget is None else min(1.0, kv_budget / max(int(r["thinking_tokens"]), 1))
             for r in refs)
+        policy = summaries[name].get("kv_evict_policy") if kv_budget else None
+        if policy == "rkv":
+          policy += f" lambda={summaries[name].get('kv_importance_weight')}"
         line = {"sweep": name, "scope": scope, "budget": "inf" if b >= 2**30 else b,
-                "thinking_kv_budget": kv_budget,
-                "kv_evict_policy": summaries[name].get("kv_evict_policy") if kv_budget else None,
+                "thinking_kv_budget": kv_budget, "kv_evict_policy": policy,
                 "kv_kept_fraction": kept,
                 "n": len(rs), "accuracy": acc, "delta_points": 100 * (acc - ref_acc),
                 "same_outcome": sum(a["correct"] == r["correct"] for a, r in zip(rs, refs)),
@@ -232,6 +356,10 @@ def main(argv):
     out["results"] = memory()
   elif _MODE.value == "decode":
     out["results"] = decode(_REPS.value, _TOKENS.value)
+  elif _MODE.value == "attention":
+    out["results"] = attention(_REPS.value)
+  elif _MODE.value == "evict_speed":
+    out["results"] = evict_speed(_REPS.value)
   else:
     out["results"] = compare(_SWEEPS.value, _CELLS.value)
     if _PLOT.value:
