@@ -187,3 +187,39 @@ def test_serving_evicts_and_resumes_an_int8_slot_bit_exactly(model):
   np.testing.assert_array_equal(view.tokens, plain.tokens)
   assert saved.cache.k[0].dtype == np.int8 and saved.cache.k_scale[0].shape[:2] == (
       1, config.cache_len)
+
+
+def test_tpu_variant_of_the_int8_decode_kernel():
+  """The TPU (grid-driven) kernel reads [bk, KVH] scale blocks and picks its head's column:
+  run in JAX's TPU interpreter (out-of-bounds blocks raise, uninitialised memory is NaN)
+  against the float64 reference on the dequantised cache."""
+  from jax.experimental.pallas import tpu as pltpu
+  from o1jax.kernels import backend, decode_attention
+  rng = np.random.default_rng(3)
+  q = jnp.asarray(rng.standard_normal((2, 2, 4, 128)), jnp.float32)
+  k, v = (jnp.asarray(rng.standard_normal((2, 256, 2, 128)), jnp.float32) for _ in range(2))
+  (qk, sk), (qv, sv) = quantize_int8(k), quantize_int8(v)
+  pos = jnp.asarray([[100, 101], [200, 201]], jnp.int32)
+  interp = pltpu.InterpretParams(uninitialized_memory="nan", random_seed=3)
+  with backend.override_target("tpu", interp):
+    run = jax.jit(lambda q, qk, qv, sk, sv: decode_attention(
+        q, qk, qv, pos, block_k=128, num_splits=2, k_scale=sk, v_scale=sv))
+    got = run.lower(q, qk, qv, sk, sv).compile(FAST)(q, qk, qv, sk, sv)
+  want = _reference64(q, dequantize(qk, sk, jnp.float32), dequantize(qv, sv, jnp.float32), pos)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("platform,lowering", [("gpu", "cuda"), ("tpu", "tpu")])
+def test_int8_decode_kernel_lowers_for_accelerators(platform, lowering):
+  """Pallas' own lowering and block-shape checks for Triton and Mosaic (not their
+  compilers): an int8 cache with float16 scales, bf16 queries."""
+  from o1jax.kernels import backend, decode_attention
+  sds = lambda *s, dt=jnp.bfloat16: jax.ShapeDtypeStruct(s, dt)
+  b, h, kvh, d, s = 2, 8, 2, 128, 4096
+  args = (sds(b, 4, h, d), sds(b, s, kvh, d, dt=jnp.int8), sds(b, s, kvh, d, dt=jnp.int8),
+          sds(b, 4, dt=jnp.int32), sds(b, s, kvh, dt=jnp.float16),
+          sds(b, s, kvh, dt=jnp.float16))
+  fn = lambda q, k, v, p, ks, vs: decode_attention(q, k, v, p, k_scale=ks, v_scale=vs)
+  with backend.override_target(platform, False):
+    text = jax.jit(fn).trace(*args).lower(lowering_platforms=(lowering,)).as_text()
+  assert text.count("@tpu_custom_call" if platform == "tpu" else "@__gpu$xla.gpu.triton") == 1

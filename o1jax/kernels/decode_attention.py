@@ -99,9 +99,10 @@ def decode_attention(q, k, v, q_positions, kv_lengths=None, *, scale=None, block
       start, end = _split_range(nv[i], bk, splits, s)
       return i, jnp.maximum(jnp.minimum(start + t, end - 1), 0), j  # clamp: no DMA if idle
     kv_spec = pl.BlockSpec((None, bk, d), kv_index)
-    # Scale blocks [bk, 1] of kv head j (Mosaic would want the scales lane-dense: an int8
-    # cache on a real TPU is unverified, as no TPU was lent).
-    s_spec = pl.BlockSpec((None, bk, 1), kv_index)
+    # Scale blocks [bk, KVH] (Mosaic tiles a last dim only whole or in 128s; the kernel
+    # picks column j), in float32 (a small copy: 1/D of the cache's elements).
+    s_spec = pl.BlockSpec((None, bk, kvh), lambda *a: kv_index(*a)[:2] + (0,))
+    scales = tuple(x.astype(_F32) for x in scales)
     parts, lse = pl.pallas_call(
         functools.partial(_decode_grid_kernel, **kw),
         grid_spec=pltpu.PrefetchScalarGridSpec(
@@ -189,6 +190,19 @@ def _block(ref, rows, scale_ref, dtype):
   return (ref[rows, :].astype(_F32) * scale_ref[rows, :].astype(_F32)).astype(dtype)
 
 
+class _Column:
+  """A [bk, KVH] scale ref read as its column `j` [bk, 1]: a masked lane sum, which Mosaic
+  lowers (a dynamic lane slice it may not)."""
+
+  def __init__(self, ref, j):
+    self.ref, self.j = ref, j
+
+  def __getitem__(self, index):  # index: (rows, slice(None)), as _block reads a scale ref
+    x = self.ref[index[0], :].astype(_F32)
+    lane = lax.broadcasted_iota(jnp.int32, x.shape, 1)
+    return jnp.sum(jnp.where(lane == self.j, x, 0.0), axis=1, keepdims=True)
+
+
 def _decode_loop_kernel(*refs, scale, bk, splits, precision, quantized):
   (nvis_ref, len_ref, q_ref, k_ref, v_ref, pos_ref), scale_refs, (o_ref, lse_ref) = (
       _split_refs(refs, quantized, 2))
@@ -213,6 +227,8 @@ def _decode_grid_kernel(*refs, scale, bk, splits, precision, quantized):
   o_ref, lse_ref, m_sc, l_sc, acc_sc = rest
   ks_ref, vs_ref = scale_refs or (None, None)
   every = slice(None)
+  if scale_refs is not None:  # this kv head's column of the [bk, KVH] scale blocks
+    ks_ref, vs_ref = (_Column(r, pl.program_id(1)) for r in scale_refs)
   b, s, t = pl.program_id(0), pl.program_id(2), pl.program_id(3)
   start, end = _split_range(nvis_ref[b], bk, splits, s)
   j = start + t
