@@ -162,6 +162,25 @@ def test_think_with_int8_kv_matches_float_greedy_on_most_problems(model):
   assert max(t.thinking_tokens for t in outs["int8"]) >= 100  # long traces are in the test
 
 
+def test_confidence_probes_run_on_an_int8_cache(model):
+  """Probes write a trial answer into the (int8) cache past the position and read it back;
+  with the same stop rules the int8 and float runs stop alike."""
+  params, model_config = model
+  prompts = [p.prompt for p in _problems()[::2]]
+  outs = {}
+  for kv in (None, "int8"):
+    config = make_think_config(model_config.replace(kv_dtype=kv), TOK, max_answer_tokens=12,
+                               stop_rules=("natural", "budget", "confidence"), probe_every=8)
+    outs[kv] = think_texts(params, TOK, prompts, config)
+  assert sum(t.num_probes for t in outs["int8"]) > 0
+  assert any(t.stop_reason == "confidence" for t in outs["int8"])
+  same = sum((a.stop_reason, a.thinking_tokens, a.answer) == (b.stop_reason, b.thinking_tokens,
+                                                              b.answer)
+             for a, b in zip(outs[None], outs["int8"]))
+  print(f"probes on int8 KV: {same}/{len(prompts)} runs identical to the float cache")
+  assert same >= 0.75 * len(prompts)
+
+
 def test_serving_evicts_and_resumes_an_int8_slot_bit_exactly(model):
   from o1jax.serving import Engine, Request
   params, model_config = model
@@ -180,11 +199,13 @@ def test_serving_evicts_and_resumes_an_int8_slot_bit_exactly(model):
       engine.generate(5)
       engine.resume(jax.tree.map(np.copy, saved), 0)
     engine.generate(10_000)
-    return engine.view(), saved
+    return engine.view(), saved, engine
 
-  plain, _ = run(None)
-  view, saved = run(9)
+  plain, _, _ = run(None)
+  view, saved, engine = run(9)
   np.testing.assert_array_equal(view.tokens, plain.tokens)
+  assert engine.kv_bytes_per_token() * config.cache_len == KVCache.init(
+      config.model, 1, config.cache_len).nbytes
   assert saved.cache.k[0].dtype == np.int8 and saved.cache.k_scale[0].shape[:2] == (
       1, config.cache_len)
 

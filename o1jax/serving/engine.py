@@ -290,6 +290,10 @@ class Engine:
 
   def kv_bytes_per_token(self) -> int:
     m = self.config.model
+    if m.kv_dtype == "int8":  # int8 values plus one scale per token and KV head
+      from o1jax.model.cache import SCALE_DTYPE
+      per_head = m.head_dim + jnp.dtype(SCALE_DTYPE).itemsize
+      return 2 * m.num_layers * m.num_kv_heads * per_head
     return 2 * m.num_layers * m.num_kv_heads * m.head_dim * jnp.dtype(m.jnp_dtype).itemsize
 
   @staticmethod
