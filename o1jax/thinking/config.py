@@ -81,6 +81,15 @@ class ThinkConfig:
   # convergence
   converge_window: int = 50
   converge_threshold: float = 0.9
+  # Thinking-KV eviction (o1jax/thinking/kv_eviction.py, R-KV style): at most this many
+  # thinking tokens stay in the KV cache; past it, the least important and most redundant
+  # one is overwritten. None: off (every token keeps its KV). The kv_evict_window most
+  # recent thinking tokens are never evicted; kv_importance_weight is R-KV's lambda;
+  # kv_evict_policy "oldest" (a sliding window over the thinking) is the baseline to beat.
+  thinking_kv_budget: int | None = None
+  kv_evict_window: int = 8
+  kv_importance_weight: float = 0.1
+  kv_evict_policy: str = "rkv"
 
   def __post_init__(self):
     unknown = [r for r in self.stop_rules if r not in STOP_RULES]
@@ -119,6 +128,10 @@ class ThinkConfig:
           "rule's head probes: it needs 'confidence' in stop_rules and "
           f"confidence_estimate='head' (got stop_rules={self.stop_rules}, "
           f"confidence_estimate={self.confidence_estimate!r})")
+
+    if self.thinking_kv_budget is not None:
+      from o1jax.thinking import kv_eviction  # local: it imports the model
+      kv_eviction.check(self)
 
   @property
   def reserve(self) -> int:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from o1jax.model.cache import KVCache
 from o1jax.model.decode import prompt_positions
 from o1jax.model.transformer import forward
+from o1jax.thinking import kv_eviction
 from o1jax.thinking import probe as probe_lib
 from o1jax.thinking.config import Phase, StopReason, ThinkConfig
 from o1jax.thinking.sampling import sample
@@ -173,8 +174,12 @@ def decode_step_with_hidden(s: ThinkState, params, config: ThinkConfig, heads=No
 
   # Feed the token at its position (finished sequences at -1: nothing written or attended).
   position = jnp.where(live, s.position, -1)
-  logits, hidden, cache = forward(params, token[:, None], position[:, None], s.cache,
-                                  config.model)
+  if config.thinking_kv_budget is None:
+    logits, hidden, cache = forward(params, token[:, None], position[:, None], s.cache,
+                                    config.model)
+  else:  # thinking tokens share a fixed number of KV slots
+    logits, hidden, cache = kv_eviction.forward_evicting(
+        params, token, position, segment == Segment.THINKING, s.cache, config)
   s = s.replace(logits=logits[:, 0].astype(jnp.float32), cache=cache,
                 position=s.position + live)
 
@@ -233,7 +238,10 @@ def prefill(params, inputs: ThinkInputs, config: ThinkConfig):
   Returns (logits [batch, vocab] and final hidden states [batch, embed] after each
   prompt's last token (`<think>`: a budget head reads it), cache)."""
   batch, width = inputs.tokens.shape
-  cache = KVCache.init(config.model, batch, config.cache_len)
+  if config.thinking_kv_budget is None:
+    cache = KVCache.init(config.model, batch, config.cache_len)
+  else:
+    cache = kv_eviction.init_cache(config, batch, inputs.lengths, width)
   logits, hidden, cache = forward(params, inputs.tokens,
                                   prompt_positions(inputs.lengths, width), cache, config.model)
   last = jnp.maximum(inputs.lengths - 1, 0)
