@@ -120,6 +120,10 @@ def search(params, tokenizer, prompts: Sequence[str], think_config: ThinkConfig,
   prompts = list(prompts)
   if not prompts:
     raise ValueError("no prompts given")
+  if getattr(think_config, "thinking_kv_budget", None):
+    # Backing up and forking assume cache slot == position; an evicting cache breaks both.
+    raise ValueError("search does not support thinking-KV eviction (thinking_kv_budget); "
+                     "use a full or int8 cache")
   budgets = budgets if budgets is not None else [None] * len(prompts)
   budgets = list(budgets) if isinstance(budgets, (list, tuple, np.ndarray)) else (
       [budgets] * len(prompts))
