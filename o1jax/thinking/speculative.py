@@ -60,7 +60,7 @@ class SpecState:
   draft_cache: KVCache
   pending: Array          # [B] int32: the last emitted token, fed by the next iteration
   pending_segment: Array  # [B] int32: its Segment (PAD: nothing to feed)
-  catch_up: Array         # [B] int32: a token the draft must still be fed at position - 1 (-1: none)
+  catch_up: Array         # [B] int32: a token the draft still needs, at position - 1 (-1: none)
   drafted: Array          # [B] int32: proposals made while the sequence was live
   accepted: Array         # [B] int32: proposals emitted as proposed
   iterations: Array       # [] int32
