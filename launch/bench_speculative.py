@@ -1,14 +1,16 @@
 """Speculative decoding inside the thinking loop: acceptance rate and speed-up vs plain think().
 
+  python launch/train.py --config=configs/policy25m.py --workdir=runs/policy25m \
+      --config.train.export_dir=runs/policy25m/export     # the ~25M policy, ~45 min here
   python launch/bench_speculative.py --policy_25m=runs/policy25m/export \
       --out=docs/speculative/bench.json
 
-Greedy thinking on task prompts (budget --budget, then the answer). For each model, batch
-size and draft, plain `think()` and speculative `think()` run the same inputs, alternating
-rep by rep in one process (ratios survive the shared machine's drift better than absolute
-times); the outputs are checked token for token equal. Reported: tokens/s of each, the
-speed-up, the acceptance rate (proposals emitted as proposed / proposals made) and the
-tokens emitted per policy forward.
+Greedy thinking on held-out task prompts with long traces (budget --budget, then the
+answer). For each model, batch size and draft, plain `think()` and speculative `think()` run
+the same inputs, alternating rep by rep in one process (ratios survive the shared machine's
+drift better than absolute times); the outputs are checked token for token equal. Reported:
+tokens/s of each, the speed-up, the acceptance rate (proposals emitted as proposed /
+proposals made) and the tokens a sequence emits per policy forward (per iteration it is live).
 
 Models:
   * tiny: the embedded 0.8M reasoner; drafts: its own first 1..3 of 4 layers.
@@ -34,9 +36,9 @@ from absl import app, flags
 _MODELS = flags.DEFINE_list("models", ["tiny", "25m"], "Which policies: tiny, 25m.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "8"], "Batch sizes.")
 _GAMMA = flags.DEFINE_integer("gamma", 4, "Proposals per iteration.")
-_BUDGET = flags.DEFINE_integer("budget", 96, "Thinking budget per request.")
+_BUDGET = flags.DEFINE_integer("budget", 256, "Thinking budget per request.")
 _ANSWER = flags.DEFINE_integer("max_answer_tokens", 16, "Answer cap.")
-_REPS = flags.DEFINE_integer("reps", 3, "Timed repetitions per variant (median reported).")
+_REPS = flags.DEFINE_integer("reps", 5, "Timed repetitions per variant (median reported).")
 _POLICY_25M = flags.DEFINE_string("policy_25m", None,
                                   "Exported ~25M policy (launch/train.py export_dir).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
@@ -46,15 +48,17 @@ _PROMPT_WIDTH = 64
 
 
 def _prompts(n: int) -> list[str]:
+  """Held-out problems with long traces (thinking is long generation): countdown 3-4 (a
+  search), addition and equation at level 4."""
   from o1jax import tasks
+  kinds = [("countdown", 4), ("addition", 4), ("countdown", 3), ("equation", 4)]
   out = []
   for seed in range(100):
-    for name in ("addition", "equation", "countdown"):
-      for d in (2, 3):
-        out += [p.prompt for p in tasks.get_task(name).generate_problems(seed, d, 1,
-                                                                         split="eval")]
-        if len(out) == n:
-          return out
+    for name, d in kinds:
+      out += [p.prompt for p in tasks.get_task(name).generate_problems(seed, d, 1,
+                                                                       split="eval")]
+      if len(out) == n:
+        return out
   return out
 
 
@@ -138,8 +142,10 @@ def _bench(name, policy, batch, log):
                tokens=tokens, identical_to_plain=same,
                plain_tokens_per_s=tokens / plain_s, spec_tokens_per_s=tokens / spec_s,
                speedup=plain_s / spec_s, acceptance=accepted / max(drafted, 1),
-               # policy forwards: one per iteration (+ the prefill, not counted)
-               tokens_per_policy_forward=tokens / max(iterations * batch, 1),
+               drafted=drafted, accepted=accepted, loop_iterations=iterations,
+               # A sequence's policy forwards: one per iteration it was live in (drafted /
+               # gamma of them), plus the prefill, not counted.
+               tokens_per_policy_forward=tokens / max(drafted / _GAMMA.value, 1),
                plain_times_s=times["plain"], spec_times_s=times["spec"],
                loadavg=os.getloadavg())
     log(f"{name} b{batch} [{label}] plain {row['plain_tokens_per_s']:.0f} tok/s, spec "
@@ -161,8 +167,10 @@ def main(argv):
       rows += _bench(name, policy, batch, log)
   result = dict(
       command="python launch/bench_speculative.py " + " ".join(
-          f"--{f}={flags.FLAGS[f].value}" for f in ("models", "batches", "gamma", "budget",
-                                                    "max_answer_tokens", "reps")),
+          f"--{f}={','.join(v) if isinstance(v, list) else v}"
+          for f in ("models", "batches", "gamma", "budget", "max_answer_tokens", "reps")
+          for v in [flags.FLAGS[f].value]) + (" --policy_25m=..." if _POLICY_25M.value else ""),
+      policy_25m_training="python launch/train.py --config=configs/policy25m.py",
       date=datetime.date.today().isoformat(), machine=platform.processor() or platform.machine(),
       cpu_count=os.cpu_count(), jax=jax.__version__, backend=jax.default_backend(),
       policies={name: dict(trained=p["trained"], num_params=p.get("num_params"),
