@@ -84,6 +84,28 @@ def _attention(q, k, v, q_positions, scale, q_segments, kv_segments):
   return (out * visible.any(-1)[:, :, None, None]).astype(q.dtype)
 
 
+def single_query_attention(q, k, v, q_positions, scale=None):
+  """One query token per row against a KV cache: q [B,1,H,D], k/v [B,S,KVH,D].
+
+  Both products are written as broadcast multiplies reduced over D and over S, which XLA
+  fuses into two reductions that read the cache where it lies. The matmul form
+  (`_attention`) needs the cache head-major, and XLA:CPU transposed and copied every
+  layer's K and V for it, every decode step: three passes over the cache instead of one.
+  """
+  b, _, h, d = q.shape
+  s, kvh = k.shape[1], k.shape[2]
+  g = h // kvh
+  scale = d ** -0.5 if scale is None else scale
+  qg = (q[:, 0] * scale).reshape(b, 1, kvh, g, d).astype(jnp.float32)
+  scores = jnp.sum(qg * k[:, :, :, None, :].astype(jnp.float32), axis=-1)  # [B, S, KVH, G]
+  visible = jnp.arange(s)[None, :] <= q_positions[:, :1]                     # [B, S]
+  scores = scores + jnp.where(visible, 0.0, _MASK_VALUE)[:, :, None, None]
+  probs = jax.nn.softmax(scores, axis=1)
+  out = jnp.sum(probs[..., None] * v[:, :, :, None, :].astype(jnp.float32), axis=1)
+  out = out.reshape(b, 1, h, d) * visible.any(-1)[:, None, None, None]
+  return out.astype(q.dtype)
+
+
 def cudnn_attention(q, k, v, q_positions, scale=None, segment_ids=None,
                     from_cache: bool = False):
   """cuDNN's fused attention through `jax.nn.dot_product_attention`.
@@ -118,6 +140,8 @@ def attend(q, k, v, q_positions, impl: str = "xla", scale=None, from_cache: bool
   """`from_cache`: keys are a KV cache being decoded against (no gradient is needed);
   `segment_ids` [B, T]: packed training rows (`forward` allows them without a cache only)."""
   if impl == "xla":
+    if from_cache and q.shape[1] == 1 and segment_ids is None:
+      return single_query_attention(q, k, v, q_positions, scale)
     # Without a cache the keys are the call's own tokens and the Decoder's mask positions
     # are their indices (or -1): the causal promise `causal_query_block` needs.
     return xla_attention(q, k, v, q_positions, scale, segment_ids,
