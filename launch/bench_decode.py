@@ -6,11 +6,17 @@ cache-donating step, and the cost of confidence probes.
 For each model (the embedded tiny reasoner, and a random-weight ~100M-parameter config) and
 batch size, every variant generates the same number of tokens per sequence:
   * python_loop: prefill, then `decode_step` (jit, cache donated) + argmax in a Python loop;
-  * think: one `think()` call, budget = min_thinking = N so exactly N thinking tokens are
-    forced, then the close and a 1-token answer;
-  * think+probe: the same with the confidence rule probing every P tokens (threshold 1, so the
-    probes run but never stop thinking: their cost is pure overhead).
-Times are medians over --reps runs after a warm-up (compilation excluded).
+  * think: one `think()` call with budget N and no minimum, on a prompt the models think
+    through to the budget (checked: every row thinks exactly N tokens and stops for BUDGET),
+    then the forced close and a 1-token answer;
+  * think+probe: the same with the confidence rule probing every P thinking tokens
+    (threshold 1, no agreement rule: the probes run, N // P of them per row (checked), but
+    never stop thinking, so their cost is pure overhead). A minimum of N would suppress
+    every probe but the last: probes start once the minimum is reached.
+Times are medians over --reps rounds after a warm-up (compilation excluded); each round
+times every variant once, so load changes on a shared machine hit all of them alike. The
+probe cost is also given in CPU time (`probe_cost_cpu_pct`, best round of each), which
+other jobs on the machine perturb less than wall time.
 
   python launch/bench_decode.py --roofline --out=runs/roofline.json
 
@@ -50,16 +56,6 @@ _ROOF_TOKENS = flags.DEFINE_integer("roofline_tokens", 256, "Thinking tokens per
                                     "in the roofline runs.")
 
 
-def _median_time(fn, reps):
-  fn()  # warm-up: compile
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
 def bench_model(name, params, model_config, batches, n_tokens, reps, probe_every):
   import jax
   import jax.numpy as jnp
@@ -68,10 +64,12 @@ def bench_model(name, params, model_config, batches, n_tokens, reps, probe_every
   from o1jax.model.cache import KVCache
   from o1jax.model.decode import decode_step, prefill
   from o1jax.tasks.tokenizer import CharTokenizer
-  from o1jax.thinking import make_think_config, prepare_inputs, think
+  from o1jax.thinking import StopReason, make_think_config, prepare_inputs, think
 
   tok = CharTokenizer()
-  prompt = "12345+67890="
+  # Both models think through to the budget on this prompt (the embedded reasoner closes
+  # its thinking after ~40 tokens on arithmetic): checked below.
+  prompt = "Count to 100"
   ids = tok.encode_prompt(prompt)
   cache_len = len(ids) + n_tokens + 8
   results = []
@@ -95,19 +93,40 @@ def bench_model(name, params, model_config, batches, n_tokens, reps, probe_every
                                  max_answer_tokens=1, probe_every=probe_every,
                                  probe_answer_tokens=4, confidence_threshold=1.0,
                                  probe_agreement=0)
-      inputs = jax.device_put(prepare_inputs(tok, [prompt] * batch, config, n_tokens, n_tokens))
+      inputs = jax.device_put(prepare_inputs(tok, [prompt] * batch, config, n_tokens, 0))
       rng = jax.random.key(0)
+      r = think(params, inputs, config, rng)  # also the warm-up
+      probes = n_tokens // probe_every if config.rule("confidence") else 0
+      if not ((np.asarray(r.thinking_tokens) == n_tokens).all()
+              and (np.asarray(r.stop_reason) == StopReason.BUDGET).all()
+              and (np.asarray(r.num_probes) == probes).all()):
+        raise RuntimeError(f"{name}: expected {n_tokens} thinking tokens and {probes} probes "
+                           f"a row, got {np.asarray(r.thinking_tokens)} and "
+                           f"{np.asarray(r.num_probes)} (stop {np.asarray(r.stop_reason)})")
       return lambda: jax.block_until_ready(think(params, inputs, config, rng))
 
     generated = batch * (n_tokens + 2)
-    row = {"model": name, "batch": batch, "tokens_per_seq": n_tokens + 2}
-    for variant, fn in (("python_loop", python_loop),
-                        ("think", compiled(("natural", "budget"))),
-                        ("think+probe", compiled(("natural", "budget", "confidence")))):
-      seconds = _median_time(fn, reps)
-      row[f"{variant}_tok_s"] = generated / seconds
+    row = {"model": name, "batch": batch, "tokens_per_seq": n_tokens + 2,
+           "probes_per_seq": n_tokens // probe_every}
+    fns = {"python_loop": python_loop, "think": compiled(("natural", "budget")),
+           "think+probe": compiled(("natural", "budget", "confidence"))}
+    times = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    python_loop()  # warm-up
+    for _ in range(reps):
+      for variant, fn in fns.items():
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        times[variant].append(time.perf_counter() - t0)
+        cpu[variant].append(time.process_time() - c0)
+    for variant in fns:
+      row[f"{variant}_tok_s"] = generated / statistics.median(times[variant])
+    # The same cost in CPU seconds this process used (all threads): steadier than wall time
+    # when other jobs share the cores.
+    row["probe_cost_cpu_pct"] = 100 * (1 - min(cpu["think"]) / min(cpu["think+probe"]))
     row["speedup_think_vs_python"] = row["think_tok_s"] / row["python_loop_tok_s"]
     row["probe_cost_pct"] = 100 * (1 - row["think+probe_tok_s"] / row["think_tok_s"])
+    row["loadavg"] = __import__("os").getloadavg()[0]
     print(json.dumps(row), flush=True)
     results.append(row)
   return results
