@@ -163,48 +163,35 @@ def decode_step(s: ThinkState, params, config: ThinkConfig, heads=None) -> Think
 
   # Feed the token at its position (finished sequences at -1: nothing written or attended).
   position = jnp.where(live, s.position, -1)
-  fed_thinking = segment == Segment.THINKING
-  probing = config.rule("confidence") and config.confidence_estimate == "probe"
-  if probing:
-    # Probes are due every probe_every thinking tokens once the minimum is reached (below
-    # it no rule may stop, so a probe there would be wasted work) and where the cache has
-    # room for the trial answer. Known before the forward, so the probe's first call rides
-    # along with it (a row the converged rule stops in this step is dropped below).
-    due = (fed_thinking & (s.phase == Phase.THINKING) & s.use_confidence &
-           (s.thinking_tokens % config.probe_every == 0) &
-           (s.thinking_tokens >= s.min_thinking) &
-           (s.position + live + probe_lib.probe_length(config) <= config.cache_len))
-    logits, hidden, cache, first_probe_call = probe_lib.forward_with_probe(
-        params, token, position, s, due, config)
-  else:
-    logits, hidden, cache = forward(params, token[:, None], position[:, None], s.cache,
-                                    config.model)
-    logits, hidden = logits[:, 0], hidden[:, 0]
-  s = s.replace(logits=logits.astype(jnp.float32), cache=cache, position=s.position + live)
+  logits, hidden, cache = forward(params, token[:, None], position[:, None], s.cache,
+                                  config.model)
+  s = s.replace(logits=logits[:, 0].astype(jnp.float32), cache=cache,
+                position=s.position + live)
 
+  fed_thinking = segment == Segment.THINKING
   if config.rule("converged"):
     # Only compiled in with its rule: the windows cost ~10 ops a step on every row, which
     # at batch 1 is a visible share of a small model's step. Without the rule `similarity`
     # stays nan.
-    s = _update_convergence(s, hidden, fed_thinking, config)
-  if config.rule("confidence") and not probing:
-    # The trained head's estimate: every probe_every thinking tokens once the minimum is
-    # reached, read off the hidden state at no extra forward.
+    s = _update_convergence(s, hidden[:, 0], fed_thinking, config)
+  if config.rule("confidence"):
+    # Estimates are taken every probe_every thinking tokens once the minimum is reached
+    # (below it no rule may stop, so a probe there would be wasted work).
     due = (fed_thinking & (s.phase == Phase.THINKING) & s.use_confidence &
            (s.thinking_tokens % config.probe_every == 0) &
            (s.thinking_tokens >= s.min_thinking))
-    s = _head_confidence(s, due, hidden, heads, config)
-    s = _early_stop(s, due & (s.confidence >= s.confidence_threshold), StopReason.CONFIDENCE)
-    if config.gives_up:
-      from o1jax.model.heads import head_probability  # local: only traced with a head
-      hopeless = head_probability(heads["value"], hidden) < s.give_up_threshold
-      s = _early_stop(s, due & hopeless, StopReason.GIVE_UP)
-  if probing:
-    due &= s.phase == Phase.THINKING
-    s = jax.lax.cond(
-        due.any(), lambda st: probe_lib.run_probe(st, due, params, config, first_probe_call),
-        lambda st: st, s)
-    s = _early_stop(s, due & probe_lib.is_confident(s, config), StopReason.CONFIDENCE)
+    if config.confidence_estimate == "head":
+      s = _head_confidence(s, due, hidden[:, 0], heads, config)
+      s = _early_stop(s, due & (s.confidence >= s.confidence_threshold), StopReason.CONFIDENCE)
+      if config.gives_up:
+        from o1jax.model.heads import head_probability  # local: only traced with a head
+        hopeless = head_probability(heads["value"], hidden[:, 0]) < s.give_up_threshold
+        s = _early_stop(s, due & hopeless, StopReason.GIVE_UP)
+    else:
+      due &= s.position + probe_lib.probe_length(config) <= config.cache_len
+      s = jax.lax.cond(due.any(), lambda st: probe_lib.run_probe(st, due, params, config),
+                       lambda st: st, s)
+      s = _early_stop(s, due & probe_lib.is_confident(s, config), StopReason.CONFIDENCE)
 
   # A sequence whose cache is full stops wherever it is.
   s = s.replace(phase=_where(s.position >= config.cache_len, Phase.DONE, s.phase))

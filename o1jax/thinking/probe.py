@@ -27,75 +27,29 @@ def _greedy(logits):
   return token, jnp.take_along_axis(probs, token[:, None], axis=-1)[:, 0]
 
 
-def _chunk(state, due, start, config: ThinkConfig):
-  """The probe's speculative input [close, prefix, previous answer] and its positions from
-  `start` on (-1: not written, rows not due)."""
-  forced = jnp.asarray(config.close_ids + config.answer_prefix_ids, jnp.int32)
-  batch, n_forced = due.shape[0], forced.shape[0]
-  guess = state.probe_history[:, 0]                  # [B, A], -1 before the first probe
-  guess = jnp.where(guess < 0, config.pad_id, guess)
-  chunk = jnp.concatenate([jnp.broadcast_to(forced, (batch, n_forced)), guess], axis=1)
-  offsets = jnp.arange(n_forced + config.probe_answer_tokens)[None, :]
-  return chunk, jnp.where(due[:, None], start[:, None] + offsets, -1)
-
-
-def _greedy_answer(chunk_logits, config: ThinkConfig):
-  """Greedy token and its probability at each answer position of the chunk's logits."""
-  n_forced = len(config.close_ids) + len(config.answer_prefix_ids)
-  logits = chunk_logits[:, n_forced - 1: n_forced - 1 + config.probe_answer_tokens]
-  probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
-  return jnp.argmax(probs, -1).astype(jnp.int32), jnp.max(probs, -1)
-
-
-def forward_with_probe(params, token, position, state, due, config: ThinkConfig):
-  """The decode step's forward with the probe's speculative chunk riding along.
-
-  When some row is due, its chunk is fed in the same call as the step's token (at the
-  slots after it, so it sees that token and the token never sees it): the weights are read
-  once for both instead of once per call. Returns (logits [B, V], hidden [B, E], cache,
-  (greedy answer [B, A], its probabilities [B, A]) from the chunk; zeros when none is due).
-  """
-  model = config.model
-  batch, n_answer = token.shape[0], config.probe_answer_tokens
-
-  def plain(cache):
-    logits, hidden, cache = forward(params, token[:, None], position[:, None], cache, model)
-    return (logits[:, 0], hidden[:, 0], cache,
-            (jnp.zeros((batch, n_answer), jnp.int32), jnp.zeros((batch, n_answer), jnp.float32)))
-
-  def fused(cache):
-    chunk, chunk_positions = _chunk(state, due, position + 1, config)
-    tokens = jnp.concatenate([token[:, None], chunk], axis=1)
-    positions = jnp.concatenate([position[:, None], chunk_positions], axis=1)
-    logits, hidden, cache = forward(params, tokens, positions, cache, model)
-    return logits[:, 0], hidden[:, 0], cache, _greedy_answer(logits[:, 1:], config)
-
-  return jax.lax.cond(due.any(), fused, plain, state.cache)
-
-
-def trial_answer(state, due, params, config: ThinkConfig, first=None):
+def trial_answer(state, due, params, config: ThinkConfig):
   """Greedy trial answers [B, A] (pad after EOS), their mean token probability [B] and
   whether each ended with EOS within A tokens.
 
   Verified speculatively against the previous probe's answer: one forward call over
   [close, prefix, previous answer] gives the greedy token at every answer position whose
   prefix agreed, so a stable answer costs a single call; rows that diverge finish the
-  answer token by token from their first disagreement. `first`: that call's
-  (greedy, probabilities), already made with the step's forward (`forward_with_probe`,
-  whose cache `state` carries); None makes it here.
+  answer token by token from their first disagreement.
   """
   model = config.model
-  batch, n_answer = state.position.shape[0], config.probe_answer_tokens
-  n_forced = len(config.close_ids) + len(config.answer_prefix_ids)
+  forced = jnp.asarray(config.close_ids + config.answer_prefix_ids, jnp.int32)
+  batch, n_forced, n_answer = state.position.shape[0], forced.shape[0], config.probe_answer_tokens
+  guess = state.probe_history[:, 0]                  # [B, A], -1 before the first probe
+  guess = jnp.where(guess < 0, config.pad_id, guess)
   start = jnp.where(due, state.position, -1)
-  chunk, positions = _chunk(state, due, start, config)
-  guess = chunk[:, n_forced:]
-  cache = state.cache
-  if first is None:
-    logits, _, cache = forward(params, chunk, positions, cache, model)
-    first = _greedy_answer(logits, config)
+  chunk = jnp.concatenate([jnp.broadcast_to(forced, (batch, n_forced)), guess], axis=1)
+  offsets = jnp.arange(n_forced + n_answer)[None, :]
+  positions = jnp.where(due[:, None], start[:, None] + offsets, -1)
+  logits, _, cache = forward(params, chunk, positions, state.cache, model)
   # Prediction for answer token j given the forced tokens and guess[:j].
-  greedy, greedy_prob = first
+  probs = jax.nn.softmax(logits[:, n_forced - 1: n_forced - 1 + n_answer].astype(jnp.float32), -1)
+  greedy = jnp.argmax(probs, -1).astype(jnp.int32)
+  greedy_prob = jnp.max(probs, -1)
   # greedy[j] is the true greedy token while guess[:j] matched greedy[:j]. Up to and including
   # the first disagreement (or the first EOS) the speculative answer is exact.
   agree = greedy == guess
@@ -138,8 +92,8 @@ def trial_answer(state, due, params, config: ThinkConfig, first=None):
   return answers, confidence, ended & due, cache
 
 
-def run_probe(state, due, params, config: ThinkConfig, first=None):
-  answers, confidence, ended, cache = trial_answer(state, due, params, config, first)
+def run_probe(state, due, params, config: ThinkConfig):
+  answers, confidence, ended, cache = trial_answer(state, due, params, config)
   history = state.probe_history
   agree = ended & (state.num_probes >= config.probe_agreement)
   if config.probe_agreement > 0:
