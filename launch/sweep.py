@@ -3,6 +3,8 @@ thinking tokens by task and difficulty, and what each early-stop rule saves.
 
   python launch/sweep.py --out=docs/sweep            # the embedded tiny reasoner
   python launch/sweep.py --budgets=0,8,32,inf --tasks=addition --num_problems=50
+  python launch/sweep.py --kv_dtype=int8 --nostop_rule_sweep   # the same with an int8 KV cache
+  python launch/sweep.py --thinking_kv_budget=40 --nostop_rule_sweep  # thinking-KV eviction
 Writes accuracy_vs_budget.{csv,png}, tokens_by_difficulty.csv, stop_rules.csv and
 rows.csv (every problem at every setting) into --out.
 """
@@ -32,6 +34,15 @@ _STOP_RULE_SWEEP = flags.DEFINE_bool("stop_rule_sweep", True, "Also measure the 
 _PROBE_EVERY = flags.DEFINE_integer("probe_every", 8, "Probe period for the confidence rule.")
 _CONV_WINDOW = flags.DEFINE_integer("converge_window", 8, "Window W of the converged rule.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Prompts per compiled batch.")
+_KV_DTYPE = flags.DEFINE_enum("kv_dtype", None, ["int8"], "KV cache storage (default: the "
+                              "model's compute dtype); int8 stores per-token, per-head scales.")
+_KV_BUDGET = flags.DEFINE_integer("thinking_kv_budget", None, "Thinking-KV eviction: thinking "
+                                  "tokens kept in the KV cache (default: all).")
+_KV_WEIGHT = flags.DEFINE_float("kv_importance_weight", 0.1, "Eviction: R-KV's lambda "
+                                "(importance vs redundancy).")
+_KV_WINDOW = flags.DEFINE_integer("kv_evict_window", 8, "Eviction: most recent thinking tokens "
+                                  "never evicted.")
+_KV_POLICY = flags.DEFINE_enum("kv_evict_policy", "rkv", ["rkv", "oldest"], "Eviction policy.")
 
 
 def main(argv):
@@ -55,13 +66,23 @@ def main(argv):
     if _NUM_PROBLEMS.value <= 0:
       raise ValueError(f"--num_problems must be positive, got {_NUM_PROBLEMS.value}")
     params, model_config, _ = load_params(_CHECKPOINT.value or embedded_checkpoint_dir())
+    model_config = model_config.replace(kv_dtype=_KV_DTYPE.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   tokenizer = CharTokenizer()
   problems = [p for name in _TASKS.value for d in difficulties
               for p in tasks.get_task(name).generate_problems(_SEED.value + 1000, d,
                                                               _NUM_PROBLEMS.value, split="eval")]
-  base = make_think_config(model_config, tokenizer)
+  try:
+    base = make_think_config(model_config, tokenizer, thinking_kv_budget=_KV_BUDGET.value,
+                             kv_importance_weight=_KV_WEIGHT.value,
+                             kv_evict_window=_KV_WINDOW.value,
+                             kv_evict_policy=_KV_POLICY.value)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+  if _KV_BUDGET.value is not None and _STOP_RULE_SWEEP.value:
+    sys.exit("error: --thinking_kv_budget needs --nostop_rule_sweep (the stop-rule sweep's "
+             "confidence probes do not combine with eviction)")
   os.makedirs(_OUT.value, exist_ok=True)
   print(f"{len(problems)} held-out problems x {len(budgets)} budgets", flush=True)
 
@@ -116,6 +137,9 @@ def main(argv):
   with open(os.path.join(_OUT.value, "summary.json"), "w") as f:
     json.dump({"accuracy_vs_budget": acc_table, "tokens_by_difficulty": diff_table,
                "num_problems": len(problems), "seed": _SEED.value,
+               "kv_dtype": _KV_DTYPE.value, "thinking_kv_budget": _KV_BUDGET.value,
+               "kv_importance_weight": _KV_WEIGHT.value, "kv_evict_policy": _KV_POLICY.value,
+               "kv_evict_window": _KV_WINDOW.value,
                "wall_s": time.time() - t0}, f, indent=2)
   print(f"\nwrote {_OUT.value}/ (csv, png) in {time.time() - t0:.0f}s")
 

@@ -12,6 +12,9 @@ The cache is read in place through a free reshape to [B, Tk, KVH*D] (a (bk, D) b
 column-block h is kv head h): no transpose or copy of the cache per step. If Tk is not a
 multiple of any allowed block size, the cache is padded, which copies it: keep cache
 lengths multiples of 128 (the model's `KVCache.init` allocates Pallas caches so).
+
+An int8 cache (k/v int8 plus per-(token, kv head) scales) is read as int8 blocks with their
+scale blocks and dequantised inside the kernel, so the cache traffic is the int8 bytes.
 """
 
 from __future__ import annotations
@@ -30,14 +33,25 @@ _F32 = jnp.float32
 
 
 def decode_attention(q, k, v, q_positions, kv_lengths=None, *, scale=None, block_k=None,
-                     num_splits=None, interpret=None):
+                     num_splits=None, interpret=None, k_scale=None, v_scale=None):
   """q [B, Tq, H, D] (Tq small), k/v cache [B, Tk, KVH, D] -> [B, Tq, H, D] in q.dtype.
 
   Same masking rule as flash_attention: key j is visible to query (b, i) iff
   j <= q_positions[b, i] and j < kv_lengths[b]. Forward only (no custom gradient).
+  `k_scale`, `v_scale` [B, Tk, KVH] (any float dtype): k and v are int8 and the cache holds
+  k * k_scale, v * v_scale.
   """
   target = backend.resolve_target(interpret)
-  backend.check_inputs("decode_attention", q, k, v, target, decode=True)
+  quantized = k_scale is not None
+  if quantized:
+    if k.dtype != jnp.int8 or v.dtype != jnp.int8 or v_scale is None:
+      raise ValueError(f"decode_attention: an int8 cache needs int8 k and v and both scales; "
+                       f"got k {k.dtype}, v {v.dtype}, v_scale {v_scale is not None}")
+    if k_scale.shape != k.shape[:3] or v_scale.shape != v.shape[:3]:
+      raise ValueError(f"decode_attention: scales must be [batch, time, kv_heads]={k.shape[:3]}, "
+                       f"got {k_scale.shape}, {v_scale.shape}")
+  as_q = lambda x: jax.ShapeDtypeStruct(x.shape, q.dtype) if quantized else x
+  backend.check_inputs("decode_attention", q, as_q(k), as_q(v), target, decode=True)
   b, tq, h, d = q.shape
   tk, kvh = k.shape[1], k.shape[2]
   group, m = h // kvh, (h // kvh) * tq
@@ -52,6 +66,8 @@ def decode_attention(q, k, v, q_positions, kv_lengths=None, *, scale=None, block
   if tk_p != tk:  # Only when no block size divides Tk (copies the cache; see module doc).
     pad = ((0, 0), (0, tk_p - tk), (0, 0), (0, 0))
     k, v = jnp.pad(k, pad), jnp.pad(v, pad)
+    if quantized:
+      k_scale, v_scale = jnp.pad(k_scale, pad[:3]), jnp.pad(v_scale, pad[:3])
   nk = tk_p // bk
   splits = max(1, min(num_splits or _default_splits(target, b * kvh, nk), nk))
 
@@ -65,7 +81,9 @@ def decode_attention(q, k, v, q_positions, kv_lengths=None, *, scale=None, block
   pos_rows = jnp.pad(jnp.tile(pos, (1, group)), ((0, 0), (0, m_pad - m)), constant_values=-1)
   k_flat, v_flat = k.reshape(b, tk_p, kvh * d), v.reshape(b, tk_p, kvh * d)
 
-  kw = dict(scale=scale, bk=bk, splits=splits, precision=backend.float32_precision(q.dtype))
+  kw = dict(scale=scale, bk=bk, splits=splits, precision=backend.float32_precision(q.dtype),
+            quantized=quantized)
+  scales = (k_scale, v_scale) if quantized else ()
   out_shape = [jax.ShapeDtypeStruct((b, kvh, splits, m_pad, d), _F32),
                jax.ShapeDtypeStruct((b, kvh, splits, m_pad, 1), _F32)]
   o_spec = pl.BlockSpec((None, None, None, m_pad, d), lambda i, j, s, *_: (i, j, s, 0, 0))
@@ -81,26 +99,34 @@ def decode_attention(q, k, v, q_positions, kv_lengths=None, *, scale=None, block
       start, end = _split_range(nv[i], bk, splits, s)
       return i, jnp.maximum(jnp.minimum(start + t, end - 1), 0), j  # clamp: no DMA if idle
     kv_spec = pl.BlockSpec((None, bk, d), kv_index)
+    # Scale blocks [bk, KVH] (Mosaic tiles a last dim only whole or in 128s; the kernel
+    # picks column j), in float32 (a small copy: 1/D of the cache's elements).
+    s_spec = pl.BlockSpec((None, bk, kvh), lambda *a: kv_index(*a)[:2] + (0,))
+    scales = tuple(x.astype(_F32) for x in scales)
     parts, lse = pl.pallas_call(
         functools.partial(_decode_grid_kernel, **kw),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=2, grid=(b, kvh, splits, per_max),
-            in_specs=[q_spec, kv_spec, kv_spec, p_spec], out_specs=[o_spec, l_spec],
+            in_specs=[q_spec, kv_spec, kv_spec, p_spec] + [s_spec] * len(scales),
+            out_specs=[o_spec, l_spec],
             scratch_shapes=[pltpu.VMEM((m_pad, 1), _F32), pltpu.VMEM((m_pad, 1), _F32),
                             pltpu.VMEM((m_pad, d), _F32)]),
         out_shape=out_shape, interpret=target.interpret, name="decode_attention",
         compiler_params=backend.compiler_params(
-            target, semantics=("parallel", "parallel", "parallel", "arbitrary")))(*args)
+            target, semantics=("parallel", "parallel", "parallel", "arbitrary")))(
+                *args, *scales)
   else:
     scalar = pl.BlockSpec((None,), lambda i, j, s: (i,))
     kv_spec = pl.BlockSpec((None, tk_p, d), lambda i, j, s: (i, 0, j))
+    s_spec = pl.BlockSpec((None, tk_p, 1), lambda i, j, s: (i, 0, j))
     parts, lse = pl.pallas_call(
         functools.partial(_decode_loop_kernel, **kw), grid=(b, kvh, splits),
-        in_specs=[scalar, scalar, q_spec, kv_spec, kv_spec, p_spec],
+        in_specs=[scalar, scalar, q_spec, kv_spec, kv_spec, p_spec] + [s_spec] * len(scales),
         out_specs=[o_spec, l_spec], out_shape=out_shape, interpret=target.interpret,
         name="decode_attention",
         compiler_params=backend.compiler_params(
-            target, num_warps=4, num_stages=3 if q.dtype == jnp.bfloat16 else 2))(*args)
+            target, num_warps=4, num_stages=3 if q.dtype == jnp.bfloat16 else 2))(
+                *args, *scales)
   out = _combine(parts, lse)[:, :, :m]                                   # [B, KVH, M, D]
   out = out.reshape(b, kvh, group, tq, d).transpose(0, 3, 1, 2, 4).reshape(b, tq, h, d)
   return out.astype(q.dtype)
@@ -147,24 +173,62 @@ def _partial_result(m, l, acc):
   return out, jnp.where(l == 0.0, -jnp.inf, lse)
 
 
-def _decode_loop_kernel(nvis_ref, len_ref, q_ref, k_ref, v_ref, pos_ref, o_ref, lse_ref, *,
-                        scale, bk, splits, precision):
+def _split_refs(refs, quantized, n_out):
+  """(inputs without scales, (k_scale_ref, v_scale_ref) or None, the rest): the scale refs
+  come after the other inputs when the cache is int8."""
+  n_in = len(refs) - n_out - (2 if quantized else 0)
+  ins, rest = refs[:n_in], refs[n_in:]
+  if quantized:
+    return ins, rest[:2], rest[2:]
+  return ins, None, rest
+
+
+def _block(ref, rows, scale_ref, dtype):
+  """A cache block (bk, D) as `dtype`, dequantised with its (bk, 1) scales if int8."""
+  if scale_ref is None:
+    return ref[rows, :]
+  return (ref[rows, :].astype(_F32) * scale_ref[rows, :].astype(_F32)).astype(dtype)
+
+
+class _Column:
+  """A [bk, KVH] scale ref read as its column `j` [bk, 1]: a masked lane sum, which Mosaic
+  lowers (a dynamic lane slice it may not)."""
+
+  def __init__(self, ref, j):
+    self.ref, self.j = ref, j
+
+  def __getitem__(self, index):  # index: (rows, slice(None)), as _block reads a scale ref
+    x = self.ref[index[0], :].astype(_F32)
+    lane = lax.broadcasted_iota(jnp.int32, x.shape, 1)
+    return jnp.sum(jnp.where(lane == self.j, x, 0.0), axis=1, keepdims=True)
+
+
+def _decode_loop_kernel(*refs, scale, bk, splits, precision, quantized):
+  (nvis_ref, len_ref, q_ref, k_ref, v_ref, pos_ref), scale_refs, (o_ref, lse_ref) = (
+      _split_refs(refs, quantized, 2))
+  ks_ref, vs_ref = scale_refs or (None, None)
   q, pos, kv_len = q_ref[...], pos_ref[...], len_ref[...]
   start, end = _split_range(nvis_ref[...], bk, splits, pl.program_id(2))
 
   def body(j, carry):
     rows = pl.ds(pl.multiple_of(j * bk, bk), bk)
-    s = fk.scores(q, k_ref[rows, :], pos, j * bk, kv_len, scale=scale, precision=precision,
-                  masked=True)
-    return fk.softmax_step(s, v_ref[rows, :], *carry, precision)
+    s = fk.scores(q, _block(k_ref, rows, ks_ref, q.dtype), pos, j * bk, kv_len, scale=scale,
+                  precision=precision, masked=True)
+    return fk.softmax_step(s, _block(v_ref, rows, vs_ref, q.dtype), *carry, precision)
 
   init = (jnp.full((q.shape[0], 1), fk.NEG_INIT, _F32), jnp.zeros((q.shape[0], 1), _F32),
           jnp.zeros(q.shape, _F32))
   o_ref[...], lse_ref[...] = _partial_result(*lax.fori_loop(start, end, body, init))
 
 
-def _decode_grid_kernel(nvis_ref, len_ref, q_ref, k_ref, v_ref, pos_ref, o_ref, lse_ref,
-                        m_sc, l_sc, acc_sc, *, scale, bk, splits, precision):
+def _decode_grid_kernel(*refs, scale, bk, splits, precision, quantized):
+  (nvis_ref, len_ref, q_ref, k_ref, v_ref, pos_ref), scale_refs, rest = (
+      _split_refs(refs, quantized, 5))
+  o_ref, lse_ref, m_sc, l_sc, acc_sc = rest
+  ks_ref, vs_ref = scale_refs or (None, None)
+  every = slice(None)
+  if scale_refs is not None:  # this kv head's column of the [bk, KVH] scale blocks
+    ks_ref, vs_ref = (_Column(r, pl.program_id(1)) for r in scale_refs)
   b, s, t = pl.program_id(0), pl.program_id(2), pl.program_id(3)
   start, end = _split_range(nvis_ref[b], bk, splits, s)
   j = start + t
@@ -177,10 +241,11 @@ def _decode_grid_kernel(nvis_ref, len_ref, q_ref, k_ref, v_ref, pos_ref, o_ref, 
 
   @pl.when(j < end)
   def _():
-    sc = fk.scores(q_ref[...], k_ref[...], pos_ref[...], j * bk, len_ref[b], scale=scale,
-                   precision=precision, masked=True)
-    m_sc[...], l_sc[...], acc_sc[...] = fk.softmax_step(sc, v_ref[...], m_sc[...], l_sc[...],
-                                                        acc_sc[...], precision)
+    dt = q_ref.dtype
+    sc = fk.scores(q_ref[...], _block(k_ref, every, ks_ref, dt), pos_ref[...], j * bk,
+                   len_ref[b], scale=scale, precision=precision, masked=True)
+    m_sc[...], l_sc[...], acc_sc[...] = fk.softmax_step(
+        sc, _block(v_ref, every, vs_ref, dt), m_sc[...], l_sc[...], acc_sc[...], precision)
 
   @pl.when(t == pl.num_programs(3) - 1)
   def _():

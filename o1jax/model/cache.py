@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,13 @@ from o1jax.model.config import ModelConfig
 
 # Logical axes of each cache array, mapped to mesh axes in o1jax/parallel/ only.
 CACHE_AXES = ("batch", "cache_len", "kv_heads", "head_dim")
+# int8 caches: one scale per (token, kv head), sharded like the cache it scales.
+SCALE_AXES = CACHE_AXES[:3]
+# float16, not float32: with head_dim 32 a float32 scale adds 4 bytes to 32 int8 ones (the
+# cache would shrink 3.6x from float32, 1.8x from bfloat16); float16 adds 2 and keeps ~3
+# significant digits, 10x finer than the int8 step itself (1/254 of the absmax).
+SCALE_DTYPE = jnp.float16
+_INT8_MAX = 127.0
 
 
 # The Pallas decode kernel reads the cache in blocks (TPU: multiples of 128 up to 512; GPU:
@@ -24,6 +33,20 @@ def padded_cache_len(config: ModelConfig, cache_len: int) -> int:
   if config.attention_impl != "pallas":
     return cache_len
   return -(-cache_len // PALLAS_CACHE_MULTIPLE) * PALLAS_CACHE_MULTIPLE
+
+
+@struct.dataclass
+class SlotTable:
+  """Which position each cache slot holds, for caches whose slots are not their positions
+  (thinking-KV eviction, o1jax/thinking/kv_eviction.py: a thinking token's slot is reused).
+
+  Keys are cached after RoPE, so a key keeps its position wherever it sits. Attention sees
+  slot j from a query at position p iff 0 <= positions[b, j] <= p. All [batch, slots].
+  """
+  positions: jax.Array    # int32, -1: empty
+  thinking: jax.Array     # bool: holds a thinking token (the only kind ever evicted)
+  importance: jax.Array   # f32: attention received (the model adds each step's)
+  redundancy: jax.Array   # f32: summed cosine similarity of its keys to the other thinking keys
 
 
 @struct.dataclass
@@ -41,6 +64,12 @@ class KVCache:
   """
   k: tuple[jax.Array, ...]
   v: tuple[jax.Array, ...]
+  # int8 caches (`kv_dtype="int8"`): per layer [batch, allocated_len, kv_heads] SCALE_DTYPE,
+  # key/value = int8 * scale. None for float caches.
+  k_scale: tuple[jax.Array, ...] | None = None
+  v_scale: tuple[jax.Array, ...] | None = None
+  # Eviction caches: slot -> position table (None: slot j holds position j).
+  slots: SlotTable | None = None
   length: int | None = struct.field(pytree_node=False, default=None)
 
   @property
@@ -51,9 +80,34 @@ class KVCache:
   def batch_size(self) -> int:
     return self.k[0].shape[0]
 
+  @property
+  def quantized(self) -> bool:
+    return self.k_scale is not None
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes held by the cache arrays (all layers, scales included)."""
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self))
+
+  def layer(self, i: int) -> "LayerKV":
+    scales = (self.k_scale[i], self.v_scale[i]) if self.quantized else (None, None)
+    slot_positions = None if self.slots is None else self.slots.positions
+    return LayerKV(self.k[i], self.v[i], *scales, slot_positions)
+
+  def with_layers(self, layers: list["LayerKV"]) -> "KVCache":
+    field = lambda name: tuple(getattr(l, name) for l in layers)
+    slots = self.slots
+    if slots is not None:  # the attention each slot received, averaged over the layers
+      received = sum(l.received for l in layers) / len(layers)
+      slots = slots.replace(importance=slots.importance + received)
+    return self.replace(k=field("k"), v=field("v"),
+                        k_scale=field("k_scale") if self.quantized else None,
+                        v_scale=field("v_scale") if self.quantized else None, slots=slots)
+
   @classmethod
   def init(cls, config: ModelConfig, batch_size: int, cache_len: int, dtype=None) -> "KVCache":
-    dtype = dtype or config.jnp_dtype
+    quantized = config.kv_dtype == "int8" and dtype is None
+    dtype = jnp.int8 if quantized else (dtype or config.jnp_dtype)
     allocated = padded_cache_len(config, cache_len)
     shape = (batch_size, allocated, config.num_kv_heads, config.head_dim)
     # Separate buffers per leaf: donating two leaves that alias one buffer fails.
@@ -62,12 +116,66 @@ class KVCache:
     zeros = lambda: nn.with_logical_constraint(jnp.zeros(shape, dtype), CACHE_AXES)
     k = tuple(zeros() for _ in range(config.num_layers))
     v = tuple(zeros() for _ in range(config.num_layers))
-    return cls(k=k, v=v, length=None if allocated == cache_len else cache_len)
+    scales = lambda: tuple(nn.with_logical_constraint(jnp.zeros(shape[:3], SCALE_DTYPE),
+                                                      SCALE_AXES)
+                           for _ in range(config.num_layers))
+    return cls(k=k, v=v, k_scale=scales() if quantized else None,
+               v_scale=scales() if quantized else None,
+               length=None if allocated == cache_len else cache_len)
+
+
+class LayerKV(NamedTuple):
+  """One layer's cache arrays, as the attention layer reads and writes them."""
+  k: jax.Array
+  v: jax.Array
+  k_scale: jax.Array | None = None
+  v_scale: jax.Array | None = None
+  slot_positions: jax.Array | None = None  # [B, S] (SlotTable.positions), eviction caches
+  received: jax.Array | None = None        # [B, S] attention received this call (ditto)
+
+
+def quantize_int8(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Symmetric absmax quantisation over the last axis: x [..., D] -> (int8 [..., D],
+  scale [...] SCALE_DTYPE) with x ~= q * scale, |error| <= scale / 2 per element.
+
+  The rounding uses the stored (float16) scale, so dequantising with it is consistent."""
+  x32 = x.astype(jnp.float32)
+  scale = (jnp.max(jnp.abs(x32), axis=-1) / _INT8_MAX).astype(SCALE_DTYPE)
+  s32 = scale.astype(jnp.float32)[..., None]
+  q = jnp.round(x32 / jnp.where(s32 > 0, s32, 1.0))
+  return jnp.clip(q, -_INT8_MAX, _INT8_MAX).astype(jnp.int8), scale
+
+
+def dequantize(q: jax.Array, scale: jax.Array, dtype) -> jax.Array:
+  """int8 [..., D] * scale [...] -> dtype."""
+  return (q.astype(jnp.float32) * scale.astype(jnp.float32)[..., None]).astype(dtype)
+
+
+def slot_of(slot_positions: jax.Array, positions: jax.Array) -> jax.Array:
+  """[B, T] the slot holding each position (-1 where none does: dropped on write)."""
+  hit = slot_positions[:, None, :] == positions[:, :, None]          # [B, T, S]
+  found = hit.any(-1) & (positions >= 0)
+  return jnp.where(found, jnp.argmax(hit, -1), -1).astype(jnp.int32)
+
+
+def write_layer(layer: LayerKV, k: jax.Array, v: jax.Array, positions: jax.Array) -> LayerKV:
+  """`write_kv` for every kind of cache: an int8 layer stores the new keys/values
+  quantised, with their scales at the same slots; an eviction cache writes each token to
+  the slot its table assigned to the token's position."""
+  index = positions if layer.slot_positions is None else slot_of(layer.slot_positions,
+                                                                 positions)
+  if layer.k_scale is None:
+    return layer._replace(**dict(zip("kv", write_kv(layer.k, layer.v, k, v, index))))
+  (qk, sk), (qv, sv) = quantize_int8(k), quantize_int8(v)
+  new_k, new_v = write_kv(layer.k, layer.v, qk, qv, index)
+  new_sk, new_sv = write_kv(layer.k_scale, layer.v_scale, sk, sv, index)
+  return layer._replace(k=new_k, v=new_v, k_scale=new_sk, v_scale=new_sv)
 
 
 def write_kv(cache_k: jax.Array, cache_v: jax.Array, k: jax.Array, v: jax.Array,
              positions: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Scatters new keys/values [B, T, KVH, D] into the cache at `positions` [B, T].
+  """Scatters new keys/values [B, T, KVH, D] into the cache at `positions` [B, T] (also
+  used for int8 scales [B, T, KVH]).
 
   Negative positions (padding) are dropped rather than wrapped to the end. Each row is
   written by its own scatter (vmapped, so the batch is a scatter batch dimension): the

@@ -8,6 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 
 ATTENTION_IMPLS = ("xla", "pallas", "cudnn")
+KV_DTYPES = (None, "int8")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,
            "float64": jnp.float64}
 
@@ -44,6 +45,9 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"
   attention_impl: str = "xla"
+  # KV cache storage: None stores keys/values in `dtype`; "int8" stores them quantised, with
+  # one float16 scale per (token, kv head) (o1jax/model/cache.py), dequantised in attention.
+  kv_dtype: str | None = None
 
   def __post_init__(self):
     problems = []
@@ -70,6 +74,8 @@ class ModelConfig:
       problems.append(f"attention_impl='cudnn' needs dtype bfloat16 or float16 (cuDNN's "
                       f"fused attention has no {self.dtype} kernel); set dtype='bfloat16' "
                       f"or use attention_impl 'xla' or 'pallas'")
+    if self.kv_dtype not in KV_DTYPES:
+      problems.append(f"kv_dtype must be one of {KV_DTYPES}, got {self.kv_dtype!r}")
     if problems:
       raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 

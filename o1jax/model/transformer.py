@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from o1jax.model.attention import attend
-from o1jax.model.cache import KVCache, write_kv
+from o1jax.model.attention import attend, attention_received
+from o1jax.model.cache import KVCache, write_layer
 from o1jax.model.config import ModelConfig
 from o1jax.model.rope import apply_rope, inverse_frequencies
 
@@ -88,10 +88,20 @@ class Attention(nn.Module):
     if cache_kv is None:  # training / full forward: keys are this call's tokens
       keys, values, new_kv = k, v, None
     else:  # keys are the whole cache, with this call's tokens written at their positions
-      keys, values = write_kv(cache_kv[0], cache_kv[1], k, v, positions)
-      new_kv = (keys, values)
-    out = attend(q, keys.astype(dt), values.astype(dt), mask_positions, c.attention_impl,
-                 from_cache=cache_kv is not None, segment_ids=segment_ids)
+      new_kv = write_layer(cache_kv, k, v, positions)
+      keys, values = new_kv.k, new_kv.v
+    scales = {}
+    if new_kv is not None and new_kv.k_scale is not None:  # int8: attention dequantises
+      scales = dict(k_scale=new_kv.k_scale, v_scale=new_kv.v_scale)
+    else:
+      keys, values = keys.astype(dt), values.astype(dt)
+    slot_positions = None if new_kv is None else new_kv.slot_positions
+    out = attend(q, keys, values, mask_positions, c.attention_impl,
+                 from_cache=cache_kv is not None, segment_ids=segment_ids,
+                 key_positions=slot_positions, **scales)
+    if slot_positions is not None:  # eviction caches score their slots by attention
+      new_kv = new_kv._replace(received=attention_received(
+          q, new_kv.k, mask_positions, slot_positions, new_kv.k_scale))
     return _dense(out, wo.astype(dt), contract=2), new_kv
 
 
@@ -147,13 +157,11 @@ class Decoder(nn.Module):
       mask_positions = jnp.where(positions >= 0, jnp.arange(t)[None, :], -1)
     else:
       mask_positions = positions  # keys sit in the cache at the index equal to their position
-    new_k, new_v = [], []
+    new_layers = []
     for i in range(c.num_layers):
-      layer_kv = None if cache is None else (cache.k[i], cache.v[i])
+      layer_kv = None if cache is None else cache.layer(i)
       x, kv = Block(c, name=f"layers_{i}")(x, positions, mask_positions, layer_kv, segment_ids)
-      if kv is not None:
-        new_k.append(kv[0])
-        new_v.append(kv[1])
+      new_layers.append(kv)
     hidden = RMSNorm(c.norm_eps, pdt, name="final_norm")(x)
     if c.tie_embeddings:
       # Contract with the embedding's own [vocab, embed] layout: `hidden @ embedding.T`
@@ -166,7 +174,7 @@ class Decoder(nn.Module):
                     ("embed", "vocab"), pdt)
       logits = _dense(hidden, head.astype(dt))
     logits = logits.astype(jnp.float32)
-    new_cache = None if cache is None else cache.replace(k=tuple(new_k), v=tuple(new_v))
+    new_cache = None if cache is None else cache.with_layers(new_layers)
     return logits, hidden, new_cache
 
 

@@ -152,6 +152,11 @@ class Engine:
     table (o1jax/parallel/rules.py); every slot function is traced under it."""
     if slots < 1:
       raise ValueError(f"slots must be >= 1, got {slots}")
+    if config.thinking_kv_budget is not None:
+      # An eviction cache is sized by its prefill batch's prompt width, so rows of different
+      # prefill batches would not fit one slot array.
+      raise ValueError("the serving engine does not support thinking_kv_budget (thinking-KV "
+                       "eviction) yet; use think() / think_texts")
     check_heads(config, heads)
     self.tokenizer, self.heads = tokenizer, heads
     self.config = config                   # its per-request values are the defaults
@@ -285,6 +290,10 @@ class Engine:
 
   def kv_bytes_per_token(self) -> int:
     m = self.config.model
+    if m.kv_dtype == "int8":  # int8 values plus one scale per token and KV head
+      from o1jax.model.cache import SCALE_DTYPE
+      per_head = m.head_dim + jnp.dtype(SCALE_DTYPE).itemsize
+      return 2 * m.num_layers * m.num_kv_heads * per_head
     return 2 * m.num_layers * m.num_kv_heads * m.head_dim * jnp.dtype(m.jnp_dtype).itemsize
 
   @staticmethod

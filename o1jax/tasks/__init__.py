@@ -2,10 +2,11 @@
 
 from o1jax.tasks.base import (STEP_SEP, Problem, Task, is_heldout, render, split_steps,
                               split_thinking, thinking_text)
-from o1jax.tasks.registry import TASKS, find_task_for_prompt, get_task
+from o1jax.tasks.registry import TASKS, distinct_problems, find_task_for_prompt, get_task
 from o1jax.tasks.tokenizer import CharTokenizer
 
 __all__ = [
-    "STEP_SEP", "CharTokenizer", "Problem", "TASKS", "Task", "find_task_for_prompt",
+    "STEP_SEP", "CharTokenizer", "Problem", "TASKS", "Task", "distinct_problems",
+    "find_task_for_prompt",
     "get_task", "is_heldout", "render", "split_steps", "split_thinking", "thinking_text",
 ]

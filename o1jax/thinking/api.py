@@ -168,15 +168,16 @@ def decode_result(result, tokenizer, prompts: Sequence[str]) -> list[Thought]:
 
 def think_texts(params, tokenizer, prompts: Sequence[str], config: ThinkConfig, *,
                 budgets=None, min_thinking=0, seed: int | Sequence[int] = 0,
-                batch_size: int | None = None, heads=None, **settings) -> list[Thought]:
+                batch_size: int | None = None, heads=None, draft_params=None,
+                **settings) -> list[Thought]:
   """Thinks on text prompts in batches; same seed, same result.
 
   With one seed, prompt i samples from `request_keys(seed, i)`; with one seed per prompt,
   from `request_keys(seed[i], 0)` (a request's own identity, as in serving). Either way its
   thinking does not depend on the batch size or on its neighbours, and with per-prompt seeds
   not on its place in the list either. `heads` are passed to think() (a trained confidence head,
-  and value head, for confidence_estimate="head"); `settings` are per-request overrides
-  (see prepare_inputs).
+  and value head, for confidence_estimate="head"), `draft_params` too (a separate speculative
+  draft model); `settings` are per-request overrides (see prepare_inputs).
   """
   prompts = [prompts] if isinstance(prompts, str) else list(prompts)
   n = len(prompts)
@@ -201,5 +202,6 @@ def think_texts(params, tokenizer, prompts: Sequence[str], config: ThinkConfig, 
     inputs = inputs.replace(request_key=request_keys(pick(seeds), 0) if per_prompt_seed
                             else request_keys(seed, np.asarray(rows)))
     chunk = prompts[start:start + batch_size]
-    out += decode_result(think(params, inputs, config, heads=heads), tokenizer, chunk)
+    out += decode_result(think(params, inputs, config, heads=heads,
+                                     draft_params=draft_params), tokenizer, chunk)
   return out

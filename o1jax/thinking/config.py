@@ -32,6 +32,29 @@ CONFIDENCE_ESTIMATES = ("probe", "head")
 
 
 @dataclasses.dataclass(frozen=True)
+class SpeculativeConfig:
+  """Speculative decoding inside the loop (o1jax/thinking/speculative.py).
+
+  Each iteration a draft proposes `gamma` tokens and the policy checks them in one forward
+  over gamma + 1 positions. The draft is the policy's own first `draft_layers` layers with
+  its final norm and unembedding (self-speculative: nothing to train), or, with
+  `draft_model` set, a separate model with the same vocabulary whose params are passed as
+  think(..., draft_params=...).
+  """
+  gamma: int = 4
+  draft_layers: int = 2
+  draft_model: ModelConfig | None = None
+
+  def __post_init__(self):
+    if not isinstance(self.gamma, int) or self.gamma < 1:
+      raise ValueError(f"SpeculativeConfig.gamma must be an integer >= 1, got {self.gamma!r}")
+    if self.draft_model is None and (not isinstance(self.draft_layers, int)
+                                     or self.draft_layers < 1):
+      raise ValueError("SpeculativeConfig.draft_layers must be an integer >= 1, got "
+                       f"{self.draft_layers!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ThinkConfig:
   """Everything static about a thinking run: hashable, passed to `jit` as a static arg.
 
@@ -81,6 +104,17 @@ class ThinkConfig:
   # convergence
   converge_window: int = 50
   converge_threshold: float = 0.9
+  # Thinking-KV eviction (o1jax/thinking/kv_eviction.py, R-KV style): at most this many
+  # thinking tokens stay in the KV cache; past it, the least important and most redundant
+  # one is overwritten. None: off (every token keeps its KV). The kv_evict_window most
+  # recent thinking tokens are never evicted; kv_importance_weight is R-KV's lambda;
+  # kv_evict_policy "oldest" (a sliding window over the thinking) is the baseline to beat.
+  thinking_kv_budget: int | None = None
+  kv_evict_window: int = 8
+  kv_importance_weight: float = 0.1
+  kv_evict_policy: str = "rkv"
+  # Speculative decoding (None: one token per step). Static: it shapes the program.
+  speculative: SpeculativeConfig | None = None
 
   def __post_init__(self):
     unknown = [r for r in self.stop_rules if r not in STOP_RULES]
@@ -119,6 +153,30 @@ class ThinkConfig:
           "rule's head probes: it needs 'confidence' in stop_rules and "
           f"confidence_estimate='head' (got stop_rules={self.stop_rules}, "
           f"confidence_estimate={self.confidence_estimate!r})")
+    if self.thinking_kv_budget is not None:
+      from o1jax.thinking import kv_eviction  # local: it imports the model
+      kv_eviction.check(self)
+    if self.speculative is not None:
+      self._check_speculative(self.speculative)
+
+  def _check_speculative(self, spec: SpeculativeConfig) -> None:
+    if self.thinking_kv_budget is not None:
+      # An evicting cache's slots are not positions; verification writes by position.
+      raise ValueError("speculative decoding does not support thinking-KV eviction "
+                       "(thinking_kv_budget); use one or the other")
+    if self.rule("confidence") and self.confidence_estimate == "probe":
+      # A probe writes its trial answer into the cache slots after the current position,
+      # which hold the candidates being verified: the two cannot share one cache.
+      raise ValueError("speculative decoding does not support the confidence rule with "
+                       "confidence_estimate='probe'; use confidence_estimate='head' or "
+                       "speculative=None")
+    if spec.draft_model is None:
+      if spec.draft_layers >= self.model.num_layers:
+        raise ValueError(f"SpeculativeConfig.draft_layers={spec.draft_layers} must be below "
+                         f"the model's num_layers ({self.model.num_layers})")
+    elif spec.draft_model.vocab_size != self.model.vocab_size:
+      raise ValueError(f"the draft model's vocab_size ({spec.draft_model.vocab_size}) must "
+                       f"equal the policy's ({self.model.vocab_size})")
 
   @property
   def reserve(self) -> int:

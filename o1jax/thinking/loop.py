@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from o1jax.model.cache import KVCache
 from o1jax.model.decode import prompt_positions
 from o1jax.model.transformer import forward
+from o1jax.thinking import kv_eviction
 from o1jax.thinking import probe as probe_lib
 from o1jax.thinking.config import Phase, StopReason, ThinkConfig
 from o1jax.thinking.sampling import sample
@@ -38,25 +39,40 @@ def is_eos(token, config: ThinkConfig):
   return jnp.isin(token, jnp.asarray(config.eos_ids, jnp.int32))
 
 
-def _choose_token(s: ThinkState, config: ThinkConfig, table, table_len):
-  """Picks every sequence's next token and advances its phase. Returns (state, token, segment)."""
-  thinking = s.phase == Phase.THINKING
-  waiting = (s.phase == Phase.CLOSING) & (s.forced == FORCED_WAIT)
-  below_min = s.thinking_tokens < s.min_thinking
-  has_wait = len(config.wait_ids) > 0
+def controller_logits(s: ThinkState, logits, config: ThinkConfig):
+  """The logits [batch, vocab] the controller lets each sequence sample its next token from.
 
-  # Thinking ends with </think>, never with EOS; below the minimum, without a wait string,
-  # the close itself is suppressed (s1 budget forcing).
-  logits = s.logits
+  Thinking ends with </think>, never with EOS; below the minimum, without a wait string,
+  the close itself is suppressed (s1 budget forcing)."""
+  thinking = s.phase == Phase.THINKING
+  below_min = s.thinking_tokens < s.min_thinking
   eos = jnp.asarray(config.eos_ids, jnp.int32)
   logits = logits.at[:, eos].set(jnp.where(thinking[:, None], -jnp.inf, logits[:, eos]))
-  suppress_close = thinking & below_min & (not has_wait)
-  logits = logits.at[:, config.end_think_id].set(
+  suppress_close = thinking & below_min & (len(config.wait_ids) == 0)
+  return logits.at[:, config.end_think_id].set(
       jnp.where(suppress_close, -jnp.inf, logits[:, config.end_think_id]))
+
+
+def _choose_token(s: ThinkState, config: ThinkConfig, table, table_len):
+  """Picks every sequence's next token and advances its phase. Returns (state, token, segment)."""
+  logits = controller_logits(s, s.logits, config)
   # A request's n-th token folds n into its own key: the draw depends on the request alone,
   # not on the loop step, its batch row or when a serving slot took it in.
   step_keys = jax.vmap(jax.random.fold_in)(s.keys, s.num_generated)
   sampled = sample(logits, step_keys, s.temperature, s.top_k, s.top_p)
+  return advance_controller(s, sampled, config, table, table_len)
+
+
+def advance_controller(s: ThinkState, sampled, config: ThinkConfig, table, table_len):
+  """The budget controller's transition for one token: given each sequence's draw `sampled`
+  [batch] from its `controller_logits`, emits the token (the draw, a forced token or padding)
+  and advances the phase. Returns (state, token, segment).
+
+  The one copy of the phase logic: the plain step and the speculative step
+  (o1jax/thinking/speculative.py, once per accepted candidate) both call it."""
+  thinking = s.phase == Phase.THINKING
+  waiting = (s.phase == Phase.CLOSING) & (s.forced == FORCED_WAIT)
+  below_min = s.thinking_tokens < s.min_thinking
 
   # Transitions out of THINKING, in priority order: the cap, then the model's own close.
   hit_cap = (thinking | waiting) & (s.thinking_tokens >= s.cap)
@@ -134,8 +150,10 @@ def _update_convergence(s: ThinkState, hidden, fed_thinking, config: ThinkConfig
       has_prev_window=s.has_prev_window | full,
       window_sum=jnp.where(full[:, None], 0.0, window_sum),
       window_count=jnp.where(full, 0, count))
-  return _early_stop(s, compared & s.use_converged & (cos >= s.converge_threshold),
-                     StopReason.CONVERGED)
+  if config.rule("converged"):
+    s = _early_stop(s, compared & s.use_converged & (cos >= s.converge_threshold),
+                    StopReason.CONVERGED)
+  return s
 
 
 def _head_confidence(s: ThinkState, due, hidden, heads, config: ThinkConfig) -> ThinkState:
@@ -150,52 +168,82 @@ def _head_confidence(s: ThinkState, due, hidden, heads, config: ThinkConfig) -> 
 def decode_step(s: ThinkState, params, config: ThinkConfig, heads=None) -> ThinkState:
   """One token for every live sequence: choose it, feed it, update the stop rules.
 
-  The single step of the budget controller: `think()` and the serving engine both run it.
+  The single step of the budget controller: `think()`, the serving engine and search all
+  run it.
   """
+  return decode_step_with_hidden(s, params, config, heads)[0]
+
+
+def decode_step_with_hidden(s: ThinkState, params, config: ThinkConfig, heads=None):
+  """`decode_step`, also returning the final hidden state [batch, embed] of the token each
+  row fed (garbage for rows that fed nothing): search scores a finished step with a PRM
+  head from it, with no second forward pass."""
   table, table_len = forced_table(config)
   s, token, segment = _choose_token(s, config, table, table_len)
+  s, live = record_token(s, token, segment)
+
+  # Feed the token at its position (finished sequences at -1: nothing written or attended).
+  position = jnp.where(live, s.position, -1)
+  if config.thinking_kv_budget is None:
+    logits, hidden, cache = forward(params, token[:, None], position[:, None], s.cache,
+                                    config.model)
+  else:  # thinking tokens share a fixed number of KV slots
+    logits, hidden, cache = kv_eviction.forward_evicting(
+        params, token, position, segment == Segment.THINKING, s.cache, config)
+  s = s.replace(logits=logits[:, 0].astype(jnp.float32), cache=cache,
+                position=s.position + live)
+
+  fed_thinking = segment == Segment.THINKING
+  s = token_stop_rules(s, hidden[:, 0], fed_thinking, config, heads)
+  if config.rule("confidence") and config.confidence_estimate == "probe":
+    due = _estimate_due(s, fed_thinking, config)
+    due &= s.position + probe_lib.probe_length(config) <= config.cache_len
+    s = jax.lax.cond(due.any(), lambda st: probe_lib.run_probe(st, due, params, config),
+                     lambda st: st, s)
+    s = _early_stop(s, due & probe_lib.is_confident(s, config), StopReason.CONFIDENCE)
+  return stop_when_cache_full(s, config), hidden[:, 0]
+
+
+def record_token(s: ThinkState, token, segment):
+  """Appends each live sequence's emitted token to its output. Returns (state, live)."""
   live = segment != Segment.PAD
   batch = jnp.arange(token.shape[0])
   index = jnp.where(live, s.num_generated, s.tokens.shape[1])
   s = s.replace(tokens=s.tokens.at[batch, index].set(token, mode="drop"),
                 segments=s.segments.at[batch, index].set(segment, mode="drop"),
                 num_generated=s.num_generated + live)
+  return s, live
 
-  # Feed the token at its position (finished sequences at -1: nothing written or attended).
-  position = jnp.where(live, s.position, -1)
-  logits, hidden, cache = forward(params, token[:, None], position[:, None], s.cache,
-                                  config.model)
-  s = s.replace(logits=logits[:, 0].astype(jnp.float32), cache=cache,
-                position=s.position + live)
 
-  fed_thinking = segment == Segment.THINKING
+def _estimate_due(s: ThinkState, fed_thinking, config: ThinkConfig):
+  """Confidence estimates are taken every probe_every thinking tokens once the minimum is
+  reached (below it no rule may stop, so an estimate there would be wasted work)."""
+  return (fed_thinking & (s.phase == Phase.THINKING) & s.use_confidence &
+          (s.thinking_tokens % config.probe_every == 0) &
+          (s.thinking_tokens >= s.min_thinking))
+
+
+def token_stop_rules(s: ThinkState, hidden, fed_thinking, config: ThinkConfig, heads=None):
+  """The stop rules that read the hidden state [batch, embed] of one fed token: convergence
+  and a confidence (and give-up) head. The probe rule is decode_step's own."""
   if config.rule("converged"):
-    # Only compiled in with its rule: the windows cost ~10 ops a step on every row, which
-    # at batch 1 is a visible share of a small model's step. Without the rule `similarity`
-    # stays nan.
-    s = _update_convergence(s, hidden[:, 0], fed_thinking, config)
-  if config.rule("confidence"):
-    # Estimates are taken every probe_every thinking tokens once the minimum is reached
-    # (below it no rule may stop, so a probe there would be wasted work).
-    due = (fed_thinking & (s.phase == Phase.THINKING) & s.use_confidence &
-           (s.thinking_tokens % config.probe_every == 0) &
-           (s.thinking_tokens >= s.min_thinking))
-    if config.confidence_estimate == "head":
-      s = _head_confidence(s, due, hidden[:, 0], heads, config)
-      s = _early_stop(s, due & (s.confidence >= s.confidence_threshold), StopReason.CONFIDENCE)
-      if config.gives_up:
-        from o1jax.model.heads import head_probability  # local: only traced with a head
-        hopeless = head_probability(heads["value"], hidden[:, 0]) < s.give_up_threshold
-        s = _early_stop(s, due & hopeless, StopReason.GIVE_UP)
-    else:
-      due &= s.position + probe_lib.probe_length(config) <= config.cache_len
-      s = jax.lax.cond(due.any(), lambda st: probe_lib.run_probe(st, due, params, config),
-                       lambda st: st, s)
-      s = _early_stop(s, due & probe_lib.is_confident(s, config), StopReason.CONFIDENCE)
-
-  # A sequence whose cache is full stops wherever it is.
-  s = s.replace(phase=_where(s.position >= config.cache_len, Phase.DONE, s.phase))
+    # Only compiled in with its rule: the windows cost ~10 ops a step on every row, a
+    # visible share of a small model's step at batch 1. Without it `similarity` stays nan.
+    s = _update_convergence(s, hidden, fed_thinking, config)
+  if config.rule("confidence") and config.confidence_estimate == "head":
+    due = _estimate_due(s, fed_thinking, config)
+    s = _head_confidence(s, due, hidden, heads, config)
+    s = _early_stop(s, due & (s.confidence >= s.confidence_threshold), StopReason.CONFIDENCE)
+    if config.gives_up:
+      from o1jax.model.heads import head_probability  # local: only traced with a head
+      hopeless = head_probability(heads["value"], hidden) < s.give_up_threshold
+      s = _early_stop(s, due & hopeless, StopReason.GIVE_UP)
   return s
+
+
+def stop_when_cache_full(s: ThinkState, config: ThinkConfig) -> ThinkState:
+  """A sequence whose cache is full stops wherever it is."""
+  return s.replace(phase=_where(s.position >= config.cache_len, Phase.DONE, s.phase))
 
 
 def run_steps(s: ThinkState, params, config: ThinkConfig, max_steps, heads=None,
@@ -227,7 +275,10 @@ def prefill(params, inputs: ThinkInputs, config: ThinkConfig):
   Returns (logits [batch, vocab] and final hidden states [batch, embed] after each
   prompt's last token (`<think>`: a budget head reads it), cache)."""
   batch, width = inputs.tokens.shape
-  cache = KVCache.init(config.model, batch, config.cache_len)
+  if config.thinking_kv_budget is None:
+    cache = KVCache.init(config.model, batch, config.cache_len)
+  else:
+    cache = kv_eviction.init_cache(config, batch, inputs.lengths, width)
   logits, hidden, cache = forward(params, inputs.tokens,
                                   prompt_positions(inputs.lengths, width), cache, config.model)
   last = jnp.maximum(inputs.lengths - 1, 0)
@@ -256,7 +307,11 @@ def to_result(s: ThinkState, config: ThinkConfig) -> ThinkResult:
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _think(params, inputs: ThinkInputs, config: ThinkConfig, heads) -> ThinkResult:
+def _think(params, inputs: ThinkInputs, config: ThinkConfig, heads,
+           draft_params=None) -> ThinkResult:
+  if config.speculative is not None:
+    from o1jax.thinking import speculative  # it imports this module
+    return to_result(speculative.run(params, draft_params, inputs, config, heads).think, config)
   logits, _, cache = prefill(params, inputs, config)
   state = init_state(inputs, logits, cache, config)
   final, _ = run_steps(state, params, config, config.cache_len, heads)
@@ -273,20 +328,24 @@ class _Think:
   keys. `heads` (optional): a dict of trained heads (o1jax/model/heads.py);
   `config.confidence_estimate == "head"` needs heads["confidence"], give-up heads["value"].
 
+  `draft_params`: the draft model's params when `config.speculative.draft_model` is set.
+
   `think.lower(...)` takes the same arguments and returns a lowering whose `compile()`
-  gives a callable `(params, inputs, rng=None, heads=None)`, for ahead-of-time compilation
-  (e.g. with compiler options, or to inspect the program).
+  gives a callable `(params, inputs, rng=None, heads=None, draft_params=None)`, for
+  ahead-of-time compilation (e.g. with compiler options, or to inspect the program).
   """
 
   def __call__(self, params, inputs: ThinkInputs, config: ThinkConfig, rng=None,
-               heads=None) -> ThinkResult:
+               heads=None, draft_params=None) -> ThinkResult:
     check_heads(config, heads)
-    return _think(params, fill_settings(inputs, config, rng), config.compile_key(), heads)
+    return _think(params, fill_settings(inputs, config, rng), config.compile_key(), heads,
+                  draft_params)
 
-  def lower(self, params, inputs: ThinkInputs, config: ThinkConfig, rng=None, heads=None):
+  def lower(self, params, inputs: ThinkInputs, config: ThinkConfig, rng=None, heads=None,
+            draft_params=None):
     check_heads(config, heads)
     lowered = _think.lower(params, fill_settings(inputs, config, rng), config.compile_key(),
-                           heads)
+                           heads, draft_params)
     return _LoweredThink(lowered, config)
 
 
@@ -301,8 +360,8 @@ class _LoweredThink:
   def compile(self, *args, **kwargs):
     compiled = self.lowered.compile(*args, **kwargs)
     config = self.config
-    return lambda params, inputs, rng=None, heads=None: compiled(
-        params, fill_settings(inputs, config, rng), heads)
+    return lambda params, inputs, rng=None, heads=None, draft_params=None: compiled(
+        params, fill_settings(inputs, config, rng), heads, draft_params)
 
 
 think = _Think()

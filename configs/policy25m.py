@@ -1,0 +1,30 @@
+"""A ~25M-parameter char-level policy (d=512, 8 layers) for the speculative-decoding benchmark.
+
+  python launch/train.py --config=configs/policy25m.py --workdir=runs/policy25m
+
+Same data as configs/tiny.py; batches of 8 packed rows, since a step of this size takes
+~4-8 s on the 2-core dev CPU. It is a stand-in for a larger policy whose traces the embedded
+tiny model can draft: a few hundred steps teach it the traces' format, not the arithmetic
+(docs/BENCHMARKS.md says how far the benchmarked one got). Not shipped: 100 MB of weights.
+"""
+
+import importlib.util
+import os
+
+
+def _tiny():
+  # Config files are loaded by path (the repo root need not be importable), as in star.py.
+  spec = importlib.util.spec_from_file_location(
+      "_o1jax_tiny_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def get_config():
+  c = _tiny()
+  c.model.update(embed_dim=512, num_layers=8, num_heads=8, num_kv_heads=4, head_dim=64,
+                 mlp_dim=1536)
+  c.train.update(steps=350, batch_size=8, learning_rate=2e-3, log_every=10, eval_problems=0,
+                 checkpoint_every=25, export_dir="")
+  return c

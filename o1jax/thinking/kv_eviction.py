@@ -1,0 +1,137 @@
+"""Thinking-KV eviction (R-KV style): thinking runs in a fixed number of KV slots.
+
+With `ThinkConfig.thinking_kv_budget = K` the cache holds the prompt, at most K thinking
+tokens, and the close and answer: `slots = prompt width + K + reserve` instead of
+`cache_len`. Slots are not positions: a `SlotTable` (o1jax/model/cache.py) records which
+position each slot holds, keys are cached after RoPE, and attention masks by the table. When
+a thinking token arrives and K thinking tokens are cached, it overwrites the thinking slot
+with the lowest score (R-KV, Cai et al. 2025):
+
+  score = lambda * importance - (1 - lambda) * redundancy
+
+  * importance: attention the slot received from recent queries (averaged over layers and
+    heads), decayed by 1 - 1/window per step, normalised over the evictable slots;
+  * redundancy: mean cosine similarity of the slot's keys (every layer and KV head) to the
+    other cached thinking keys, softmax-normalised over the evictable slots, as in R-KV.
+
+The `window` most recent thinking tokens (R-KV's observation window) and every prompt,
+close and answer token are never evicted. Redundancy is kept incrementally: each new
+thinking key adds its similarities to the others, and an evicted key takes its own out, so
+no step compares all pairs.
+
+`kv_evict_policy="oldest"` evicts the oldest evictable thinking token instead (a sliding
+window over the thinking, StreamingLLM-like): the baseline the scores must beat.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from o1jax.model.cache import KVCache, SlotTable
+from o1jax.model.transformer import forward
+
+
+def num_slots(config, width: int) -> int:
+  """Cache slots for prompts `width` wide: the prompt, K thinking tokens, the reserve."""
+  return min(config.cache_len, width + config.thinking_kv_budget + config.reserve)
+
+
+def init_cache(config, batch: int, lengths: jax.Array, width: int) -> KVCache:
+  """An empty eviction cache whose first slots are assigned to the prompt positions."""
+  slots = num_slots(config, width)
+  cache = KVCache.init(config.model, batch, slots)
+  j = jnp.arange(slots)[None, :]
+  positions = jnp.where(j < lengths[:, None], j, -1).astype(jnp.int32)
+  zeros = jnp.zeros((batch, slots), jnp.float32)
+  table = SlotTable(positions=positions, thinking=jnp.zeros((batch, slots), bool),
+                    importance=zeros, redundancy=zeros)
+  return cache.replace(slots=table)
+
+
+def _similarity(cache: KVCache, slot: jax.Array) -> jax.Array:
+  """[B, S] cosine similarity of the keys at `slot` [B] with every slot's keys, averaged
+  over layers and KV heads. Scale-free, so an int8 cache needs no dequantising."""
+  total = 0.0
+  rows = jnp.arange(slot.shape[0])
+  for k in cache.k:
+    keys = k.astype(jnp.float32)                                       # [B, S, KVH, D]
+    unit = keys / (jnp.linalg.norm(keys, axis=-1, keepdims=True) + 1e-6)
+    total = total + jnp.einsum("bshd,bhd->bsh", unit, unit[rows, slot]).mean(-1)
+  return total / len(cache.k)
+
+
+def _scores(table: SlotTable, evictable: jax.Array, n_thinking: jax.Array, weight: float):
+  big = jnp.float32(1e30)
+  importance = jnp.where(evictable, table.importance, 0.0)
+  importance = importance / jnp.maximum(importance.sum(-1, keepdims=True), 1e-30)
+  mean_sim = table.redundancy / jnp.maximum(n_thinking - 1, 1)[:, None]
+  redundancy = jax.nn.softmax(jnp.where(evictable, mean_sim, -big), axis=-1)
+  return jnp.where(evictable, weight * importance - (1 - weight) * redundancy, big)
+
+
+def forward_evicting(params, token, position, is_thinking, cache: KVCache, config):
+  """`forward` of one token per row [B] at `position` [B] (-1: nothing fed), choosing its
+  slot first (evicting a thinking token if the budget is full) and updating the slot
+  scores after. Returns what `forward` returns."""
+  table, budget, window = cache.slots, config.thinking_kv_budget, config.kv_evict_window
+  batch, n_slots = jnp.arange(token.shape[0]), cache.slots.positions.shape[1]
+  live = position >= 0
+  table = table.replace(importance=table.importance * (1.0 - 1.0 / window))
+  n_thinking = table.thinking.sum(-1, dtype=jnp.int32)
+  evictable = table.thinking & (table.positions < position[:, None] - window)
+  evict = live & is_thinking & (n_thinking >= budget) & evictable.any(-1)
+  if config.kv_evict_policy == "oldest":
+    victim = jnp.argmin(jnp.where(evictable, table.positions, jnp.iinfo(jnp.int32).max), -1)
+  else:
+    victim = jnp.argmin(_scores(table, evictable, n_thinking, config.kv_importance_weight), -1)
+  empty = table.positions < 0
+  first_empty = jnp.where(empty.any(-1), jnp.argmax(empty, -1), -1)
+  slot = jnp.where(evict, victim, first_empty).astype(jnp.int32)
+  write = live & (slot >= 0)     # always true when the slots are sized by `num_slots`
+  at = jnp.where(write, slot, n_slots)  # out of range: dropped
+
+  # The victim's keys leave: take their similarity out of the others' redundancy.
+  old_sim = _similarity(cache, jnp.maximum(slot, 0))
+  redundancy = table.redundancy - jnp.where(evict[:, None] & table.thinking, old_sim, 0.0)
+  set_at = lambda a, v: a.at[batch, at].set(v, mode="drop")
+  table = table.replace(
+      positions=set_at(table.positions, position), thinking=set_at(table.thinking, is_thinking),
+      importance=set_at(table.importance, 0.0),
+      redundancy=set_at(redundancy, 0.0))
+  logits, hidden, cache = forward(params, token[:, None], position[:, None],
+                                  cache.replace(slots=table), config.model)
+
+  # The new thinking key joins: its similarity to each other thinking key, both ways.
+  table = cache.slots
+  new_sim = _similarity(cache, jnp.maximum(slot, 0))
+  others = table.thinking & (jnp.arange(table.thinking.shape[1])[None] != slot[:, None])
+  joined = (write & is_thinking)[:, None] & others
+  redundancy = table.redundancy + jnp.where(joined, new_sim, 0.0)
+  redundancy = redundancy.at[batch, jnp.where(write & is_thinking, slot, n_slots)].set(
+      jnp.where(joined, new_sim, 0.0).sum(-1), mode="drop")
+  return logits, hidden, cache.replace(slots=table.replace(redundancy=redundancy))
+
+
+def check(config) -> None:
+  """Raises a ValueError naming what does not fit eviction (called by ThinkConfig)."""
+  budget = config.thinking_kv_budget
+  problems = []
+  if not isinstance(budget, int) or budget <= config.kv_evict_window:
+    problems.append(f"thinking_kv_budget must be an int above kv_evict_window "
+                    f"({config.kv_evict_window}), got {budget!r}")
+  if config.kv_evict_policy not in ("rkv", "oldest"):
+    problems.append(f"kv_evict_policy must be 'rkv' or 'oldest', got {config.kv_evict_policy!r}")
+  if config.kv_evict_window < 1:
+    problems.append(f"kv_evict_window must be >= 1, got {config.kv_evict_window}")
+  if not 0.0 <= config.kv_importance_weight <= 1.0:
+    problems.append(f"kv_importance_weight must be in [0, 1], got {config.kv_importance_weight}")
+  if config.model.attention_impl != "xla":
+    problems.append("thinking_kv_budget needs model attention_impl 'xla' (the Pallas and "
+                    f"cuDNN paths mask by slot index), got {config.model.attention_impl!r}")
+  if "confidence" in config.stop_rules and config.confidence_estimate == "probe":
+    problems.append("thinking_kv_budget does not combine with confidence probes (a probe "
+                    "writes scratch tokens past the position, which an eviction cache has no "
+                    "slots for); use confidence_estimate='head'")
+  if problems:
+    raise ValueError("invalid ThinkConfig: " + "; ".join(problems))

@@ -1,0 +1,138 @@
+"""Thinking-KV eviction (`ThinkConfig.thinking_kv_budget`): the slot table keeps every
+prompt, close and answer position and at most K thinking tokens, at every step; budgets
+stay exact; a budget above the thinking length changes nothing; the incrementally kept
+redundancy equals a float64 recomputation from the cached keys."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o1jax import tasks
+from o1jax.tasks.tokenizer import CharTokenizer
+from o1jax.thinking import make_think_config, prepare_inputs, think_texts
+from o1jax.thinking import kv_eviction
+from o1jax.thinking.config import StopReason
+from o1jax.thinking.loop import decode_step, prefill
+from o1jax.thinking.state import Segment, fill_settings, init_state
+
+TOK = CharTokenizer()
+
+
+def _config(model_config, **kw):
+  return make_think_config(model_config, TOK, max_answer_tokens=12, **kw)
+
+
+def _prompts(n=3):
+  """Countdown 3-4: the embedded model's longest traces (~100-200 thinking tokens)."""
+  return [p.prompt for d in (3, 4)
+          for p in tasks.get_task("countdown").generate_problems(5, d, n, split="eval")]
+
+
+def test_bad_eviction_settings_raise_early(model):
+  _, mc = model
+  with pytest.raises(ValueError, match="above kv_evict_window"):
+    _config(mc, thinking_kv_budget=8)
+  with pytest.raises(ValueError, match="attention_impl 'xla'"):
+    _config(mc.replace(attention_impl="pallas"), thinking_kv_budget=32)
+  with pytest.raises(ValueError, match="confidence probes"):
+    _config(mc, thinking_kv_budget=32, stop_rules=("natural", "budget", "confidence"))
+  from o1jax.serving import Engine
+  with pytest.raises(ValueError, match="does not support thinking_kv_budget"):
+    Engine(model[0], TOK, _config(mc, thinking_kv_budget=32), slots=1)
+
+
+def test_budget_above_the_thinking_length_changes_nothing(model):
+  """A fixed KV budget the thinking never fills: a smaller cache, the same greedy tokens."""
+  params, mc = model
+  prompts = _prompts()
+  plain = think_texts(params, TOK, prompts, _config(mc))
+  longest = max(t.thinking_tokens for t in plain)
+  config = _config(mc, thinking_kv_budget=longest + 1)
+  assert kv_eviction.num_slots(config, 12) < config.cache_len  # the slot path, not a no-op
+  evicting = think_texts(params, TOK, prompts, config)
+  for a, b in zip(plain, evicting):
+    assert (a.thinking, a.answer, a.thinking_tokens) == (b.thinking, b.answer, b.thinking_tokens)
+
+
+def _run_stepwise(params, config, prompts, budgets):
+  """decode_step by decode_step, returning the state after each step."""
+  inputs = fill_settings(prepare_inputs(TOK, prompts, config, budgets, 0), config,
+                         jax.random.key(0))
+  logits, _, cache = jax.jit(prefill, static_argnums=2)(params, inputs, config)
+  s = init_state(inputs, logits, cache, config)
+  step = jax.jit(decode_step, static_argnums=2)
+  states = []
+  while bool(np.any(np.asarray(s.phase) != 3)):
+    s = step(s, params, config)
+    states.append(jax.tree.map(np.asarray, s.replace(keys=jax.random.key_data(s.keys))))
+  return np.asarray(inputs.lengths), states
+
+
+def _redundancy64(k_layers, slot, others):
+  """Sum over `others` of the cosine similarity of slot's keys, averaged over layers and
+  heads, in float64 from the cached keys."""
+  total = 0.0
+  for k in k_layers:
+    k = np.asarray(k, np.float64)
+    unit = k / (np.linalg.norm(k, axis=-1, keepdims=True) + 1e-6)
+    total = total + np.einsum("shd,hd->sh", unit[others], unit[slot]).mean(-1).sum()
+  return total / len(k_layers)
+
+
+@pytest.mark.parametrize("kv_dtype", [None, "int8"])
+def test_eviction_keeps_prompt_and_answer_and_at_most_k_thinking_tokens(model, kv_dtype):
+  params, mc = model
+  k_budget = 24
+  config = _config(mc.replace(kv_dtype=kv_dtype), thinking_kv_budget=k_budget)
+  prompts = _prompts(1)
+  budgets = [None, 60]  # the second is cut by its thinking budget, mid-eviction
+  lengths, states = _run_stepwise(params, config, prompts, budgets)
+  evicted_any = False
+  for s in states:
+    table = s.cache.slots
+    for b in range(len(prompts)):
+      held = set(table.positions[b][table.positions[b] >= 0].tolist())
+      n = int(s.num_generated[b])
+      segs = s.segments[b, :n]
+      kept = {int(lengths[b]) + i for i in range(n) if segs[i] != Segment.THINKING}
+      prompt = set(range(int(lengths[b])))
+      assert prompt <= held, "a prompt position was evicted"
+      assert kept <= held, "a close or answer position was evicted"
+      thinking_held = held - prompt - kept
+      assert len(thinking_held) <= k_budget
+      assert int(table.thinking[b].sum()) == len(thinking_held)
+      thinking_positions = [int(lengths[b]) + i for i in range(n) if segs[i] == Segment.THINKING]
+      # The window's most recent thinking tokens are always there.
+      assert set(thinking_positions[-config.kv_evict_window:]) <= thinking_held
+      evicted_any |= len(thinking_held) < len(thinking_positions)
+  assert evicted_any
+  final = states[-1]
+  # Budgets stay exact: the cut row thought exactly its 60 tokens, then the forced close.
+  assert int(final.thinking_tokens[1]) == 60 and final.stop_reason[1] == StopReason.BUDGET
+  # The incrementally kept redundancy equals a recomputation from the cached keys.
+  table = final.cache.slots
+  for b in range(len(prompts)):
+    slots = np.flatnonzero(table.thinking[b])
+    for j in slots[:6]:
+      others = slots[slots != j]
+      want = _redundancy64([k[b] for k in final.cache.k], j, others)
+      np.testing.assert_allclose(table.redundancy[b, j], want, rtol=1e-4, atol=1e-4)
+
+
+def test_think_budgets_are_exact_under_eviction(model):
+  params, mc = model
+  prompts = _prompts(1)
+  budgets = [5, 17, 40, 64, 100]
+  config = _config(mc, thinking_kv_budget=16)
+  rows = [(p, b) for p in prompts for b in budgets]  # one batch: budgets are data
+  out = think_texts(params, TOK, [p for p, _ in rows], config, budgets=[b for _, b in rows])
+  for (_, budget), t in zip(rows, out):
+    assert t.thinking_tokens <= budget
+    if t.stop_reason == "budget":
+      assert t.thinking_tokens == budget
+  assert sum(t.stop_reason == "budget" for t in out) >= len(rows) - 2
