@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from o1jax.model import KVCache, ModelConfig, RopeScaling, forward, init_params
-from o1jax.model.attention import xla_attention
+from o1jax.model.attention import single_query_attention, xla_attention
 from o1jax.model.rope import apply_rope, inverse_frequencies
 
 CONFIGS = {
@@ -154,6 +154,20 @@ def test_attention_against_loop_reference():
                                  jnp.asarray(q_positions)))
   np.testing.assert_allclose(got, _attention_reference(q, k, v, q_positions), atol=1e-5)
   assert np.all(got[0, 4] == 0.0)
+
+
+def test_single_query_attention_against_loop_reference():
+  # The decode path (one query per row against the cache, no layout change of the cache):
+  # rows at the first slot, mid-cache, the last slot, and a finished row (-1: output 0).
+  rng, _ = _rng()
+  q = rng.standard_normal((4, 1, 6, 8)).astype(np.float32)
+  k = rng.standard_normal((4, 9, 2, 8)).astype(np.float32)
+  v = rng.standard_normal((4, 9, 2, 8)).astype(np.float32)
+  q_positions = np.array([[0], [4], [8], [-1]])
+  got = np.asarray(single_query_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v),
+                                          jnp.asarray(q_positions)))
+  np.testing.assert_allclose(got, _attention_reference(q, k, v, q_positions), atol=1e-5)
+  assert np.all(got[3] == 0.0)
 
 
 def test_causal_query_blocks_are_exact():

@@ -226,7 +226,10 @@ def _estimate_due(s: ThinkState, fed_thinking, config: ThinkConfig):
 def token_stop_rules(s: ThinkState, hidden, fed_thinking, config: ThinkConfig, heads=None):
   """The stop rules that read the hidden state [batch, embed] of one fed token: convergence
   and a confidence (and give-up) head. The probe rule is decode_step's own."""
-  s = _update_convergence(s, hidden, fed_thinking, config)
+  if config.rule("converged"):
+    # Only compiled in with its rule: the windows cost ~10 ops a step on every row, a
+    # visible share of a small model's step at batch 1. Without it `similarity` stays nan.
+    s = _update_convergence(s, hidden, fed_thinking, config)
   if config.rule("confidence") and config.confidence_estimate == "head":
     due = _estimate_due(s, fed_thinking, config)
     s = _head_confidence(s, due, hidden, heads, config)

@@ -156,7 +156,9 @@ class ThinkState:
   window_count: Array      # [batch] int32
   prev_window_mean: Array  # [batch, embed] f32
   has_prev_window: Array   # [batch] bool
-  similarity: Array        # [batch] f32, last window-to-window cosine (nan before two windows)
+  # last window-to-window cosine: nan before two windows, and always nan unless the
+  # `converged` rule is compiled in (stop_rules), since only then are windows tracked
+  similarity: Array        # [batch] f32
   # confidence probes
   probe_history: Array     # [batch, max(agreement,1), probe_answer_tokens] int32, newest first
   num_probes: Array        # [batch] int32
@@ -174,7 +176,7 @@ class ThinkResult:
   stop_reason: Array       # [batch] StopReason
   num_probes: Array        # [batch]
   confidence: Array        # [batch] last probe's estimate
-  similarity: Array        # [batch] last window similarity
+  similarity: Array        # [batch] last window similarity (nan without the converged rule)
   finished: Array          # [batch] bool: reached EOS or the answer cap (not cut by the cache)
 
 
