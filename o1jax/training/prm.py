@@ -25,6 +25,7 @@ import numpy as np
 from o1jax import tasks as tasks_lib
 from o1jax.model.config import ModelConfig
 from o1jax.model.heads import HeadConfig, RewardModel
+from o1jax.search import select
 from o1jax.tasks.base import Problem
 from o1jax.training import heads as heads_lib
 from o1jax.training import rollouts as rl
@@ -205,14 +206,13 @@ def score(items: Sequence[Scored], model: RewardModel, policy_params, policy_con
 
 
 def aggregate(step_scores: np.ndarray, how: str = "min") -> float:
-  """A solution's PRM score from its step scores (Math-Shepherd takes the minimum)."""
-  if len(step_scores) == 0:
-    return 0.0
-  return float({"min": np.min, "last": lambda s: s[-1], "prod": np.prod}[how](step_scores))
+  """A solution's PRM score from its step scores (Math-Shepherd takes the minimum); the one
+  definition is search's (`o1jax.search.select.aggregate`)."""
+  return select.aggregate(step_scores, how)
 
 
-def _answer_key(r: rl.Rollout) -> str:
-  return "".join(r.answer.split())
+def _solution_score(c: select.Candidate) -> float:
+  return c.final_score
 
 
 def best_of_n(pools: Sequence[Sequence[rl.Rollout]], scores: dict[str, Sequence[np.ndarray]],
@@ -220,35 +220,30 @@ def best_of_n(pools: Sequence[Sequence[rl.Rollout]], scores: dict[str, Sequence[
   """Accuracy of picking one of N sampled solutions per problem, averaged over `subsets`
   random size-N subsets of each problem's pool: by each scorer's highest score
   (`name`), by the answer with the largest total score (`name+vote`, weighted
-  self-consistency), by majority vote over answer strings (ties to the first seen), plus
-  `first` (one sample) and `oracle` (any of the N is right). `scores[name][i]` holds pool
-  i's solution scores."""
+  self-consistency), by majority vote over answer strings, plus `first` (one sample) and
+  `oracle` (any of the N is right). `scores[name][i]` holds pool i's solution scores.
+  The choices are search's own (`o1jax.search.select`); ties break to the subset's first."""
   rng = np.random.default_rng(seed)
   methods = [m for name in scores for m in (name, name + "+vote")]
   methods += ["majority", "first", "oracle"]
   per_problem = {m: {n: [] for n in ns} for m in methods}
   for i, pool in enumerate(pools):
     correct = np.array([r.correct for r in pool])
-    keys = [_answer_key(r) for r in pool]
     for n in ns:
       if n > len(pool):
         raise ValueError(f"best-of-{n} needs {n} samples per problem, the pool has {len(pool)}")
       hits = {m: [] for m in methods}
       for _ in range(1 if n == len(pool) else subsets):
         idx = rng.permutation(len(pool))[:n]
-        for name, s in scores.items():
-          sc = np.asarray(s[i], np.float64)
-          hits[name].append(correct[idx[int(np.argmax(sc[idx]))]])
-          totals: dict[str, float] = {}
-          for j in idx:
-            totals[keys[j]] = totals.get(keys[j], 0.0) + sc[j]
-          best = max(totals.values())
-          hits[name + "+vote"].append(correct[next(j for j in idx if totals[keys[j]] == best)])
-        counts: dict[str, int] = {}
-        for j in idx:
-          counts[keys[j]] = counts.get(keys[j], 0) + 1
-        top = max(counts.values())
-        hits["majority"].append(correct[next(j for j in idx if counts[keys[j]] == top)])
+        # Candidate k is the subset's k-th sample, carrying its solution score.
+        cands = {name: [select.Candidate(k, "", pool[j].answer, (), float(s[i][j]))
+                        for k, j in enumerate(idx)] for name, s in scores.items()}
+        for name, cs in cands.items():
+          hits[name].append(correct[idx[select.best(cs, _solution_score).index]])
+          hits[name + "+vote"].append(
+              correct[idx[select.weighted_vote(cs, _solution_score).index]])
+        plain = [select.Candidate(k, "", pool[j].answer, (), np.nan) for k, j in enumerate(idx)]
+        hits["majority"].append(correct[idx[select.majority(plain).index]])
         hits["first"].append(correct[idx[0]])
         hits["oracle"].append(correct[idx].any())
       for m in methods:
