@@ -76,6 +76,10 @@ def main(argv):
   ns = sorted(int(x) for x in _N.value)
   if not ns or ns[0] < 1:
     raise app.UsageError("--n must be positive integers")
+  uneven = [n for n in ns if n % _BEAM_WIDTH.value]
+  if uneven and set(_STRATEGIES.value) & set(TREE):
+    raise app.UsageError(f"--n {uneven} not a multiple of --beam_width={_BEAM_WIDTH.value}: "
+                         "beam and dvts keep N / beam_width beams")
   t0 = time.time()
   os.makedirs(_OUT.value, exist_ok=True)
   params, model_config, _ = load_params(_CHECKPOINT.value or embedded_checkpoint_dir())
@@ -132,8 +136,6 @@ def main(argv):
   for strategy in [s for s in _STRATEGIES.value if s in TREE]:
     kind, threshold = TREE[strategy]
     for n in ns:
-      if n % _BEAM_WIDTH.value:
-        continue
       start = time.time()
       res = search(params, tok, prompts, config,
                    SearchConfig(strategy=kind, n=n, beam_width=_BEAM_WIDTH.value,

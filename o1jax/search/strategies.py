@@ -120,6 +120,9 @@ def search(params, tokenizer, prompts: Sequence[str], think_config: ThinkConfig,
   prompts = list(prompts)
   if not prompts:
     raise ValueError("no prompts given")
+  if host_scorer is not None and heads is not None and "prm" in heads:
+    raise ValueError("give either heads['prm'] or host_scorer as the step scorer, not both "
+                     "(the ORM head may stay in heads)")
   if getattr(think_config, "thinking_kv_budget", None):
     # Backing up and forking assume cache slot == position; an evicting cache breaks both.
     raise ValueError("search does not support thinking-KV eviction (thinking_kv_budget); "
@@ -173,7 +176,7 @@ class _Chunk:
     return rows_lib.advance(
         rows, self.params, np.asarray(parent, np.int32), np.asarray(salt, np.int32),
         np.asarray(restore, np.int32), np.asarray(retire, bool),
-        None if self.host_scorer else self.heads, config=self.think_config.compile_key(),
+        self.heads, config=self.think_config.compile_key(),
         delimiter_ids=self.delims, pause_at_step_end=pause,
         max_tokens=self.think_config.cache_len)
 
@@ -227,12 +230,12 @@ class _Chunk:
     """Adds a round's decoded tokens, back-up forwards and reward reads for problem p."""
     c = self.compute[p]
     context = float(np.mean(out["position"][problem_rows])) / 2 + 1
-    evals = 0
-    if self.host_scorer is None:   # a host scorer's cost is not the model's
+    # ORM reads at EOS, and PRM reads at step ends (a host scorer's cost is not the model's).
+    evals = int(np.sum(~np.isnan(out["final_score"][problem_rows])))
+    if self.host_scorer is None:
       before = 0 if steps_before is None else steps_before[problem_rows]
       steps = np.array([len(out["scores"][r]) for r in problem_rows])
-      evals = int(np.maximum(steps - before, 0).sum())
-      evals += int(np.sum(~np.isnan(out["final_score"][problem_rows])))
+      evals += int(np.maximum(steps - before, 0).sum())
     self.compute[p] = c.add(compute_lib.count(
         self.model, generated=int(out["decoded"][problem_rows].sum()), prompt=0,
         refed=int(out["refed"][problem_rows].sum()), evaluations=evals,
