@@ -53,6 +53,9 @@ def test_search_config_rejects_bad_values():
     SearchConfig(strategy="beam", n=6, beam_width=4)
   with pytest.raises(ValueError, match="backtrack_threshold"):
     SearchConfig(backtrack_threshold=1.5)
+  with pytest.raises(ValueError, match="not both"):
+    search(None, TOK, ["1+2="], None, SearchConfig(), heads={"prm": {}},
+           host_scorer=lambda i, steps, closed: 1.0)
 
 
 @pytest.fixture(scope="module")
