@@ -4,7 +4,8 @@ With no flags it draws held-out problems of every task from the embedded tiny re
   python launch/think.py
   python launch/think.py --prompt="2x+5=13" --max_thinking_tokens=8 --show_thinking
   python launch/think.py --task=countdown --difficulty=4 --num_problems=8 --json
-  python launch/think.py --heads_dir=runs/heads --max_thinking_tokens=head \
+  python launch/think.py --max_thinking_tokens=auto     # the shipped budget head decides
+  python launch/think.py --heads_dir=runs/heads --max_thinking_tokens=auto \
       --stop_rules=natural,budget,confidence --confidence_estimate=head --probe_every=4 \
       --confidence_threshold=0.5          # heads from launch/train_heads.py
   python launch/think.py --hf_dir=/models/DeepSeek-R1-Distill-Qwen-1.5B --prompt="..." \
@@ -25,15 +26,16 @@ _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
 _PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "A file with one prompt per line.")
 _TASK = flags.DEFINE_string("task", None, "Draw held-out problems from this task ('all': every "
                             "task); the default when no prompt is given.")
-_DIFFICULTY = flags.DEFINE_string("difficulty", "all", "Difficulty level 1..4 or 'all'.")
+_DIFFICULTY = flags.DEFINE_string("difficulty", "all", "Difficulty level 1..5 or 'all'.")
 _NUM_PROBLEMS = flags.DEFINE_integer("num_problems", 2, "Problems per task and difficulty.")
 _MAX_THINKING = flags.DEFINE_string("max_thinking_tokens", "inf",
-                                    "Thinking budget: an integer, 'inf', 'auto' (from the "
-                                    "problem's difficulty, the o1 article's table x "
-                                    "--budget_scale) or 'head' (the budget head in "
-                                    "--heads_dir, from the prompt alone).")
+                                    "Thinking budget: an integer, 'inf', 'auto' (the trained "
+                                    "budget head reads it off the prompt; 'head' is the same) "
+                                    "or 'article' (the o1 article's table x --budget_scale, "
+                                    "indexed by the problem's TRUE difficulty label: an "
+                                    "oracle, for reproducing the article's table).")
 _BUDGET_SCALE = flags.DEFINE_float("budget_scale", 0.1, "Scale of the article's budgets for "
-                                   "budget=auto (its table is for o1-sized models).")
+                                   "budget=article (its table is for o1-sized models).")
 _MIN_THINKING = flags.DEFINE_integer("min_thinking_tokens", 0, "Suppress closing before this.")
 _WAIT_TEXT = flags.DEFINE_string("wait_text", "", "Inserted when the model tries to close "
                                  "before the minimum (s1's 'Wait'); empty: just suppress.")
@@ -52,7 +54,8 @@ _GIVE_UP = flags.DEFINE_float("give_up_threshold", 0.0, "With the head estimate:
                               "when the value head in --heads_dir falls below this (0: off).")
 _HEADS_DIR = flags.DEFINE_string("heads_dir", None, "Trained heads (a launch/train_heads.py "
                                  "workdir) for --confidence_estimate=head, "
-                                 "--give_up_threshold and --max_thinking_tokens=head.")
+                                 "--give_up_threshold and --max_thinking_tokens=auto "
+                                 "(default: the heads/ shipped beside the checkpoint).")
 _CONV_WINDOW = flags.DEFINE_integer("converge_window", 16, "Window W of the converged rule.")
 _CONV_THRESHOLD = flags.DEFINE_float("converge_threshold", 0.9, "Cosine similarity to stop.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
@@ -125,33 +128,44 @@ def _heads(params, model_config):
   need = []
   if "confidence" in _STOP_RULES.value and _CONF_ESTIMATE.value == "head":
     need += ["confidence"] + (["value"] if _GIVE_UP.value > 0 else [])
-  if _MAX_THINKING.value == "head":
+  if _MAX_THINKING.value in ("auto", "head"):
     need.append("budget")
   if not need:
     return None, None
-  if not _HEADS_DIR.value:
+  heads_dir = _HEADS_DIR.value or _shipped_heads_dir()
+  if not heads_dir:
     raise ValueError(f"the {', '.join(need)} head{'s' * (len(need) > 1)} asked for by the "
                      "flags need --heads_dir (a launch/train_heads.py workdir)")
   from o1jax.model.heads import load_head
-  loaded = {kind: load_head(_HEADS_DIR.value, kind)[0] for kind in need}
+  loaded = {kind: load_head(heads_dir, kind)[0] for kind in need}
   for kind, model in loaded.items():
     if model.separate or model.head_config.embed_dim != model_config.embed_dim:
-      raise ValueError(f"the {kind} head in {_HEADS_DIR.value} does not sit on this model's "
+      raise ValueError(f"the {kind} head in {heads_dir} does not sit on this model's "
                        f"trunk (embed_dim {model.head_config.embed_dim} vs "
                        f"{model_config.embed_dim}): train it on this checkpoint")
   budget_head = loaded.pop("budget", None)
   return {k: m.head for k, m in loaded.items()} or None, budget_head
 
 
+def _shipped_heads_dir():
+  """The heads/ beside the checkpoint in use (the embedded one ships its heads), or None."""
+  import os
+  if _HF_DIR.value:
+    return None
+  from o1jax.training.checkpoint import embedded_checkpoint_dir
+  path = os.path.join(_CHECKPOINT.value or embedded_checkpoint_dir(), "heads")
+  return path if os.path.isdir(path) else None
+
+
 def _budgets(items, params=None, model_config=None, budget_head=None):
   from o1jax.thinking import article_budget
   value = _MAX_THINKING.value
-  if value == "head":
+  if value in ("auto", "head"):
     from o1jax.training.heads import head_budgets
     return head_budgets(params, model_config, budget_head.head, [p for p, _ in items])
-  if value != "auto":
+  if value != "article":
     return [value] * len(items)
-  # The task label's difficulty when the prompt is a known task; 'moderate' otherwise.
+  # The task label's (true) difficulty when the prompt is a known task; 'moderate' otherwise.
   return [article_budget(p.difficulty if p else 2, _BUDGET_SCALE.value) for _, p in items]
 
 
@@ -162,8 +176,8 @@ def main(argv):
   from o1jax import tasks
   from o1jax.thinking import make_think_config, think_texts
   try:
-    if _DIFFICULTY.value != "all" and _DIFFICULTY.value not in ("1", "2", "3", "4"):
-      raise ValueError(f"--difficulty must be 1..4 or 'all', got {_DIFFICULTY.value!r}")
+    if _DIFFICULTY.value != "all" and _DIFFICULTY.value not in ("1", "2", "3", "4", "5"):
+      raise ValueError(f"--difficulty must be 1..5 or 'all', got {_DIFFICULTY.value!r}")
     if _TASK.value and _TASK.value != "all":
       tasks.get_task(_TASK.value)
     items = _problems()

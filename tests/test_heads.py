@@ -211,5 +211,6 @@ def test_think_launch_reads_heads_from_a_directory(tmp_path, model):
   assert budgeted.returncode == 0, budgeted.stderr
   for row in map(json.loads, budgeted.stdout.splitlines()):
     assert (row["stop_reason"], row["thinking_tokens"]) == ("budget", 8)
-  missing = run("--max_thinking_tokens=head")
+  # 'auto' reads the heads shipped beside the checkpoint; one without heads/ names the flag.
+  missing = run("--checkpoint=o1jax/checkpoints/tiny_v1", "--max_thinking_tokens=auto")
   assert missing.returncode != 0 and "--heads_dir" in missing.stderr

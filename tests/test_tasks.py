@@ -20,7 +20,7 @@ from o1jax.tasks import (STEP_SEP, TASKS, CharTokenizer, Problem, find_task_for_
                          get_task, is_heldout, render, split_steps, split_thinking,
                          thinking_text)
 
-TASK_DIFFICULTIES = [(name, d) for name in sorted(TASKS) for d in (1, 2, 3, 4)]
+TASK_DIFFICULTIES = [(name, d) for name in sorted(TASKS) for d in (1, 2, 3, 4, 5)]
 TOKENIZER = CharTokenizer()
 HYPOTHESIS = settings(max_examples=120, deadline=None,
                       suppress_health_check=[HealthCheck.too_slow])
@@ -418,7 +418,8 @@ def test_user_typed_prompts_are_recognised():
   assert find_task_for_prompt("2x + 5 = 13").answer == "4"
   assert find_task_for_prompt(" 3  5 2 to 16 ").answer == "(3+5)*2"
   assert find_task_for_prompt("12+345=").answer == "357"  # unequal lengths
-  for text in ["hello", "1+2=", "123456+1=", "x=4", "", "0012+5="]:
+  assert find_task_for_prompt("123456+1=").difficulty == 5  # six to eight digits: level 5
+  for text in ["hello", "1+2=", "123456789+1=", "x=4", "", "0012+5="]:
     assert find_task_for_prompt(text) is None, text
   assert find_task_for_prompt(None) is None
 
@@ -430,8 +431,8 @@ def test_bad_arguments_raise_value_error():
                                        r"countdown, equation$"):
     get_task("sudoku")
   task = get_task("addition")
-  for difficulty in (0, 5, -1, True, "1", 1.0, None):
-    with pytest.raises(ValueError, match=r"must be one of 1, 2, 3, 4"):
+  for difficulty in (0, 6, -1, True, "1", 1.0, None):
+    with pytest.raises(ValueError, match=r"must be one of 1, 2, 3, 4, 5"):
       task.generate_problems(0, difficulty, 1)
   with pytest.raises(ValueError, match=r"must be one of 1, 2, 3, 4"):
     task.max_text_len(9)

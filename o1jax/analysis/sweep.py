@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from o1jax import tasks as tasks_lib
+from o1jax.tasks import reflection
 from o1jax.thinking import UNLIMITED, ThinkConfig, think_texts
 
 
@@ -26,6 +27,26 @@ class Row:
   thinking_tokens: int
   answer_tokens: int
   stop_reason: str
+  # Reflective traces (o1jax/tasks/reflection.py): whether the first candidate the thinking
+  # states (`so X`, before any check) is right (None: it states none), how many checks
+  # said `wait`, and the thinking tokens up to the end of that first candidate.
+  candidate_correct: bool | None = None
+  corrections: int = 0
+  tokens_to_candidate: int | None = None
+
+
+def reflection_fields(problem, thinking: str) -> dict:
+  """The Row fields read off a reflective trace (character tokens: characters = tokens)."""
+  task = tasks_lib.get_task(problem.task)
+  steps = thinking.split(tasks_lib.STEP_SEP)
+  fields = {"corrections": sum(s.strip().endswith(reflection.WAIT) for s in steps)}
+  for i, step in enumerate(steps):
+    if step.strip().startswith(reflection.SO) and (
+        i + 1 < len(steps) or thinking.endswith(step)):
+      fields["candidate_correct"] = task.verify(problem, step.strip()[len(reflection.SO):])
+      fields["tokens_to_candidate"] = len(tasks_lib.STEP_SEP.join(steps[:i + 1]))
+      break
+  return fields
 
 
 def budget_label(budget: int) -> str:
@@ -33,12 +54,14 @@ def budget_label(budget: int) -> str:
 
 
 def run(params, tokenizer, problems: Sequence[tasks_lib.Problem], config: ThinkConfig,
-        budget: int, setting: str, seed: int = 0, batch_size: int = 64) -> list[Row]:
+        budget: int, setting: str, seed: int = 0, batch_size: int = 64, heads=None
+        ) -> list[Row]:
   thoughts = think_texts(params, tokenizer, [p.prompt for p in problems], config,
-                         budgets=budget, seed=seed, batch_size=min(batch_size, len(problems)))
+                         budgets=budget, seed=seed, batch_size=min(batch_size, len(problems)),
+                         heads=heads)
   return [Row(setting, budget, p.task, p.difficulty, p.prompt,
               tasks_lib.get_task(p.task).verify(p, t.answer), t.thinking_tokens,
-              t.answer_tokens, t.stop_reason)
+              t.answer_tokens, t.stop_reason, **reflection_fields(p, t.thinking))
           for p, t in zip(problems, thoughts)]
 
 
@@ -98,6 +121,36 @@ def stop_rule_table(rule_rows: dict[str, list[Row]], reference: str) -> list[dic
                 "tokens_saved_pct": 100.0 * (1 - tokens / ref_tokens) if ref_tokens else 0.0,
                 "accuracy_delta_pts": 100.0 * (acc - ref_acc),
                 "stop_reasons": " ".join(f"{k}:{v}" for k, v in sorted(reasons.items()))})
+  return out
+
+
+def verification_table(rows: Sequence[Row]) -> list[dict]:
+  """What the check part of reflective traces does, per task and level (one setting's rows):
+  accuracy of the final answer and of the first candidate (the answer without the check),
+  how often a check said `wait` and the answer changed, right or wrong, and the share of
+  thinking spent after the first candidate (what stopping at it would save)."""
+  groups = defaultdict(list)
+  for r in rows:
+    groups[(r.task, r.difficulty)].append(r)
+    groups[("all", 0)].append(r)
+  out = []
+  for (task, d), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
+    with_candidate = [r for r in rs if r.candidate_correct is not None]
+    corrected = [r for r in rs if r.corrections > 0]
+    thinking = sum(r.thinking_tokens for r in with_candidate)
+    after = sum(r.thinking_tokens - r.tokens_to_candidate for r in with_candidate)
+    out.append({
+        "task": task, "difficulty": d if d else "all", "n": len(rs),
+        "accuracy": _mean(rs, "correct"),
+        "accuracy_first_candidate": float(np.mean(
+            [bool(r.candidate_correct) for r in rs])) if rs else float("nan"),
+        "with_candidate": len(with_candidate), "checks_said_wait": len(corrected),
+        "wait_then_right": sum(r.correct for r in corrected),
+        "wait_fixed_wrong_candidate": sum(r.correct and not r.candidate_correct
+                                          for r in corrected),
+        "wait_broke_right_candidate": sum((not r.correct) and bool(r.candidate_correct)
+                                          for r in corrected),
+        "thinking_after_candidate_pct": 100.0 * after / thinking if thinking else float("nan")})
   return out
 
 

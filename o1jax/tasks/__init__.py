@@ -1,6 +1,7 @@
 """Verifiable reasoning tasks (addition, equation, countdown) with short thinking traces."""
 
-from o1jax.tasks.base import (STEP_SEP, Problem, Task, is_heldout, render, split_steps,
+from o1jax.tasks.base import (STEP_SEP, Problem, Task, is_heldout, render, render_text,
+                              split_steps,
                               split_thinking, thinking_text)
 from o1jax.tasks.registry import TASKS, distinct_problems, find_task_for_prompt, get_task
 from o1jax.tasks.tokenizer import CharTokenizer
@@ -8,5 +9,5 @@ from o1jax.tasks.tokenizer import CharTokenizer
 __all__ = [
     "STEP_SEP", "CharTokenizer", "Problem", "TASKS", "Task", "distinct_problems",
     "find_task_for_prompt",
-    "get_task", "is_heldout", "render", "split_steps", "split_thinking", "thinking_text",
+    "get_task", "is_heldout", "render", "render_text", "split_steps", "split_thinking", "thinking_text",
 ]

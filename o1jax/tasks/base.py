@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from o1jax.tasks import reflection
 from o1jax.tasks.tokenizer import END_THINK_TEXT, THINK_TEXT
 
 STEP_SEP = "; "
@@ -57,7 +58,11 @@ def thinking_text(problem: Problem) -> str:
 def render(problem: Problem, with_thinking: bool = True) -> str:
   """The training text of `problem`, without end of sequence (the tokenizer adds it)."""
   thinking = thinking_text(problem) if with_thinking else ""
-  return f"{problem.prompt}{THINK_TEXT}{thinking}{END_THINK_TEXT}{problem.answer}"
+  return render_text(problem.prompt, thinking, problem.answer)
+
+
+def render_text(prompt: str, thinking: str, answer: str) -> str:
+  return f"{prompt}{THINK_TEXT}{thinking}{END_THINK_TEXT}{answer}"
 
 
 def split_thinking(text: str) -> tuple[str | None, str]:
@@ -216,11 +221,39 @@ class Task(abc.ABC):
     step = step.strip()
     if not step or len(step) > MAX_STEP_CHARS or any(len(s) > MAX_STEP_CHARS for s in prev):
       return False
-    return self._check_step(problem, prev, step)
+    return reflection.check_step(self, problem, prev, step)
 
   @abc.abstractmethod
   def _check_step(self, problem: Problem, prev_steps: list[str], step: str) -> bool:
-    ...
+    """A solve step (not `so`, not a check step) after the solve history as written."""
+
+  # ---- reflective traces (o1jax/tasks/reflection.py) ----
+
+  def reflective_trace(self, problem: Problem, rng: np.random.Generator | None = None,
+                       error: bool = False) -> reflection.Trace:
+    """Solve, `so X`, check; with `error`, a first attempt with one wrong step, caught by
+    its check and corrected."""
+    return reflection.build_trace(self, problem, rng, error)
+
+  @abc.abstractmethod
+  def candidate(self, problem: Problem, solve_steps: Sequence[str]) -> str | None:
+    """The answer the solve steps as written arrive at (what `so` must say), or None."""
+
+  @abc.abstractmethod
+  def check_steps(self, problem: Problem, candidate: str) -> list[str] | None:
+    """The check of `candidate`: header, steps of a second route, verdict (`ok`/`wait`);
+    None if the candidate cannot be checked (not in the answer's form)."""
+
+  @abc.abstractmethod
+  def erroneous_solve(self, problem: Problem, rng: np.random.Generator
+                      ) -> tuple[list[str], int, list[str]] | None:
+    """(solve steps with one wrong step, its index, the solve steps after the `wait`), or
+    None when this problem leaves no room for an error its check would catch."""
+
+  def resume(self, problem: Problem, solve_steps: list[str]) -> list[str]:
+    """The solve history after a `wait`: by default the solve starts again."""
+    del problem, solve_steps
+    return []
 
   # ---- sizing ----
 

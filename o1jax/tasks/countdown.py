@@ -32,31 +32,49 @@ from fractions import Fraction
 
 import numpy as np
 
+from o1jax.tasks import reflection
 from o1jax.tasks.base import Problem, Task, render
 
 OPS = ("+", "-", "*")
 _APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 _NUMBERS = tuple(range(1, 10))
 LEAF_BUCKETS = {1: range(0, 2), 2: range(2, 4), 3: range(4, 6), 4: range(6, 9)}
+# Level 5 ("research"): four numbers, ((a op b) op c) op d, 27 leaves; drawn only where the
+# whole first branch fails (first success at leaf 9 or later) and the target is at most
+# LEVEL5_MAX_TARGET, with a plain trace of at most LEVEL5_MAX_THINKING characters (so a
+# reflective trace with a correction fits the training rows).
+LEVEL5_FIRST_LEAF = 9
+LEVEL5_MAX_TARGET = 99
+LEVEL5_MAX_THINKING = 420
 
-_PROMPT = re.compile(r"([1-9]) ([1-9]) ([1-9]) to ([0-9]{1,6})")
+_PROMPT = re.compile(r"([1-9]) ([1-9]) ([1-9])(?: ([1-9]))? to ([0-9]{1,6})")
 # left op right = [tens part + units part =] result [vs target [no]]: groups 1-8.
 _STEP = re.compile(r"(-?[0-9]{1,4})([-+*])(-?[0-9]{1,4})=(?:([0-9]{1,6})\+([0-9]{1,6})=)?"
                    r"(-?[0-9]{1,7})(?: vs ([0-9]{1,6})( no)?)?")
 _EXPRESSION_CHARS = frozenset("0123456789+-*/() ")
+_CANDIDATE = {3: re.compile(r"\(([1-9])([-+*])([1-9])\)([-+*])([1-9])"),
+              4: re.compile(r"\(\(([1-9])([-+*])([1-9])\)([-+*])([1-9])\)([-+*])([1-9])")}
 
 
 def difficulty_of_leaf(leaf: int) -> int:
   return next(d for d, leaves in LEAF_BUCKETS.items() if leaf in leaves)
 
 
-def _first_success(a: int, b: int, c: int, target: int) -> int | None:
-  """The leaf index where the search succeeds (leaf 3*i+j is OPS[i] then OPS[j])."""
-  for i, op1 in enumerate(OPS):
-    first = _APPLY[op1](a, b)
-    for j, op2 in enumerate(OPS):
-      if _APPLY[op2](first, c) == target:
-        return 3 * i + j
+def _leaf_values(numbers: tuple[int, ...]) -> list[int]:
+  """The value of every leaf in search order (leaf index = the ops in base 3)."""
+  values = [numbers[0]]
+  for n in numbers[1:]:
+    values = [_APPLY[op](v, n) for v in values for op in OPS]
+  return values
+
+
+def _first_success(*numbers_and_target: int) -> int | None:
+  """The leaf index where the search succeeds (for three numbers, leaf 3*i+j is OPS[i]
+  then OPS[j])."""
+  *numbers, target = numbers_and_target
+  for leaf, value in enumerate(_leaf_values(tuple(numbers))):
+    if value == target:
+      return leaf
   return None
 
 
@@ -67,43 +85,80 @@ def partial_products(left: int, right: int) -> tuple[int, int] | None:
   return (left - left % 10) * right, left % 10 * right
 
 
-def step_text(left: int, op: str, right: int) -> str:
-  """`left op right = result`, a product of a number >= 10 through its partial products."""
+def step_text(left: int, op: str, right: int, result: int | None = None) -> str:
+  """`left op right = result`, a product of a number >= 10 through its partial products.
+  `result` overrides the value written (an injected slip)."""
   parts = partial_products(left, right) if op == "*" else None
   middle = f"{parts[0]}+{parts[1]}=" if parts else ""
-  return f"{left}{op}{right}={middle}{_APPLY[op](left, right)}"
+  value = _APPLY[op](left, right) if result is None else result
+  return f"{left}{op}{right}={middle}{value}"
 
 
-def search(numbers: tuple[int, int, int], target: int) -> tuple[list[str], str, int] | None:
-  """(steps, answer, index of the successful leaf) of the depth-first search, or None."""
-  a, b, c = numbers
-  success = _first_success(a, b, c, target)
+def _expression(numbers: tuple[int, ...], ops: tuple[str, ...]) -> str:
+  text = str(numbers[0])
+  for op, n in zip(ops, numbers[1:]):
+    text = f"({text}{op}{n})"
+  return text[1:-1]  # the outermost pair is redundant
+
+
+def _search_steps(numbers: tuple[int, ...], target: int
+                  ) -> tuple[list[str], list[int], int, str] | None:
+  """(steps, the step index of every leaf, index of the successful leaf, answer) of the
+  depth-first search, or None if no leaf reaches the target."""
+  success = _first_success(*numbers, target)
   if success is None:
     return None
-  steps = []
+  depth = len(numbers) - 1                         # operations on a path
+  steps, leaf_steps = [], []
+  values = [numbers[0]] + [0] * depth
   for leaf in range(success + 1):
-    op1, op2 = OPS[leaf // 3], OPS[leaf % 3]
-    first = _APPLY[op1](a, b)
-    if leaf % 3 == 0:  # entering a new depth-one branch
-      steps.append(step_text(a, op1, b))
+    ops = [OPS[leaf // 3**(depth - 1 - i) % 3] for i in range(depth)]
+    # A new internal node at every level whose op changed (all of them at leaf 0).
+    first_changed = next((i for i in range(depth - 1) if leaf % 3**(depth - 1 - i) == 0), None)
+    for i in range(0 if leaf == 0 else (first_changed if first_changed is not None else depth - 1),
+                   depth - 1):
+      values[i + 1] = _APPLY[ops[i]](values[i], numbers[i + 1])
+      steps.append(step_text(values[i], ops[i], numbers[i + 1]))
+    value = _APPLY[ops[-1]](values[depth - 1], numbers[depth])
     mark = "" if leaf == success else " no"
-    steps.append(f"{step_text(first, op2, c)} vs {target}{mark}")
-  op1, op2 = OPS[success // 3], OPS[success % 3]
-  return steps, f"({a}{op1}{b}){op2}{c}", success
+    leaf_steps.append(len(steps))
+    steps.append(f"{step_text(values[depth - 1], ops[-1], numbers[depth])} vs {target}{mark}")
+  ops = tuple(OPS[success // 3**(depth - 1 - i) % 3] for i in range(depth))
+  return steps, leaf_steps, success, _expression(numbers, ops)
 
 
-def build(numbers: tuple[int, int, int], target: int) -> Problem | None:
-  """The problem, or None if the target is not positive or the search cannot reach it."""
-  if target <= 0:
+def search(numbers: tuple[int, ...], target: int) -> tuple[list[str], str, int] | None:
+  """(steps, answer, index of the successful leaf) of the depth-first search, or None."""
+  found = _search_steps(tuple(numbers), target)
+  if found is None:
+    return None
+  steps, _, success, answer = found
+  return steps, answer, success
+
+
+def build(numbers: tuple[int, ...], target: int) -> Problem | None:
+  """The problem, or None if the target is not positive or the search cannot reach it.
+  Three numbers give levels 1-4 (by where the search succeeds), four give level 5."""
+  if target <= 0 or len(numbers) not in (3, 4):
     return None
   found = search(numbers, target)
   if found is None:
     return None
   steps, answer, leaf = found
-  a, b, c = numbers
-  return Problem(task=CountdownTask.name, difficulty=difficulty_of_leaf(leaf),
-                 prompt=f"{a} {b} {c} to {target}", steps=tuple(steps), answer=answer,
-                 data=(a, b, c, target))
+  difficulty = 5 if len(numbers) == 4 else difficulty_of_leaf(leaf)
+  return Problem(task=CountdownTask.name, difficulty=difficulty,
+                 prompt=f"{' '.join(map(str, numbers))} to {target}", steps=tuple(steps),
+                 answer=answer, data=tuple(numbers) + (target,))
+
+
+def recompute_check(numbers: tuple[int, ...], ops: tuple[str, ...], target: int) -> list[str]:
+  """`check EXPR`, the expression recomputed one operation a step, and the verdict."""
+  steps = [f"{reflection.CHECK}{_expression(numbers, ops)}"]
+  value = numbers[0]
+  for op, n in zip(ops, numbers[1:]):
+    steps.append(step_text(value, op, n))
+    value = _APPLY[op](value, n)
+  return steps + [reflection.verdict(value, target)]
 
 
 class _BadExpression(Exception):
@@ -182,11 +237,12 @@ def evaluate_answer(text: str) -> tuple[Fraction, list[int]] | None:
 
 class CountdownTask(Task):
   name = "countdown"
+  difficulties = (1, 2, 3, 4, 5)
 
   def _sample(self, rng: np.random.Generator, difficulty: int) -> Problem | None:
     # Every prompt of the level is in a table built once, so a draw is one index: the
     # rejection sampling this replaced cost ~7 ms a problem on the training data threads.
-    prompts = _prompts_by_difficulty()[difficulty]
+    prompts = _prompts_by_difficulty(difficulty)
     numbers, target = prompts[int(rng.integers(len(prompts)))]
     return build(numbers, target)
 
@@ -194,8 +250,8 @@ class CountdownTask(Task):
     match = _PROMPT.fullmatch(" ".join(prompt.split()))
     if match is None:
       return None
-    a, b, c, target = (int(g) for g in match.groups())
-    return build((a, b, c), target)
+    *numbers, target = (int(g) for g in match.groups() if g is not None)
+    return build(tuple(numbers), target)
 
   def _check_answer(self, problem: Problem, answer: str) -> bool:
     # Tolerate trailing text such as "(3+5)*2 = 16" by reading the longest prefix made
@@ -210,24 +266,47 @@ class CountdownTask(Task):
     *numbers, target = problem.data
     return value == target and collections.Counter(used) == collections.Counter(numbers)
 
-  def _check_step(self, problem: Problem, prev_steps: list[str], step: str) -> bool:
-    n0, n1, n2, target = problem.data
-    # Replay the history as written to find the latest internal node and whether the
-    # search already ended: a step that compares with the target (` vs T`) is a leaf, and an
-    # unmarked leaf is the success that ends the search.
-    last_kind = None  # None before any step, then "internal" or "leaf"
-    internal_result = None
+  def _replay(self, problem: Problem, prev_steps) -> tuple[dict, dict, object] | None:
+    """(value at each written depth, op at each depth, the kind of the last step: None,
+    an internal depth or "leaf") of the search as written, or None if it already ended or
+    a step is unreadable. A step that compares with the target (` vs T`) is a leaf; an
+    unmarked leaf is the success that ends the search."""
+    numbers = problem.data[:-1]
+    values, ops, last = {0: numbers[0]}, {}, None
     for text in prev_steps:
       parsed = _STEP.fullmatch(text)
       if parsed is None:
-        return False
+        return None
       if parsed.group(7) is None:
-        last_kind, internal_result = "internal", int(parsed.group(6))
+        depth = self._internal_depth(numbers, values, last, parsed)
+        if depth is None:
+          return None
+        values = {k: v for k, v in values.items() if k < depth}
+        values[depth], ops[depth], last = int(parsed.group(6)), parsed.group(2), depth
       elif parsed.group(8) is None:
-        return False  # nothing may follow the success
+        return None  # nothing may follow the success
       else:
-        last_kind = "leaf"
+        ops[len(numbers) - 1], last = parsed.group(2), "leaf"
+    return values, ops, last
 
+  @staticmethod
+  def _internal_depth(numbers, values, last, parsed) -> int | None:
+    """Which internal level a written node `L op R` is: the deepest level d whose operands
+    are (the value at d-1, the d-th number), directly after its parent or a sibling's
+    subtree (never twice running at one level)."""
+    left, right = int(parsed.group(1)), int(parsed.group(3))
+    for depth in range(len(numbers) - 2, 0, -1):
+      if (depth - 1 in values and (left, right) == (values[depth - 1], numbers[depth])
+          and last != depth and (depth == 1 or last is not None)):
+        return depth
+    return None
+
+  def _check_step(self, problem: Problem, prev_steps: list[str], step: str) -> bool:
+    numbers, target = problem.data[:-1], problem.data[-1]
+    replayed = self._replay(problem, prev_steps)
+    if replayed is None:
+      return False
+    values, _, last = replayed
     parsed = _STEP.fullmatch(step)
     if parsed is None:
       return False
@@ -239,26 +318,86 @@ class CountdownTask(Task):
       if (op, int(parsed.group(4)), int(parsed.group(5))) != ("*",) + (
           partial_products(left, right) or (None, None)):
         return False
-    if parsed.group(7) is None:  # an internal node: the first two numbers, not twice running
-      return (left, right) == (n0, n1) and last_kind != "internal"
-    return (internal_result is not None and (left, right) == (internal_result, n2)
+    if parsed.group(7) is None:  # an internal node
+      return self._internal_depth(numbers, values, last, parsed) is not None
+    leaf_parent = len(numbers) - 2
+    return (leaf_parent in values and last in (leaf_parent, "leaf")
+            and (left, right) == (values[leaf_parent], numbers[-1])
             and int(parsed.group(7)) == target and bool(parsed.group(8)) == (result != target))
 
   def _max_text_len(self, difficulty: int) -> int:
     # Exhaustive over the table, i.e. every prompt the generator can produce.
     return max(len(render(build(numbers, target)))
-               for numbers, target in _prompts_by_difficulty()[difficulty])
+               for numbers, target in _prompts_by_difficulty(difficulty))
+
+  # ---- reflective traces ----
+
+  def candidate(self, problem: Problem, solve_steps) -> str | None:
+    replayed = self._replay(problem, solve_steps[:-1]) if solve_steps else None
+    last = _STEP.fullmatch(solve_steps[-1]) if solve_steps else None
+    if replayed is None or last is None or last.group(7) is None or last.group(8):
+      return None  # `so` follows a leaf that hit the target
+    _, ops, _ = replayed
+    numbers = problem.data[:-1]
+    ops = dict(ops)
+    ops[len(numbers) - 1] = last.group(2)
+    if sorted(ops) != list(range(1, len(numbers))):
+      return None
+    return _expression(numbers, tuple(ops[d] for d in range(1, len(numbers))))
+
+  def check_steps(self, problem: Problem, candidate: str) -> list[str] | None:
+    numbers, target = problem.data[:-1], problem.data[-1]
+    match = _CANDIDATE[len(numbers)].fullmatch(candidate)
+    if match is None:
+      return None
+    groups = match.groups()
+    if tuple(int(g) for g in groups[::2]) != numbers:
+      return None
+    return recompute_check(numbers, groups[1::2], target)
+
+  def erroneous_solve(self, problem: Problem, rng: np.random.Generator):
+    # A slip that turns a miss into a false hit: its check recomputes, finds the miss, and
+    # the search resumes at the next leaf.
+    numbers, target = problem.data[:-1], problem.data[-1]
+    steps, leaf_steps, success, _ = _search_steps(numbers, target)
+    if success == 0:
+      return None
+    leaf = int(rng.integers(success))
+    at = leaf_steps[leaf]
+    parsed = _STEP.fullmatch(steps[at])
+    slip = step_text(int(parsed.group(1)), parsed.group(2), int(parsed.group(3)), target)
+    return steps[:at] + [f"{slip} vs {target}"], at, steps[at + 1:]
+
+  def resume(self, problem: Problem, solve_steps: list[str]) -> list[str]:
+    # The search goes on from the leaf the check refuted, now marked a miss.
+    return solve_steps[:-1] + [solve_steps[-1] + " no"] if solve_steps else []
 
 
 @functools.cache
-def _prompts_by_difficulty() -> dict[int, tuple[tuple[tuple[int, int, int], int], ...]]:
-  """Every reachable (numbers, positive target), grouped by the difficulty of its search,
-  in a fixed order (so a seeded draw is the same everywhere)."""
-  table = {d: [] for d in LEAF_BUCKETS}
+def _prompts_by_difficulty(difficulty: int) -> tuple[tuple[tuple[int, ...], int], ...]:
+  """Every (numbers, positive target) of a level, in a fixed order (so a seeded draw is
+  the same everywhere): levels 1-4 by where the three-number search first succeeds, level 5
+  the four-number searches described at LEVEL5_FIRST_LEAF."""
+  if difficulty == 5:
+    return _level5_prompts()
+  table = []
   for numbers in itertools.product(_NUMBERS, repeat=3):
-    targets = {_APPLY[op2](_APPLY[op1](numbers[0], numbers[1]), numbers[2])
-               for op1, op2 in itertools.product(OPS, repeat=2)}
-    for target in sorted(t for t in targets if t > 0):
-      leaf = _first_success(*numbers, target)
-      table[difficulty_of_leaf(leaf)].append((numbers, target))
-  return {d: tuple(v) for d, v in table.items()}
+    for target in sorted(t for t in set(_leaf_values(numbers)) if t > 0):
+      if difficulty_of_leaf(_first_success(*numbers, target)) == difficulty:
+        table.append((numbers, target))
+  return tuple(table)
+
+
+def _level5_prompts() -> tuple[tuple[tuple[int, ...], int], ...]:
+  table = []
+  for numbers in itertools.product(_NUMBERS, repeat=4):
+    leaves = _leaf_values(numbers)
+    first = {}
+    for leaf, value in enumerate(leaves):
+      first.setdefault(value, leaf)
+    for target in sorted(t for t, leaf in first.items()
+                         if 0 < t <= LEVEL5_MAX_TARGET and leaf >= LEVEL5_FIRST_LEAF):
+      steps, _, _, _ = _search_steps(numbers, target)
+      if len("; ".join(steps)) <= LEVEL5_MAX_THINKING:
+        table.append((numbers, target))
+  return tuple(table)

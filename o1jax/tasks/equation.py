@@ -4,6 +4,8 @@
   d2  2x+5=13        2x=13-5; 2x=8; x=8/2; x=4
   d3  5x+3=2x+15     5x-2x=15-3; 3x=12; x=12/3; x=4
   d4  3(x+4)+5=29    3(x+4)=29-5; 3(x+4)=24; x+4=24/3; x+4=8; x=8-4; x=4
+  d5  2(3(x+4)-5)+7=45  2(3(x+4)-5)=45-7; 2(3(x+4)-5)=38; 3(x+4)-5=38/2; ...; x=4
+      (level 5, "research": a bracket inside a bracket, ten steps, constants up to 999)
 
 Every step is a rewrite whose arithmetic is one "column" of work: a digit added to or taken
 from a number below 100, a one-digit product or quotient. The sampling ranges keep it so
@@ -17,6 +19,9 @@ x may be negative. A thinking step is accepted when it is a linear equation that
 the solution and pins x down (not an identity such as 12=12), so any valid algebraic route
 counts, not only the reference one. Steps are read by a small recursive-descent parser
 over exact rationals rather than eval, because they are untrusted model output.
+
+The reflective check substitutes the candidate into the prompt's two sides, one operation a
+step (`check x=4; 3*4=12; 12+5=17; 17 vs 17 ok`); a caught error is a slip in the last step.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from o1jax.tasks import reflection
 from o1jax.tasks.base import INT_ANSWER_END, Problem, Task, parse_int, render
 
 # Sampling ranges. The generator draws every parameter uniformly from these, then rejects
@@ -36,11 +42,14 @@ _COEFS = tuple(range(2, 10))
 _DIGITS = tuple(range(1, 10))
 _XS = tuple(range(-9, 10))
 _MAX_RHS = 99
+_MAX_RHS_5 = 999
+_SMALL_COEFS = (2, 3, 4, 5)
 _SAMPLE_SPACE = {
     1: (_SIGNS, _DIGITS, tuple(range(1, 20))),  # sign, b, c: x±b=c
     2: (_COEFS, _XS, _SIGNS, _DIGITS),  # a, x, sign, b
     3: (tuple(range(4, 10)), tuple(range(2, 8)), _XS, _DIGITS),  # a, c, x, b
     4: (_COEFS, _SIGNS, _DIGITS, _DIGITS, _XS),  # a, sign, b, e, x
+    5: (_SMALL_COEFS, _SMALL_COEFS, _SIGNS, _DIGITS, _SIGNS, _DIGITS, _DIGITS, _XS),
 }
 
 _N = r"([0-9]{1,6})"
@@ -49,7 +58,10 @@ _PROMPTS = {
     2: re.compile(rf"{_N}x([+-]){_N}={_N}"),
     3: re.compile(rf"{_N}x\+{_N}={_N}x\+{_N}"),
     4: re.compile(rf"{_N}\(x([+-]){_N}\)\+{_N}={_N}"),
+    5: re.compile(rf"{_N}\({_N}\(x([+-]){_N}\)([+-]){_N}\)\+{_N}={_N}"),
 }
+_SOLVED = re.compile(r"x=(-?[0-9]{1,6})")
+_CANDIDATE = re.compile(r"-?[0-9]{1,6}")
 _ANSWER = re.compile(r"\s*(?:x\s*=\s*)?([+-]?[0-9]{1,40})" + INT_ANSWER_END)
 
 
@@ -99,7 +111,60 @@ def build(difficulty: int, params: tuple) -> Problem | None:
     return _problem(4, f"{a}({bracket})+{e}={f}",
                     [f"{a}({bracket})={f}-{e}", f"{a}({bracket})={g}", f"{bracket}={g}/{a}",
                      f"{bracket}={h}", f"x={h}{_sign_char(-sign)}{b}", f"x={x}"], x, params)
+  if difficulty == 5:
+    a, b, sign1, c, sign2, d, e, f = params
+    g = f - e  # = a(b(x±c)±d): undo +e, the factor a, ±d, the factor b, ±c
+    if a < 1 or b < 1 or g % a or (g // a - sign2 * d) % b:
+      return None
+    j = g // a
+    i = j - sign2 * d
+    h = i // b
+    x = h - sign1 * c
+    inner = f"{b}(x{_sign_char(sign1)}{c})"
+    outer = f"{a}({inner}{_sign_char(sign2)}{d})"
+    middle = f"{inner}{_sign_char(sign2)}{d}"
+    bracket = f"x{_sign_char(sign1)}{c}"
+    return _problem(5, f"{outer}+{e}={f}",
+                    [f"{outer}={f}-{e}", f"{outer}={g}", f"{middle}={g}/{a}", f"{middle}={j}",
+                     f"{inner}={j}{_sign_char(-sign2)}{d}", f"{inner}={i}",
+                     f"{bracket}={i}/{b}", f"{bracket}={h}",
+                     f"x={h}{_sign_char(-sign1)}{c}", f"x={x}"], x, params)
   return None
+
+
+def _apply(left: int, op: str, right: int) -> tuple[str, int]:
+  value = {"+": left + right, "-": left - right, "*": left * right}[op]
+  return f"{left}{op}{right}={value}", value
+
+
+def substitution_check(difficulty: int, params: tuple, x: int) -> list[str]:
+  """`check x=X`, the prompt's sides evaluated at X one operation a step, and the verdict."""
+  steps = [f"{reflection.CHECK}x={x}"]
+
+  def step(left, op, right):
+    text, value = _apply(left, op, right)
+    steps.append(text)
+    return value
+
+  sign = lambda s: "+" if s > 0 else "-"
+  if difficulty == 1:
+    s, b, c = params
+    left, right = step(x, sign(s), b), c
+  elif difficulty == 2:
+    a, s, b, c = params
+    left, right = step(step(a, "*", x), sign(s), b), c
+  elif difficulty == 3:
+    a, b, c, e = params
+    left = step(step(a, "*", x), "+", b)
+    right = step(step(c, "*", x), "+", e)
+  elif difficulty == 4:
+    a, s, b, e, f = params
+    left, right = step(step(a, "*", step(x, sign(s), b)), "+", e), f
+  else:
+    a, b, s1, c, s2, d, e, f = params
+    inner = step(b, "*", step(x, sign(s1), c))
+    left, right = step(step(a, "*", step(inner, sign(s2), d)), "+", e), f
+  return steps + [reflection.verdict(left, right)]
 
 
 def _from_draw(difficulty: int, draw: tuple) -> Problem | None:
@@ -115,9 +180,13 @@ def _from_draw(difficulty: int, draw: tuple) -> Problem | None:
     e = (a - c) * x + b
     # a-c >= 2 keeps "1x=..." out of the training data.
     return build(3, (a, b, c, e)) if a - c >= 2 and 1 <= e <= _MAX_RHS else None
-  a, sign, b, e, x = draw
-  f = a * (x + sign * b) + e
-  return build(4, (a, sign, b, e, f)) if 1 <= f <= _MAX_RHS else None
+  if difficulty == 4:
+    a, sign, b, e, x = draw
+    f = a * (x + sign * b) + e
+    return build(4, (a, sign, b, e, f)) if 1 <= f <= _MAX_RHS else None
+  a, b, sign1, c, sign2, d, e, x = draw
+  f = a * (b * (x + sign1 * c) + sign2 * d) + e
+  return build(5, (a, b, sign1, c, sign2, d, e, f)) if 1 <= f <= _MAX_RHS_5 else None
 
 
 class _NotLinear(Exception):
@@ -228,6 +297,7 @@ def linear_equation(text: str) -> tuple[Fraction, Fraction] | None:
 
 class EquationTask(Task):
   name = "equation"
+  difficulties = (1, 2, 3, 4, 5)
 
   def _sample(self, rng: np.random.Generator, difficulty: int) -> Problem | None:
     draw = tuple(space[int(rng.integers(len(space)))] for space in _SAMPLE_SPACE[difficulty])
@@ -258,10 +328,28 @@ class EquationTask(Task):
     return coef != 0 and coef * problem.data[0] + const == 0
 
   def _max_text_len(self, difficulty: int) -> int:
-    # Exhaustive over every draw the generator can make (at most ~25k for difficulty 4).
+    # Exhaustive over every draw the generator can make (~25k for difficulty 4, ~890k for
+    # level 5: a few seconds, once a process).
     longest = 0
     for draw in itertools.product(*_SAMPLE_SPACE[difficulty]):
       problem = _from_draw(difficulty, draw)
       if problem is not None:
         longest = max(longest, len(render(problem)))
     return longest
+
+  # ---- reflective traces ----
+
+  def candidate(self, problem: Problem, solve_steps) -> str | None:
+    match = _SOLVED.fullmatch(solve_steps[-1]) if solve_steps else None
+    return match.group(1) if match else None
+
+  def check_steps(self, problem: Problem, candidate: str) -> list[str] | None:
+    if not _CANDIDATE.fullmatch(candidate):
+      return None
+    return substitution_check(problem.difficulty, problem.data[1:], int(candidate))
+
+  def erroneous_solve(self, problem: Problem, rng: np.random.Generator):
+    # A slip in the last step's arithmetic, which substitution then exposes.
+    wrong = problem.data[0] + int(rng.choice((-1, 1)))
+    steps = list(problem.steps[:-1]) + [f"x={wrong}"]
+    return steps, len(steps) - 1, list(problem.steps)

@@ -46,3 +46,26 @@ def distinct_problems(task_names, difficulties, n: int, seed: int, split: str = 
                          f"{20 * n} draws; ask for fewer than {n}")
       out += pool[:n]
   return out
+
+
+def pool_size(task_name: str, difficulty: int, split: str = "eval") -> int | None:
+  """How many distinct prompts of a level lie in `split`, where that is cheap to count
+  (countdown's tables, equation levels 1-4: exhaustive); None where the pool is too large to
+  enumerate (addition: about (9 * 10**(digits - 1))**2 / 10 held out; equation level 5)."""
+  from o1jax.tasks import countdown, equation  # local: their tables are built on use
+  from o1jax.tasks.base import in_split
+  task = get_task(task_name)
+  difficulty = task.check_difficulty(difficulty)
+  if task_name == "countdown":
+    prompts = {task.from_prompt(f"{' '.join(map(str, n))} to {t}").prompt
+               for n, t in countdown._prompts_by_difficulty(difficulty)}
+  elif task_name == "equation" and difficulty <= 4:
+    import itertools
+    prompts = set()
+    for draw in itertools.product(*equation._SAMPLE_SPACE[difficulty]):
+      problem = equation._from_draw(difficulty, draw)
+      if problem is not None:
+        prompts.add(problem.prompt)
+  else:
+    return None
+  return sum(in_split(p, split) for p in prompts)

@@ -138,7 +138,9 @@ class ThinkConfig:
               ("converge_window", self.converge_window > 0),
               ("temperature", self.temperature >= 0), ("top_k", self.top_k >= 0),
               ("top_p", 0 < self.top_p <= 1), ("probe_agreement", self.probe_agreement >= 0),
-              ("confidence_threshold", 0 <= self.confidence_threshold <= 1),
+              # Above 1 the estimate never suffices: a probe then stops on answer
+              # agreement alone (Dynasor's certaindex).
+              ("confidence_threshold", 0 <= self.confidence_threshold),
               ("converge_threshold", -1 <= self.converge_threshold <= 1)]
     checks.append(("confidence_estimate", self.confidence_estimate in CONFIDENCE_ESTIMATES))
     checks.append(("give_up_threshold", 0 <= self.give_up_threshold <= 1))

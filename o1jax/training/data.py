@@ -15,6 +15,7 @@ import grain
 import numpy as np
 
 from o1jax import tasks as tasks_lib
+from o1jax.tasks import reflection
 from o1jax.tasks.tokenizer import END_THINK_TEXT, THINK_TEXT, CharTokenizer
 
 # Effectively infinite: grain indexes it lazily, nothing is materialised.
@@ -35,6 +36,12 @@ class Mixture:
   thinking when the thinking is complete.
   `answer_only_difficulties` maps a task to the difficulty levels whose examples carry
   answers alone (no worked solution): the starting point of STaR experiments.
+  `trace_style` "reflective" writes every thinking as solve, candidate, check by another
+  route (o1jax/tasks/reflection.py); `error_fraction` of those traces make one slip that
+  their check catches and corrects, the wrong step masked out of the loss. A reflective trace
+  cut short closes with the best answer the cut part holds: its latest unrefuted candidate,
+  else the true answer (the best guess, as with no thinking). A trace with a correction that
+  would not fit `max_tokens` is written without the slip.
   """
   tasks: tuple[str, ...] = ("addition", "equation", "countdown")
   difficulties: tuple[int, ...] = (1, 2, 3, 4)
@@ -52,8 +59,15 @@ class Mixture:
   # and keep its weights). Empty = uniform, as in the embedded default: a run that favoured
   # countdown (the task learned last) did no better (docs/RESULTS.md).
   task_weights: tuple[tuple[str, float], ...] = ()
+  trace_style: str = "plain"
+  error_fraction: float = 0.0
+  max_tokens: int | None = None
 
   def __post_init__(self):
+    reflection.check_style(self.trace_style)
+    if self.error_fraction and self.trace_style != "reflective":
+      raise ValueError(f"error_fraction={self.error_fraction} needs trace_style='reflective' "
+                       "(a plain trace has no check to catch the error)")
     for name, weight in self.task_weights:
       tasks_lib.get_task(name)  # raises, naming the known tasks
       if not weight >= 0:
@@ -67,7 +81,7 @@ class Mixture:
         if d not in task.difficulties:
           raise ValueError(f"difficulty {d} is not a level of task {name!r}; "
                            f"levels: {tuple(task.difficulties)}")
-    for name in ("no_thinking_fraction", "truncated_thinking_fraction"):
+    for name in ("no_thinking_fraction", "truncated_thinking_fraction", "error_fraction"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -76,6 +90,8 @@ class Mixture:
     return np.asarray([float(weights.get(t, 1.0)) for t in self.tasks], np.float64)
 
   def max_text_len(self) -> int:
+    """The longest training text of plain traces; a reflective trace's length is checked
+    per example (its corrections make an exhaustive bound expensive), see `max_tokens`."""
     return max(tasks_lib.get_task(t).max_text_len(d)
                for t in self.tasks for d in self.difficulties)
 
@@ -103,23 +119,80 @@ class Mixture:
 
   def text(self, index: int) -> tuple[str, str, bool]:
     """(training text, its prompt, whether the model closed the thinking itself)."""
-    problem, shown = self.example(index)
-    if shown is None:
-      return tasks_lib.render(problem), problem.prompt, True
-    thinking = tasks_lib.thinking_text(problem)[:shown]
-    return (f"{problem.prompt}{THINK_TEXT}{thinking}{END_THINK_TEXT}{problem.answer}",
-            problem.prompt, False)
+    example = self.render(index)
+    return example.text, example.prompt, example.closed_by_model
+
+  def render(self, index: int) -> "Example":
+    """Example `index` as text, with the spans of thinking kept out of the loss."""
+    if self.trace_style == "plain":
+      problem, shown = self.example(index)
+      if shown is None:
+        return Example(tasks_lib.render(problem), problem.prompt, True)
+      thinking = tasks_lib.thinking_text(problem)[:shown]
+      return Example(tasks_lib.render_text(problem.prompt, thinking, problem.answer),
+                     problem.prompt, False)
+    return self._render_reflective(index)
+
+  def _render_reflective(self, index: int) -> "Example":
+    # The plain example's draws come first, so both styles see the same problems.
+    problem, _ = self.example(index)
+    rng = np.random.default_rng([self.seed, index, 2])
+    no_thinking = bool(rng.random() < self.no_thinking_fraction)
+    truncate = bool(rng.random() < self.truncated_thinking_fraction)
+    error = bool(rng.random() < self.error_fraction)
+    task = tasks_lib.get_task(problem.task)
+    if no_thinking or problem.difficulty in dict(self.answer_only_difficulties).get(
+        task.name, ()):
+      return Example(tasks_lib.render_text(problem.prompt, "", problem.answer),
+                     problem.prompt, False)
+    trace = task.reflective_trace(problem, rng, error)
+    if self.max_tokens is not None and trace.wrong_step is not None and (
+        _reflective_tokens(problem, trace) > self.max_tokens):
+      trace = task.reflective_trace(problem)
+    steps = list(trace.steps)
+    thinking = tasks_lib.STEP_SEP.join(steps)
+    masked = ()
+    if trace.wrong_step is not None:
+      start = len(tasks_lib.STEP_SEP.join(steps[:trace.wrong_step] + [""]))
+      masked = ((start, start + len(steps[trace.wrong_step])),)
+    if not truncate:
+      return Example(tasks_lib.render_text(problem.prompt, thinking, problem.answer),
+                     problem.prompt, True, masked)
+    cut = int(rng.integers(1, len(thinking)))
+    whole = [s for s in thinking[:cut].split(tasks_lib.STEP_SEP)]
+    if whole[-1] != steps[len(whole) - 1]:
+      whole = whole[:-1]  # the last step is cut mid-way: it states nothing yet
+    answer = reflection.best_answer(problem, whole)
+    masked = tuple((a, min(b, cut)) for a, b in masked if a < cut)
+    return Example(tasks_lib.render_text(problem.prompt, thinking[:cut], answer),
+                   problem.prompt, False, masked)
+
+
+def _reflective_tokens(problem, trace) -> int:
+  # Characters are tokens except <think> and </think> (one each); plus EOS.
+  return (len(problem.prompt) + 2 + len(tasks_lib.STEP_SEP.join(trace.steps))
+          + len(problem.answer) + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """A training text; `masked` are (start, end) character spans of its thinking whose
+  tokens are context but not targets (an injected wrong step)."""
+  text: str
+  prompt: str
+  closed_by_model: bool
+  masked: tuple[tuple[int, int], ...] = ()
 
 
 def encode_example(text: str, prompt: str, seq_len: int, tokenizer: CharTokenizer,
-                   close_is_target: bool = True) -> dict[str, np.ndarray]:
+                   close_is_target: bool = True, masked=()) -> dict[str, np.ndarray]:
   """inputs/targets [seq_len] and a loss mask over the thinking, answer and EOS tokens.
 
   The prompt and the `<think>` that follows it are context, not targets: the thinking loop
   always supplies them; so is the `</think>` when `close_is_target` is False (a close the
   budget forced).
   """
-  example = encode_unpadded(text, prompt, seq_len, tokenizer, close_is_target)
+  example = encode_unpadded(text, prompt, seq_len, tokenizer, close_is_target, masked)
   n = len(example["inputs"])
   padded = {"inputs": np.full(seq_len, tokenizer.pad_id, np.int32),
             "targets": np.full(seq_len, tokenizer.pad_id, np.int32),
@@ -130,8 +203,10 @@ def encode_example(text: str, prompt: str, seq_len: int, tokenizer: CharTokenize
 
 
 def encode_unpadded(text: str, prompt: str, seq_len: int, tokenizer: CharTokenizer,
-                    close_is_target: bool = True) -> dict[str, np.ndarray]:
-  """`encode_example` without the padding: arrays of the example's own length."""
+                    close_is_target: bool = True, masked=()) -> dict[str, np.ndarray]:
+  """`encode_example` without the padding: arrays of the example's own length. `masked`:
+  (start, end) character spans of the thinking whose tokens are not targets (the character
+  tokenizer maps each thinking character to one token)."""
   ids = tokenizer.encode(text, add_eos=True)
   if len(ids) > seq_len + 1:
     raise ValueError(f"example of {len(ids)} tokens does not fit seq_len={seq_len}: "
@@ -143,6 +218,9 @@ def encode_unpadded(text: str, prompt: str, seq_len: int, tokenizer: CharTokeniz
   mask[context - 1:] = 1.0
   if not close_is_target:
     mask[targets == tokenizer.end_think_id] = 0.0
+  for start, end in masked:
+    # Thinking character c is token context + c, predicted at position context + c - 1.
+    mask[context - 1 + start: context - 1 + end] = 0.0
   return {"inputs": inputs, "targets": targets, "loss_mask": mask}
 
 
@@ -154,9 +232,10 @@ class _EncodeIndex(grain.transforms.Map):
     self.padded = padded
 
   def map(self, index):
-    text, prompt, closed_by_model = self.mixture.text(int(index))
+    example = self.mixture.render(int(index))
     encode = encode_example if self.padded else encode_unpadded
-    return encode(text, prompt, self.seq_len, self.tokenizer, closed_by_model)
+    return encode(example.text, example.prompt, self.seq_len, self.tokenizer,
+                  example.closed_by_model, example.masked)
 
 
 # Bins filled at once by the packer: more bins fill each row closer to seq_len (a round ends

@@ -175,10 +175,11 @@ def forced_answers(params, model_config, contexts: Sequence[Sequence[int]],
   greedy-token probability: the confidence probe's estimate, computed offline."""
   texts: list[str] = []
   probs: list[float] = []
-  cache_len = _bucket(max(len(c) for c in contexts) + max_answer_tokens + 1)
-  if cache_len > model_config.max_seq_len:
-    raise ValueError(f"a context needs {cache_len} positions; the model has "
+  need = max(len(c) for c in contexts) + max_answer_tokens + 1
+  if need > model_config.max_seq_len:
+    raise ValueError(f"a context needs {need} positions; the model has "
                      f"{model_config.max_seq_len}")
+  cache_len = min(_bucket(need), model_config.max_seq_len)
   for start in range(0, len(contexts), batch_size):
     chunk = [list(c) for c in contexts[start:start + batch_size]]
     n = len(chunk)

@@ -70,7 +70,10 @@ def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
                           task_weights=tuple((k, float(v)) for k, v in
                                              dict(d.get("task_weights", {})).items()),
                           answer_only_difficulties=tuple(
-                              (k, tuple(v)) for k, v in dict(d.get("answer_only", {})).items()))
+                              (k, tuple(v)) for k, v in dict(d.get("answer_only", {})).items()),
+                          trace_style=str(d.get("trace_style", "plain")),
+                          error_fraction=float(d.get("error_fraction", 0.0)),
+                          max_tokens=int(config.train.seq_len) + 1)
 
 
 def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
@@ -121,6 +124,23 @@ def init_state(model_config: ModelConfig, optimizer, seed: int) -> TrainState:
   params = init_params(model_config, jax.random.key(seed))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params))
+
+
+def load_initial_params(path: str, model_config: ModelConfig):
+  """Weights to fine-tune from: a checkpoint whose config equals `model_config` except for
+  max_seq_len (the decode cache length, not a weight shape). A relative path is read from
+  the repository root, so configs can name a shipped checkpoint."""
+  from o1jax.training.checkpoint import load_params
+  if not os.path.isabs(path) and not os.path.exists(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), path)
+  params, saved, _ = load_params(path)
+  mismatched = [k for k, v in saved.to_dict().items()
+                if k != "max_seq_len" and model_config.to_dict().get(k) != v]
+  if mismatched:
+    raise ValueError(f"train.init_params={path} does not match the model config in "
+                     + ", ".join(f"{k} ({getattr(saved, k)!r} vs {getattr(model_config, k)!r})"
+                                 for k in mismatched))
+  return params
 
 
 def state_shardings(model_config: ModelConfig, optimizer, mesh):
@@ -264,11 +284,22 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
     if is_primary:
       _say(f"resumed from step {int(state.step)} (checkpoint in {ckpt.directory})")
   else:
-    with parallel.activate(mesh, model_config):
-      state = parallel.init_sharded(lambda: init_state(model_config, optimizer, t.seed),
-                                    shardings)
+    init_from = t.get("init_params", "")
+    if init_from:
+      # Fine-tuning: start from a shipped checkpoint's weights (the decode cache length,
+      # max_seq_len, is not a weight shape and may differ), with a fresh optimizer.
+      params = load_initial_params(init_from, model_config)
+      state = jax.jit(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,
+                                           opt_state=optimizer.init(p)),
+                      out_shardings=shardings)(params)
+    else:
+      with parallel.activate(mesh, model_config):
+        state = parallel.init_sharded(lambda: init_state(model_config, optimizer, t.seed),
+                                      shardings)
     if is_primary:
-      _say(f"model: {count_params(state.params):,} params; training {t.steps} steps")
+      start_from = f" from {init_from}" if init_from else ""
+      _say(f"model: {count_params(state.params):,} params; training {t.steps} steps"
+           + start_from)
   if is_primary and mesh.devices.size > 1:
     _say("mesh " + " ".join(f"{a}={n}" for a, n in mesh.shape.items())
          + f" over {jax.process_count()} process(es)")
