@@ -14,8 +14,8 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.policy = ""
   c.tasks = ("addition", "equation", "countdown")
-  c.difficulties = (1, 2, 3, 4)
-  c.cache_len = 192
+  c.difficulties = (1, 2, 3, 4, 5)
+  c.cache_len = 704  # level-5 reflective traces run to ~600 tokens
   c.max_answer_tokens = 16
   c.batch_size = 128
   c.seed = 0

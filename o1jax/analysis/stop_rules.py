@@ -58,11 +58,8 @@ def oracle_and_calibration(params, model_config, base: ThinkConfig, problems: Se
                            ) -> dict:
   """The oracle ceilings and the probe's (and head's) calibration on forced stops."""
   from o1jax.training import heads as heads_lib  # local: training code pulls in optax
-  # Forced answers after the longest thinking must fit the cache the loop left (it reserves
-  # max_answer_tokens after the thinking; the offline decode also needs the EOS slot).
   data = heads_lib.confidence_data(params, model_config, base, problems, every=probe_every,
-                                   batch_size=batch_size,
-                                   forced_answer_tokens=base.max_answer_tokens - 2)
+                                   batch_size=batch_size)
   natural = data.natural.sum()
   out = {
       "prefixes": int(len(data.labels)), "prefixes_right": float(data.labels.mean()),

@@ -50,7 +50,7 @@ def fit_thinking_head(params, model_config, tokenizer, *, per_level: int = 32, s
   Returns (head params, info with the fit's problem count and its error on a held-back 20%).
   """
   config = make_think_config(model_config, tokenizer)
-  problems = [p for name in tasks_lib.TASKS for d in (1, 2, 3, 4)
+  problems = [p for name in tasks_lib.TASKS for d in tasks_lib.get_task(name).difficulties
               for p in tasks_lib.get_task(name).generate_problems(seed, d, per_level,
                                                                   split="train")]
   prompts = [p.prompt for p in problems]

@@ -1,4 +1,4 @@
-"""Countdown: reach a target from three numbers, thinking by depth-first search.
+"""Countdown: reach a target from three (level 5: four) numbers by depth-first search.
 
 Prompt `3 5 2 to 16`: three numbers 1..9 and a positive target. The numbers are used once
 each in the given order, combined left to right as `(a op b) op c` with op in + - *. There
@@ -18,7 +18,11 @@ model both stopped on misses and searched past hits (docs/RESULTS.md). Negative
 intermediates are written plainly (`3-5=-2`). A two-digit number times a digit is written through its partial
 products, `16*8=80+48=128`, so that every step is one-digit facts and a one-column sum (a
 tiny model learns those; a two-digit product in one go it does not). Difficulty is where
-the search first succeeds (leaf 0..8): d1 leaves 0-1, d2 2-3, d3 4-5, d4 6-8.
+the search first succeeds (leaf 0..8): d1 leaves 0-1, d2 2-3, d3 4-5, d4 6-8. Level 5
+has four numbers, `((a op b) op c) op d`: internal nodes at two depths and 27 leaves, drawn
+where the whole first branch fails (see LEVEL5_FIRST_LEAF), traces of 150-420 characters.
+The reflective check recomputes the candidate expression (`check (3+5)*2; 3+5=8; 8*2=16;
+16 vs 16 ok`); a caught error is a miss written as a hit, after which the search resumes.
 """
 
 from __future__ import annotations

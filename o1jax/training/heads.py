@@ -179,11 +179,9 @@ def needed_thinking(prefix: np.ndarray, labels: np.ndarray, natural: int, correc
 
 
 def confidence_data(params, model_config, think_config, problems: Sequence[Problem], *,
-                    every: int = 4, seed: int = 0, batch_size: int = 64,
-                    forced_answer_tokens: int | None = None) -> ConfidenceData:
+                    every: int = 4, seed: int = 0, batch_size: int = 64) -> ConfidenceData:
   """Forced-stop rollouts at every `every`-th thinking prefix (0 included) of one think()
-  run per problem (at think_config's temperature). Forced answers are at most
-  `forced_answer_tokens` long (default: think_config.max_answer_tokens)."""
+  run per problem (at think_config's temperature)."""
   runs = [r[0] for r in rl.sample_rollouts(params, think_config, problems, 1, seed=seed,
                                            batch_size=batch_size)]
   layouts = [rl.layout(r.prompt, r.thinking, r.answer) for r in runs]
@@ -196,8 +194,7 @@ def confidence_data(params, model_config, think_config, problems: Sequence[Probl
       contexts.append(list(lay.ids[:lay.think_at + 1 + k]) + [rl.TOK.end_think_id])
       meta.append((i, k))
   answers, probe = rl.forced_answers(params, model_config, contexts,
-                                     forced_answer_tokens or think_config.max_answer_tokens,
-                                     batch_size)
+                                     think_config.max_answer_tokens, batch_size)
   labels = np.array([rl.verify(problems[i], a) for (i, _), a in zip(meta, answers)])
   hidden = rl.hidden_at(params, model_config, [lay.ids for lay in layouts], positions,
                         batch_size)

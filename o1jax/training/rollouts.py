@@ -175,7 +175,8 @@ def forced_answers(params, model_config, contexts: Sequence[Sequence[int]],
   greedy-token probability: the confidence probe's estimate, computed offline."""
   texts: list[str] = []
   probs: list[float] = []
-  need = max(len(c) for c in contexts) + max_answer_tokens + 1
+  # Answer token t is fed back at position len(context) + t; the last one fed is t = A - 1.
+  need = max(len(c) for c in contexts) + max_answer_tokens
   if need > model_config.max_seq_len:
     raise ValueError(f"a context needs {need} positions; the model has "
                      f"{model_config.max_seq_len}")
