@@ -5,6 +5,7 @@ compiled think(); resume checked bit for bit. No test reads the embedded model's
 text: rewards come from the task verifiers only.
 """
 
+import dataclasses
 import json
 import os
 
@@ -24,9 +25,10 @@ ADD = tasks_lib.get_task("addition")
 
 
 def _cfg(**kw):
-  base = dict(tasks=("addition",), difficulties=(3, 4), steps=4, prompts_per_step=4,
-              group_size=4, temperature=2.0, learning_rate=3e-4, mesh_shape=(1, 1, 1),
-              max_thinking=64, cache_len=96, checkpoint_every=1, log_every=100)
+  base = dict(tasks=("addition",), difficulties=(3, 4), steps=4, prompts_per_step=16,
+              group_size=8, temperature=2.0, learning_rate=3e-4, updates_per_batch=2,
+              mesh_shape=(1, 1, 1), max_thinking=64, cache_len=96, checkpoint_every=1,
+              log_every=100)
   return grpo.GRPOConfig(**{**base, **kw})
 
 
@@ -202,39 +204,45 @@ def _records(workdir):
 def test_resume_after_an_interruption_is_bit_exact(model, tmp_path):
   params, config = model
   policy = (params, config, TOK)
-  cfg = _cfg(steps=4, kl_coef=0.05, checkpoint_every=2)
+  cfg = _cfg(steps=3, prompts_per_step=4, group_size=4, kl_coef=0.05)
   whole, _, _ = grpo_train.train(cfg, str(tmp_path / "whole"), policy=policy, log=lambda s: None)
   cut = str(tmp_path / "cut")
-  grpo_train.train(cfg, cut, policy=policy, stop_after=3, log=lambda s: None)  # saved at 2
-  with open(os.path.join(cut, "metrics.jsonl")) as f:
-    assert len(f.readlines()) == 3        # step 3 was logged, then lost with the process
+  grpo_train.train(cfg, cut, policy=policy, stop_after=2, log=lambda s: None)
+  with open(os.path.join(cut, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 3, "reward": 0.5}\n{"step": 4, "rew')  # logged after the checkpoint
   lines = []
   resumed, _, _ = grpo_train.train(cfg, cut, policy=policy, log=lines.append)
   assert lines[0].startswith("resumed from step 2")
   for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert _records(cut) == _records(str(tmp_path / "whole"))
-  assert [r["step"] for r in _records(cut)] == [1, 2, 3, 4]
+  assert [r["step"] for r in _records(cut)] == [1, 2, 3]
   rec = _records(cut)[-1]
   assert rec["kl"] > 0 and 0 <= rec["truncation_rate"] <= 1 and rec["thinking_tokens"] > 0
+  assert rec["clip_fraction"] == 0      # measured on the first update, where the ratio is 1
   with pytest.raises(ValueError, match="clip_eps"):          # another config, same workdir
-    grpo_train.train(_cfg(steps=4, kl_coef=0.05, clip_eps=0.3), cut, policy=policy)
+    grpo_train.train(dataclasses.replace(cfg, clip_eps=0.3), cut, policy=policy)
 
 
 def test_a_short_run_raises_mean_reward(model, tmp_path):
-  """Hot sampling (T=2) makes the reasoner's additions often wrong; a few GRPO steps at that
-  temperature raise the mean reward of a fixed, seeded evaluation batch at it."""
+  """Hot sampling makes the reasoner's additions often wrong; five GRPO steps (two updates
+  each) at that temperature raise the mean reward of a fixed, seeded evaluation batch
+  sampled at it. The temperature is the first of a few whose starting reward leaves room
+  both ways, so a retrained embedded model still gets a mid-range task."""
   params, config = model
-  cfg = _cfg(steps=10, prompts_per_step=16, group_size=8, learning_rate=3e-4,
-             checkpoint_every=100)
-  tc = grpo.think_config_for(cfg, config, TOK)
   evals = [p for d in (3, 4) for p in ADD.generate_problems(99, d, 32, split="eval")]
-  before = grpo.evaluate_policy(params, TOK, tc, cfg, evals, seed=7, samples=4)
+  for temperature in (2.0, 2.5, 1.6, 3.0):
+    cfg = _cfg(steps=5, temperature=temperature, checkpoint_every=100)
+    tc = grpo.think_config_for(cfg, config, TOK)
+    before = grpo.evaluate_policy(params, TOK, tc, cfg, evals, seed=7, samples=4)
+    if 0.2 <= before["reward"] <= 0.7:
+      break
+  else:
+    pytest.fail(f"no temperature gives the embedded model a mid-range reward: {before}")
   trained, _, _ = grpo_train.train(cfg, str(tmp_path), policy=(params, config, TOK),
                                    log=lambda s: None)
   after = grpo.evaluate_policy(trained, TOK, tc, cfg, evals, seed=7, samples=4)
-  assert 0.1 < before["reward"] < 0.8, before   # room to improve in both directions
-  assert after["reward"] > before["reward"] + 0.05, (before, after)
+  assert after["reward"] > before["reward"] + 0.05, (temperature, before, after)
 
 
 def test_grpo_steps_on_a_hugging_face_model(tmp_path):
@@ -246,8 +254,9 @@ def test_grpo_steps_on_a_hugging_face_model(tmp_path):
   from o1jax import parallel
   _build("qwen3", str(tmp_path / "m"), _train_tokenizer())
   params, config, tok = hf.load_hf(str(tmp_path / "m"))
-  cfg = _cfg(max_thinking=8, cache_len=192, group_size=2, prompts_per_step=2, steps=2,
-             budget_targets=(4,), max_answer_tokens=4, temperature=1.0)
+  cfg = _cfg(max_thinking=8, cache_len=160, checkpoint_every=100, group_size=2, prompts_per_step=2, steps=2,
+             budget_targets=(4,), max_answer_tokens=4, temperature=1.0, log_kl=False,
+             updates_per_batch=1)
   tc = grpo.think_config_for(cfg, config, tok)
   close = tuple(tok.close_ids())
   assert len(close) > 1

@@ -376,8 +376,11 @@ def evaluate_policy(params, tokenizer, think_config: ThinkConfig, cfg: GRPOConfi
 
 def optimizer_for(cfg: GRPOConfig) -> optax.GradientTransformation:
   """The trainer's AdamW with warmup and cosine decay, counted in optimizer steps."""
-  return _optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps * cfg.updates_per_batch,
-                    cfg.final_lr_fraction, cfg.grad_clip, cfg.weight_decay)
+  steps = cfg.steps * cfg.updates_per_batch
+  if cfg.final_lr_fraction == 1.0:  # constant after warmup: the length changes nothing, and
+    steps = cfg.warmup_steps + 1    # one key lets runs of any length share the compiled step
+  return _optimizer(cfg.learning_rate, cfg.warmup_steps, steps, cfg.final_lr_fraction,
+                    cfg.grad_clip, cfg.weight_decay)
 
 
 @functools.lru_cache(maxsize=16)
