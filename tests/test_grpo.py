@@ -275,8 +275,8 @@ def test_grpo_steps_on_a_hugging_face_model(tmp_path):
   opt = grpo.optimizer_for(cfg)
   s = grpo.LossSettings(1.0, 0.2, 0.0, tuple(tc.eos_ids))
   update = grpo.make_update_fn(config, opt, mesh, s, False)
-  state = grpo.GRPOState(step=jnp.zeros((), jnp.int32), params=jax.tree.map(jnp.copy, params),
-                         opt_state=opt.init(params))
+  state = grpo_train._initial_state(cfg, params, opt,
+                                    grpo.state_shardings(config, opt, mesh, False)[1])
   batch = {"tokens": r.tokens, "thinking_ctx": r.thinking_ctx, "loss_mask": r.loss_mask,
            "advantages": np.array([1, -1, 1, -1], np.float32)}
   with parallel.activate(mesh, config):
@@ -291,3 +291,15 @@ def test_grpo_steps_on_a_hugging_face_model(tmp_path):
   recs = _records(str(tmp_path / "run"))
   assert [x["step"] for x in recs] == [1, 2] and all(np.isfinite(x["loss"]) for x in recs)
   assert os.path.exists(str(tmp_path / "run" / "final" / "params.msgpack"))
+
+
+def test_launch_rejects_a_bad_config_before_loading_anything(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, os.path.join(root, "launch", "grpo.py"),
+                        f"--workdir={tmp_path}", "--config.grpo.truncation=drop"],
+                       capture_output=True, text=True, cwd=root,
+                       env={**os.environ, "PYTHONPATH": root}, timeout=120)
+  assert out.returncode != 0 and "truncation must be one of" in out.stderr
+  assert not os.listdir(tmp_path)   # nothing written

@@ -178,6 +178,7 @@ def rollout_rewards(cfg: GRPOConfig, correct, thinking_tokens, truncated, target
   return reward, ~truncated
 
 
+@functools.partial(jax.jit, static_argnames=("eps",))
 def group_advantages(rewards, valid, eps: float):
   """(r - mean) / (std + eps) within each group [P, G] over its valid members (population
   std); invalid members and groups with under two valid members get 0."""
