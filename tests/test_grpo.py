@@ -27,7 +27,8 @@ ADD = tasks_lib.get_task("addition")
 def _cfg(**kw):
   base = dict(tasks=("addition",), difficulties=(3, 4), steps=4, prompts_per_step=16,
               group_size=8, temperature=2.0, learning_rate=3e-4, updates_per_batch=2,
-              mesh_shape=(1, 1, 1), max_thinking=64, cache_len=96, checkpoint_every=1,
+              mesh_shape=(1, 1, 1), max_thinking=56, cache_len=80, max_answer_tokens=8,
+              checkpoint_every=1,
               log_every=100)
   return grpo.GRPOConfig(**{**base, **kw})
 
@@ -204,19 +205,19 @@ def _records(workdir):
 def test_resume_after_an_interruption_is_bit_exact(model, tmp_path):
   params, config = model
   policy = (params, config, TOK)
-  cfg = _cfg(steps=3, prompts_per_step=4, group_size=4, kl_coef=0.05)
+  cfg = _cfg(steps=2, prompts_per_step=4, group_size=4, kl_coef=0.05)
   whole, _, _ = grpo_train.train(cfg, str(tmp_path / "whole"), policy=policy, log=lambda s: None)
   cut = str(tmp_path / "cut")
-  grpo_train.train(cfg, cut, policy=policy, stop_after=2, log=lambda s: None)
+  grpo_train.train(cfg, cut, policy=policy, stop_after=1, log=lambda s: None)
   with open(os.path.join(cut, "metrics.jsonl"), "a") as f:
-    f.write('{"step": 3, "reward": 0.5}\n{"step": 4, "rew')  # logged after the checkpoint
+    f.write('{"step": 2, "reward": 0.5}\n{"step": 3, "rew')  # logged after the checkpoint
   lines = []
   resumed, _, _ = grpo_train.train(cfg, cut, policy=policy, log=lines.append)
-  assert lines[0].startswith("resumed from step 2")
+  assert lines[0].startswith("resumed from step 1")
   for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert _records(cut) == _records(str(tmp_path / "whole"))
-  assert [r["step"] for r in _records(cut)] == [1, 2, 3]
+  assert [r["step"] for r in _records(cut)] == [1, 2]
   rec = _records(cut)[-1]
   assert rec["kl"] > 0 and 0 <= rec["truncation_rate"] <= 1 and rec["thinking_tokens"] > 0
   assert rec["clip_fraction"] == 0      # measured on the first update, where the ratio is 1
@@ -226,23 +227,28 @@ def test_resume_after_an_interruption_is_bit_exact(model, tmp_path):
 
 def test_a_short_run_raises_mean_reward(model, tmp_path):
   """Hot sampling makes the reasoner's additions often wrong; five GRPO steps (two updates
-  each) at that temperature raise the mean reward of a fixed, seeded evaluation batch
-  sampled at it. The temperature is the first of a few whose starting reward leaves room
-  both ways, so a retrained embedded model still gets a mid-range task."""
+  each) at that temperature raise the mean reward of a fixed evaluation set (32 held-out
+  problems x 4 samples, two sampling seeds) sampled at it. The temperature is the first of a
+  few whose starting reward leaves room both ways, so a retrained embedded model still gets
+  a mid-range task. The evaluation batch has the training batch's shape: one compile."""
   params, config = model
-  evals = [p for d in (3, 4) for p in ADD.generate_problems(99, d, 32, split="eval")]
-  for temperature in (2.0, 2.5, 1.6, 3.0):
-    cfg = _cfg(steps=5, temperature=temperature, checkpoint_every=100)
+  evals = [p for d in (3, 4) for p in ADD.generate_problems(99, d, 16, split="eval")]
+  reward = lambda p, cfg, tc: np.mean([grpo.evaluate_policy(p, TOK, tc, cfg, evals, seed=s,
+                                                            samples=4)["reward"]
+                                       for s in (7, 8)])
+  for temperature in (2.0, 2.3, 1.7, 2.6):
+    cfg = _cfg(steps=5, temperature=temperature, checkpoint_every=100, log_kl=False)
     tc = grpo.think_config_for(cfg, config, TOK)
-    before = grpo.evaluate_policy(params, TOK, tc, cfg, evals, seed=7, samples=4)
-    if 0.2 <= before["reward"] <= 0.7:
+    before = reward(params, cfg, tc)
+    if 0.2 <= before <= 0.7:
       break
   else:
-    pytest.fail(f"no temperature gives the embedded model a mid-range reward: {before}")
+    pytest.fail(f"no temperature gives the embedded model a mid-range reward ({before})")
   trained, _, _ = grpo_train.train(cfg, str(tmp_path), policy=(params, config, TOK),
                                    log=lambda s: None)
-  after = grpo.evaluate_policy(trained, TOK, tc, cfg, evals, seed=7, samples=4)
-  assert after["reward"] > before["reward"] + 0.05, (temperature, before, after)
+  after = reward(trained, cfg, tc)
+  print(f"mean reward at T={temperature}: {before:.3f} -> {after:.3f}")
+  assert after > before + 0.05, (temperature, before, after)
 
 
 def test_grpo_steps_on_a_hugging_face_model(tmp_path):
@@ -257,6 +263,10 @@ def test_grpo_steps_on_a_hugging_face_model(tmp_path):
   cfg = _cfg(max_thinking=8, cache_len=160, checkpoint_every=100, group_size=2, prompts_per_step=2, steps=2,
              budget_targets=(4,), max_answer_tokens=4, temperature=1.0, log_kl=False,
              updates_per_batch=1)
+  from o1jax.training import rollouts as rl
+  lay = rl.layout("12+7=", "2+7+0=9; 1+0+0=1;", "19", tok)   # steps split in BPE token space
+  assert lay.steps == ("2+7+0=9", "1+0+0=1") and lay.ids[lay.end_think_at] == tok.end_think_id
+  assert all(";" in tok.decode([lay.ids[e]], stop_at_eos=False) for e in lay.step_ends[:2])
   tc = grpo.think_config_for(cfg, config, tok)
   close = tuple(tok.close_ids())
   assert len(close) > 1

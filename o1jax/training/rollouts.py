@@ -38,7 +38,8 @@ STEP_DELIMITER = ";"
 SEMI_ID = TOK.encode(STEP_DELIMITER)[0]  # the character tokenizer's delimiter id (tests use it)
 
 
-def _tok(tokenizer):
+def tokenizer_or_default(tokenizer):
+  """`tokenizer`, or the character tokenizer when None."""
   return TOK if tokenizer is None else tokenizer
 
 
@@ -95,7 +96,7 @@ def continue_thinking(params, config: ThinkConfig, prompts: Sequence[str],
   budgets = [UNLIMITED] * len(prompts) if budgets is None else list(budgets)
   mins = list(min_thinking) if isinstance(min_thinking, (list, tuple)) else (
       [min_thinking] * len(prompts))
-  tok = _tok(tokenizer)
+  tok = tokenizer_or_default(tokenizer)
   ids = [tok.encode_prompt(p) + tok.encode(x) for p, x in zip(prompts, prefixes)]
   width = _bucket(max(len(i) for i in ids))
   if width + config.reserve > config.cache_len:
@@ -153,7 +154,7 @@ def layout(prompt: str, thinking: str, answer: str = "", tokenizer=None) -> Layo
   delimiter (the char tokenizer's one ";" token; with BPE, text a delimiter token carries
   before its ";" belongs to the step it ends). Empty segments are not steps. The last step
   ends at `</think>`."""
-  tok = _tok(tokenizer)
+  tok = tokenizer_or_default(tokenizer)
   head = tok.encode_prompt(prompt)
   body = tok.encode(thinking)
   ids = head + body + [tok.end_think_id] + tok.encode(answer.strip()) + [tok.eos_id]
@@ -190,7 +191,7 @@ def hidden_at(params, model_config, id_seqs: Sequence[Sequence[int]],
     n = len(chunk)
     chunk += [chunk[0]] * (batch_size - n)
     width = _bucket(max(len(s) for s in chunk))
-    tokens = _tok(tokenizer).pad_batch(chunk, width)
+    tokens = tokenizer_or_default(tokenizer).pad_batch(chunk, width)
     lengths = np.array([len(s) for s in chunk])
     pos = np.where(np.arange(width)[None] < lengths[:, None], np.arange(width)[None], -1)
     hidden = np.asarray(_final_hidden(params, jnp.asarray(tokens), jnp.asarray(pos, jnp.int32),
@@ -205,7 +206,7 @@ def forced_answers(params, model_config, contexts: Sequence[Sequence[int]],
                    ) -> tuple[list[str], np.ndarray]:
   """Greedy answers after each context (which ends in `</think>`), and each answer's mean
   greedy-token probability: the confidence probe's estimate, computed offline."""
-  tok = _tok(tokenizer)
+  tok = tokenizer_or_default(tokenizer)
   eos_ids = np.asarray(getattr(tok, "eos_ids", (tok.eos_id,)))
   texts: list[str] = []
   probs: list[float] = []
