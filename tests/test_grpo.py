@@ -205,7 +205,8 @@ def _records(workdir):
 def test_resume_after_an_interruption_is_bit_exact(model, tmp_path):
   params, config = model
   policy = (params, config, TOK)
-  cfg = _cfg(steps=2, prompts_per_step=4, group_size=4, kl_coef=0.05)
+  # On a data x tensor mesh: the sharded state is what is saved and restored.
+  cfg = _cfg(steps=2, prompts_per_step=4, group_size=4, kl_coef=0.05, mesh_shape=(2, 1, 2))
   whole, _, _ = grpo_train.train(cfg, str(tmp_path / "whole"), policy=policy, log=lambda s: None)
   cut = str(tmp_path / "cut")
   grpo_train.train(cfg, cut, policy=policy, stop_after=1, log=lambda s: None)
@@ -214,6 +215,7 @@ def test_resume_after_an_interruption_is_bit_exact(model, tmp_path):
   lines = []
   resumed, _, _ = grpo_train.train(cfg, cut, policy=policy, log=lines.append)
   assert lines[0].startswith("resumed from step 1")
+  assert all(x.sharding.mesh.devices.size == 4 for x in jax.tree.leaves(resumed))
   for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert _records(cut) == _records(str(tmp_path / "whole"))
@@ -260,7 +262,8 @@ def test_grpo_steps_on_a_hugging_face_model(tmp_path):
   from o1jax import parallel
   _build("qwen3", str(tmp_path / "m"), _train_tokenizer())
   params, config, tok = hf.load_hf(str(tmp_path / "m"))
-  cfg = _cfg(max_thinking=8, cache_len=160, checkpoint_every=100, group_size=2, prompts_per_step=2, steps=2,
+  cfg = _cfg(max_thinking=8, cache_len=160, checkpoint_every=100, group_size=2,
+             prompts_per_step=2, steps=2,
              budget_targets=(4,), max_answer_tokens=4, temperature=1.0, log_kl=False,
              updates_per_batch=1)
   from o1jax.training import rollouts as rl

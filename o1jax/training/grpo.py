@@ -7,7 +7,7 @@ PRNG keys are arrays; the thinking budget caps every rollout), score each with i
 verifier, normalise the rewards within each group, A = (r - mean) / (std + eps), and take
 `updates_per_batch` optimizer steps on the clipped policy-gradient loss
 
-    L = sum_t mask_t * [ -min(rho_t A, clip(rho_t, 1 - eps, 1 + eps) A) + beta * k3_t ] / sum_t mask_t
+    L = sum_t mask_t [-min(rho_t A, clip(rho_t, 1-eps, 1+eps) A) + beta k3_t] / sum_t mask_t
     rho_t = pi(y_t) / pi_old(y_t),  k3_t = pi_ref(y_t)/pi(y_t) - log(pi_ref(y_t)/pi(y_t)) - 1
 
 averaged over every policy-sampled token of the batch (token-level, as DAPO and Dr. GRPO
@@ -59,7 +59,7 @@ TRUNCATED_REASONS = (int(StopReason.BUDGET), int(StopReason.CONTEXT))
 
 @dataclasses.dataclass(frozen=True)
 class GRPOConfig:
-  base: str = ""                              # checkpoint dir, training workdir or HF dir ("": embedded)
+  base: str = ""                              # checkpoint, training workdir or HF dir; "": embedded
   tasks: tuple[str, ...] = ("addition",)
   difficulties: tuple[int, ...] = (1, 2, 3, 4)
   steps: int = 100
@@ -336,10 +336,10 @@ def sample_groups(params, tokenizer, think_config: ThinkConfig, problems: Sequen
   tokens = np.full((n, length), tokenizer.pad_id, np.int32)
   loss_mask = np.zeros((n, length - 1), np.float32)
   thinking_ctx = np.zeros((n, length - 1), bool)
-  prompt_len = np.asarray(inputs.lengths)
+  prompt_len, prompt_tokens = np.asarray(inputs.lengths), np.asarray(inputs.tokens)
   for b in range(n):
     p, g = int(prompt_len[b]), int(result.num_generated[b])
-    tokens[b, :p] = np.asarray(inputs.tokens[b, :p])
+    tokens[b, :p] = prompt_tokens[b, :p]
     tokens[b, p:p + g] = result.tokens[b, :g]
     seg = result.segments[b, :g]
     sampled = (seg == Segment.THINKING) | (seg == Segment.ANSWER)

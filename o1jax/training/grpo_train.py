@@ -180,8 +180,8 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
       f.write(json.dumps(record) + "\n")
     if step % cfg.log_every == 0 or step == cfg.steps:
       rate = (step - step0) / max(time.time() - t_start, 1e-9)
-      log(_line(step, cfg.steps, {**record, "reward": record["reward"] or float("nan")},
-                (cfg.steps - step) / max(rate, 1e-9)))
+      shown = {**record, "reward": float("nan") if record["reward"] is None else record["reward"]}
+      log(_line(step, cfg.steps, shown, (cfg.steps - step) / max(rate, 1e-9)))
     if step % cfg.checkpoint_every == 0 or step == cfg.steps:
       ckpt.save(step, state, {"grpo_step": step}, model_config)
     if step == kill_at:  # tests: a real kill -9 right after this step's checkpoint
