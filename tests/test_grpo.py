@@ -22,6 +22,7 @@ from o1jax.training import grpo, grpo_train
 
 TOK = CharTokenizer()
 ADD = tasks_lib.get_task("addition")
+DIFFS = (3, 4)  # the learning test's levels
 
 
 def _cfg(**kw):
@@ -230,17 +231,25 @@ def test_resume_after_an_interruption_is_bit_exact(model, tmp_path):
 def test_a_short_run_raises_mean_reward(model, tmp_path):
   """Hot sampling makes the reasoner's additions often wrong; five GRPO steps (two updates
   each) at that temperature raise the mean reward of a fixed evaluation set (32 held-out
-  problems x 4 samples, two sampling seeds) sampled at it. The temperature is the first of a
-  few whose starting reward leaves room both ways, so a retrained embedded model still gets
-  a mid-range task. The evaluation batch has the training batch's shape: one compile."""
+  problems x 4 samples, two sampling seeds) sampled at it. Nothing here assumes the embedded
+  model's trace format: the context grows until its greedy thinking is never cut, and the
+  temperature is the first of a few whose starting reward leaves room both ways. The
+  evaluation batch has the training batch's shape: one compile."""
   params, config = model
-  evals = [p for d in (3, 4) for p in ADD.generate_problems(99, d, 16, split="eval")]
+  evals = [p for d in DIFFS for p in ADD.generate_problems(99, d, 16, split="eval")]
   reward = lambda p, cfg, tc: np.mean([grpo.evaluate_policy(p, TOK, tc, cfg, evals, seed=s,
                                                             samples=4)["reward"]
                                        for s in (7, 8)])
-  for temperature in (2.0, 2.3, 1.7, 2.6):
-    cfg = _cfg(steps=5, temperature=temperature, checkpoint_every=100, log_kl=False)
+  for cache_len in (80, 128, 192, 256):
+    cfg = _cfg(difficulties=DIFFS, cache_len=cache_len, max_thinking=cache_len - 24)
     tc = grpo.think_config_for(cfg, config, TOK)
+    greedy = grpo.evaluate_policy(params, TOK, tc, cfg, evals, seed=0, samples=4,
+                                  temperature=0.0)
+    if greedy["truncation_rate"] == 0:
+      break
+  for temperature in (2.0, 2.3, 1.7, 2.6):
+    cfg = dataclasses.replace(cfg, steps=5, temperature=temperature, checkpoint_every=100,
+                              log_kl=False)
     before = reward(params, cfg, tc)
     if 0.2 <= before <= 0.7:
       break
@@ -249,7 +258,7 @@ def test_a_short_run_raises_mean_reward(model, tmp_path):
   trained, _, _ = grpo_train.train(cfg, str(tmp_path), policy=(params, config, TOK),
                                    log=lambda s: None)
   after = reward(trained, cfg, tc)
-  print(f"mean reward at T={temperature}: {before:.3f} -> {after:.3f}")
+  print(f"mean reward at T={temperature}, cache {cache_len}: {before:.3f} -> {after:.3f}")
   assert after > before + 0.05, (temperature, before, after)
 
 

@@ -362,11 +362,13 @@ def evaluate_policy(params, tokenizer, think_config: ThinkConfig, cfg: GRPOConfi
                     problems: Sequence[Problem], seed: int, samples: int = 1,
                     temperature: float | None = None) -> dict[str, float]:
   """Mean reward (as training scores it), accuracy, thinking tokens and truncation rate of
-  `samples` completions per problem; targets cycle through cfg.budget_targets."""
+  `samples` completions per problem at `temperature` (default cfg.temperature; 0: greedy);
+  targets cycle through cfg.budget_targets."""
   targets = [cfg.budget_targets[i % len(cfg.budget_targets)] if cfg.budget_targets else None
              for i in range(len(problems))]
   r = sample_groups(params, tokenizer, think_config, problems, targets, samples,
-                    cfg.max_thinking, seed, temperature)
+                    cfg.max_thinking, seed,
+                    cfg.temperature if temperature is None else temperature)
   rows_targets = [t for t in targets for _ in range(samples)]
   reward, valid = rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated, rows_targets)
   return {"reward": float(reward[valid].mean()) if valid.any() else float("nan"),
