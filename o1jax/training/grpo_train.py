@@ -80,6 +80,21 @@ def _initial_state(cfg, params, optimizer, shardings):
                         if cfg.uses_reference else None)
 
 
+def _check_prompts_fit(cfg, tokenizer, think_config) -> None:
+  """Fails before any sampling when the first step's (budgeted) prompts, or the longest
+  prompt a task level makes, cannot hold max_thinking and the answer in cache_len."""
+  problems, targets = grpo.step_problems(cfg, 1)
+  prompts = [p.prompt if t is None else grpo.budget_prompt.with_budget(p.prompt, t)
+             for p, t in zip(problems, targets)]
+  longest = max(cfg.budget_targets, default=None)
+  for t in cfg.tasks:  # a handful of each level's prompts, the longest of them
+    for d in cfg.difficulties:
+      level = tasks_lib.get_task(t).generate_problems(cfg.seed, d, 8)
+      p = max((x.prompt for x in level), key=len)
+      prompts.append(p if longest is None else grpo.budget_prompt.with_budget(p, longest))
+  grpo.prepare_inputs(tokenizer, prompts, think_config, [cfg.max_thinking] * len(prompts))
+
+
 def _eval_problems(cfg):
   return [p for t in cfg.tasks for d in cfg.difficulties
           for p in tasks_lib.get_task(t).generate_problems(cfg.eval_seed, d, cfg.eval_problems,
@@ -114,6 +129,7 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
   settings = grpo.LossSettings(cfg.temperature, cfg.clip_eps, cfg.kl_coef,
                                tuple(think_config.eos_ids))
   update = grpo.make_update_fn(model_config, optimizer, mesh, settings, cfg.uses_reference)
+  _check_prompts_fit(cfg, tokenizer, think_config)
 
   os.makedirs(workdir, exist_ok=True)
   _check_workdir_config(workdir, cfg)
