@@ -16,7 +16,7 @@ import pytest
 
 from o1jax import tasks as tasks_lib
 from o1jax.tasks.tokenizer import CharTokenizer
-from o1jax.thinking import Segment, StopReason
+from o1jax.thinking import StopReason
 from o1jax.training import budget_prompt as bp
 from o1jax.training import grpo, grpo_train
 

@@ -24,7 +24,8 @@ import numpy as np
 from o1jax import parallel
 from o1jax import tasks as tasks_lib
 from o1jax.tasks.tokenizer import CharTokenizer
-from o1jax.training import grpo
+from o1jax.thinking import prepare_inputs
+from o1jax.training import budget_prompt, grpo
 from o1jax.training import trainer
 from o1jax.training.checkpoint import (TrainCheckpointer, embedded_checkpoint_dir, load_params,
                                        save_pretrained)
@@ -84,15 +85,15 @@ def _check_prompts_fit(cfg, tokenizer, think_config) -> None:
   """Fails before any sampling when the first step's (budgeted) prompts, or the longest
   prompt a task level makes, cannot hold max_thinking and the answer in cache_len."""
   problems, targets = grpo.step_problems(cfg, 1)
-  prompts = [p.prompt if t is None else grpo.budget_prompt.with_budget(p.prompt, t)
+  prompts = [p.prompt if t is None else budget_prompt.with_budget(p.prompt, t)
              for p, t in zip(problems, targets)]
   longest = max(cfg.budget_targets, default=None)
   for t in cfg.tasks:  # a handful of each level's prompts, the longest of them
     for d in cfg.difficulties:
       level = tasks_lib.get_task(t).generate_problems(cfg.seed, d, 8)
       p = max((x.prompt for x in level), key=len)
-      prompts.append(p if longest is None else grpo.budget_prompt.with_budget(p, longest))
-  grpo.prepare_inputs(tokenizer, prompts, think_config, [cfg.max_thinking] * len(prompts))
+      prompts.append(p if longest is None else budget_prompt.with_budget(p, longest))
+  prepare_inputs(tokenizer, prompts, think_config, [cfg.max_thinking] * len(prompts))
 
 
 def _eval_problems(cfg):
