@@ -179,25 +179,27 @@ def needed_thinking(prefix: np.ndarray, labels: np.ndarray, natural: int, correc
 
 
 def confidence_data(params, model_config, think_config, problems: Sequence[Problem], *,
-                    every: int = 4, seed: int = 0, batch_size: int = 64) -> ConfidenceData:
+                    every: int = 4, seed: int = 0, batch_size: int = 64,
+                    tokenizer=None) -> ConfidenceData:
   """Forced-stop rollouts at every `every`-th thinking prefix (0 included) of one think()
   run per problem (at think_config's temperature)."""
+  tok = rl.tokenizer_or_default(tokenizer)
   runs = [r[0] for r in rl.sample_rollouts(params, think_config, problems, 1, seed=seed,
-                                           batch_size=batch_size)]
-  layouts = [rl.layout(r.prompt, r.thinking, r.answer) for r in runs]
+                                           batch_size=batch_size, tokenizer=tok)]
+  layouts = [rl.layout(r.prompt, r.thinking, r.answer, tok) for r in runs]
   contexts, positions, meta = [], [], []
   for i, lay in enumerate(layouts):
     n_think = lay.end_think_at - lay.think_at - 1
     ks = list(range(0, n_think, every)) + [n_think]
     positions.append([lay.think_at + k for k in ks])
     for k in ks:
-      contexts.append(list(lay.ids[:lay.think_at + 1 + k]) + [rl.TOK.end_think_id])
+      contexts.append(list(lay.ids[:lay.think_at + 1 + k]) + [tok.end_think_id])
       meta.append((i, k))
   answers, probe = rl.forced_answers(params, model_config, contexts,
-                                     think_config.max_answer_tokens, batch_size)
+                                     think_config.max_answer_tokens, batch_size, tok)
   labels = np.array([rl.verify(problems[i], a) for (i, _), a in zip(meta, answers)])
   hidden = rl.hidden_at(params, model_config, [lay.ids for lay in layouts], positions,
-                        batch_size)
+                        batch_size, tok)
   rollout = np.array([i for i, _ in meta])
   prefix = np.array([k for _, k in meta])
   natural = np.array([lay.end_think_at - lay.think_at - 1 for lay in layouts])
@@ -212,11 +214,12 @@ def confidence_data(params, model_config, think_config, problems: Sequence[Probl
 
 def head_budgets(params, model_config, budget_head, prompts: Sequence[str], *,
                  margin: float = 1.25, slack: int = 4, minimum: int = 0,
-                 batch_size: int = 64) -> list[int]:
+                 batch_size: int = 64, tokenizer=None) -> list[int]:
   """`budget="auto"` from the budget head: the predicted thinking need (the head predicts
   log(1 + tokens) from the hidden state at `<think>`) times `margin`, plus `slack`."""
-  ids = [rl.TOK.encode_prompt(p) for p in prompts]
-  hidden = rl.hidden_at(params, model_config, ids, [[len(i) - 1] for i in ids], batch_size)
+  tok = rl.tokenizer_or_default(tokenizer)
+  ids = [tok.encode_prompt(p) for p in prompts]
+  hidden = rl.hidden_at(params, model_config, ids, [[len(i) - 1] for i in ids], batch_size, tok)
   pred = predict(budget_head, np.concatenate(hidden), "budget")
   return [max(minimum, int(math.ceil(math.expm1(max(float(v), 0.0)) * margin)) + slack)
           for v in pred]

@@ -82,43 +82,47 @@ def checker_labels(problem: Problem, steps: Sequence[str]) -> np.ndarray:
   return np.asarray(out, bool)
 
 
-def lay_out(rollouts: Sequence[rl.Rollout]) -> list[Scored]:
+def lay_out(rollouts: Sequence[rl.Rollout], tokenizer=None) -> list[Scored]:
   out = []
   for r in rollouts:
-    lay = rl.layout(r.problem.prompt, r.thinking, r.answer)
+    lay = rl.layout(r.problem.prompt, r.thinking, r.answer, tokenizer)
     out.append(Scored(r, lay, checker_labels(r.problem, lay.steps)))
   return out
 
 
-def step_prefixes(lay: rl.Layout) -> list[str]:
+def step_prefixes(lay: rl.Layout, tokenizer=None) -> list[str]:
   """The thinking text up to and including each step's delimiter (the last step without
   its `</think>`): exactly the tokens the policy had written, so completions are on-policy."""
   out = []
   for i, end in enumerate(lay.step_ends):
     stop = end if i == len(lay.step_ends) - 1 else end + 1
-    out.append(rl.TOK.decode(lay.ids[lay.think_at + 1: stop], stop_at_eos=False))
+    text = rl.tokenizer_or_default(tokenizer).decode(lay.ids[lay.think_at + 1: stop],
+                                                     stop_at_eos=False)
+    out.append(text)
   return out
 
 
 Completer = Callable[[Sequence[Problem], Sequence[str]], Sequence[str]]
 
 
-def think_completer(params, think_config, *, seed: int = 0, batch_size: int = 128
-                    ) -> Completer:
+def think_completer(params, think_config, *, seed: int = 0, batch_size: int = 128,
+                    tokenizer=None) -> Completer:
   """Completions by think() from `prompt<think>prefix`: (problems, prefixes) -> answers."""
   def complete(problems, prefixes):
     thoughts = rl.continue_thinking(params, think_config, [p.prompt for p in problems],
-                                    prefixes, seed=seed, batch_size=batch_size)
+                                    prefixes, seed=seed, batch_size=batch_size,
+                                    tokenizer=tokenizer)
     return [t.answer for t in thoughts]
   return complete
 
 
-def mc_labels(items: Sequence[Scored], complete: Completer, samples: int) -> None:
+def mc_labels(items: Sequence[Scored], complete: Completer, samples: int,
+              tokenizer=None) -> None:
   """Fills `item.mc`: per step, the fraction of `samples` completions from its prefix whose
   answer verifies (with greedy completions every sample agrees, and the label is 0 or 1)."""
   problems, prefixes, owner = [], [], []
   for i, item in enumerate(items):
-    for j, prefix in enumerate(step_prefixes(item.layout)):
+    for j, prefix in enumerate(step_prefixes(item.layout, tokenizer)):
       for _ in range(samples):
         problems.append(item.rollout.problem)
         prefixes.append(prefix)

@@ -6,6 +6,10 @@ many sampled solutions (`sample_rollouts`), continuations from a thinking prefix
 confidence probe computes), where each step ends in the token sequence (`layout`) and the
 policy's final hidden states there (`hidden_at`). Shapes are bucketed (batch padded to a
 fixed size, widths rounded up to 16) so a whole experiment compiles a handful of programs.
+
+Every function takes the `tokenizer` the policy was trained with (the character tokenizer by
+default, an `o1jax.hf.HFTokenizer` for a Hugging Face model): nothing here assumes one token
+per character except where a docstring says so.
 """
 
 from __future__ import annotations
@@ -28,8 +32,27 @@ from o1jax.thinking import UNLIMITED, ThinkConfig, decode_result, think
 from o1jax.thinking.api import Thought
 from o1jax.thinking.state import ThinkInputs, request_keys
 
+# The default tokenizer (the embedded reasoner's); kept under its old name for callers.
 TOK = CharTokenizer()
-SEMI_ID = TOK.encode(";")[0]   # the step delimiter token
+STEP_DELIMITER = ";"
+SEMI_ID = TOK.encode(STEP_DELIMITER)[0]  # the character tokenizer's delimiter id (tests use it)
+
+
+def tokenizer_or_default(tokenizer):
+  """`tokenizer`, or the character tokenizer when None."""
+  return TOK if tokenizer is None else tokenizer
+
+
+@functools.lru_cache(maxsize=8)
+def step_delimiter_ids(tokenizer) -> frozenset[int]:
+  """Every token whose text contains the step delimiter ";": one id for the character
+  tokenizer; a BPE vocabulary also has it inside longer tokens ("; ", "=3;")."""
+  found = frozenset(i for i in range(tokenizer.vocab_size)
+                    if STEP_DELIMITER in tokenizer.decode([i], stop_at_eos=False))
+  if not found:
+    raise ValueError(f"no token of the vocabulary contains the step delimiter "
+                     f"{STEP_DELIMITER!r}")
+  return found
 
 
 def _bucket(n: int, multiple: int = 16) -> int:
@@ -60,7 +83,7 @@ def verify(problem: Problem, answer: str) -> bool:
 def continue_thinking(params, config: ThinkConfig, prompts: Sequence[str],
                       prefixes: Sequence[str] | None = None, *, seed: int = 0,
                       batch_size: int = 64, heads=None, budgets=None,
-                      min_thinking=0) -> list[Thought]:
+                      min_thinking=0, tokenizer=None) -> list[Thought]:
   """think() from `prompt<think>prefix` for each pair; the Thought's thinking excludes the
   prefix. With empty prefixes this is think_texts with heads, bucketed shapes and a fixed
   batch size (the last batch is padded), so sweeps reuse one compiled program."""
@@ -73,7 +96,8 @@ def continue_thinking(params, config: ThinkConfig, prompts: Sequence[str],
   budgets = [UNLIMITED] * len(prompts) if budgets is None else list(budgets)
   mins = list(min_thinking) if isinstance(min_thinking, (list, tuple)) else (
       [min_thinking] * len(prompts))
-  ids = [TOK.encode_prompt(p) + TOK.encode(x) for p, x in zip(prompts, prefixes)]
+  tok = tokenizer_or_default(tokenizer)
+  ids = [tok.encode_prompt(p) + tok.encode(x) for p, x in zip(prompts, prefixes)]
   width = _bucket(max(len(i) for i in ids))
   if width + config.reserve > config.cache_len:
     raise ValueError(f"a prompt of {max(len(i) for i in ids)} tokens leaves no room for "
@@ -83,7 +107,7 @@ def continue_thinking(params, config: ThinkConfig, prompts: Sequence[str],
     rows = list(range(start, min(start + batch_size, len(ids))))
     rows += [rows[0]] * (batch_size - len(rows))  # pad: one shape for every batch
     inputs = ThinkInputs(
-        tokens=jnp.asarray(TOK.pad_batch([ids[r] for r in rows], width)),
+        tokens=jnp.asarray(tok.pad_batch([ids[r] for r in rows], width)),
         lengths=jnp.asarray([len(ids[r]) for r in rows], jnp.int32),
         budget=jnp.asarray([min(budgets[r], UNLIMITED) for r in rows], jnp.int32),
         min_thinking=jnp.asarray([mins[r] for r in rows], jnp.int32),
@@ -92,19 +116,20 @@ def continue_thinking(params, config: ThinkConfig, prompts: Sequence[str],
         request_key=request_keys(seed, np.asarray(rows)))
     result = think(params, inputs, config, heads=heads)
     n = min(batch_size, len(ids) - start)
-    out += decode_result(result, TOK, [prompts[r] for r in rows])[:n]
+    out += decode_result(result, tok, [prompts[r] for r in rows])[:n]
   return out
 
 
 def sample_rollouts(params, config: ThinkConfig, problems: Sequence[Problem], samples: int, *,
                     prompts: Sequence[str] | None = None, seed: int = 0, batch_size: int = 64,
-                    min_thinking: int = 0, heads=None) -> list[list[Rollout]]:
+                    min_thinking: int = 0, heads=None, tokenizer=None) -> list[list[Rollout]]:
   """`samples` solutions per problem (from `prompts[i]` if given, e.g. with a hint);
   [problem][sample]. Each rollout is verified against its problem."""
   prompts = [p.prompt for p in problems] if prompts is None else list(prompts)
   flat = [i for i in range(len(problems)) for _ in range(samples)]
   thoughts = continue_thinking(params, config, [prompts[i] for i in flat], seed=seed,
-                               batch_size=batch_size, heads=heads, min_thinking=min_thinking)
+                               batch_size=batch_size, heads=heads, min_thinking=min_thinking,
+                               tokenizer=tokenizer)
   out: list[list[Rollout]] = [[] for _ in problems]
   for i, th in zip(flat, thoughts):
     p = problems[i]
@@ -124,16 +149,23 @@ class Layout:
   eos_at: int                    # index of EOS: the ORM reads the state after the answer
 
 
-def layout(prompt: str, thinking: str, answer: str = "") -> Layout:
-  """Splits the thinking on ";" in token space (the char tokenizer maps one ";" to one
-  token); empty segments are not steps. The last step ends at `</think>`."""
-  head = TOK.encode_prompt(prompt)
-  body = TOK.encode(thinking)
-  ids = head + body + [TOK.end_think_id] + TOK.encode(answer.strip()) + [TOK.eos_id]
+def layout(prompt: str, thinking: str, answer: str = "", tokenizer=None) -> Layout:
+  """Splits the thinking on ";" in token space: a step ends at every token holding the
+  delimiter (the char tokenizer's one ";" token; with BPE, text a delimiter token carries
+  before its ";" belongs to the step it ends). Empty segments are not steps. The last step
+  ends at `</think>`."""
+  tok = tokenizer_or_default(tokenizer)
+  head = tok.encode_prompt(prompt)
+  body = tok.encode(thinking)
+  ids = head + body + [tok.end_think_id] + tok.encode(answer.strip()) + [tok.eos_id]
   steps, ends, seg_start = [], [], 0
-  cuts = [i for i, t in enumerate(body) if t == SEMI_ID] + [len(body)]
+  delims = step_delimiter_ids(tok)
+  cuts = [i for i, t in enumerate(body) if t in delims] + [len(body)]
   for cut in cuts:
-    step = TOK.decode(body[seg_start:cut], stop_at_eos=False).strip()
+    step = tok.decode(body[seg_start:cut + 1], stop_at_eos=False)
+    if cut < len(body):  # drop the delimiter and what its token carries after it
+      step = step.rsplit(STEP_DELIMITER, 1)[0]
+    step = step.strip()
     if step:
       steps.append(step)
       ends.append(len(head) + cut)  # for the last segment: the </think> index
@@ -148,7 +180,8 @@ def _final_hidden(params, tokens, positions, model_config):
 
 
 def hidden_at(params, model_config, id_seqs: Sequence[Sequence[int]],
-              positions: Sequence[Sequence[int]], batch_size: int = 64) -> list[np.ndarray]:
+              positions: Sequence[Sequence[int]], batch_size: int = 64,
+              tokenizer=None) -> list[np.ndarray]:
   """The trunk's final hidden states [len(positions[i]), E] at those indices of each
   sequence: one causal forward per batch, so a state depends only on tokens up to it
   (what the thinking loop has at that point)."""
@@ -158,7 +191,7 @@ def hidden_at(params, model_config, id_seqs: Sequence[Sequence[int]],
     n = len(chunk)
     chunk += [chunk[0]] * (batch_size - n)
     width = _bucket(max(len(s) for s in chunk))
-    tokens = TOK.pad_batch(chunk, width)
+    tokens = tokenizer_or_default(tokenizer).pad_batch(chunk, width)
     lengths = np.array([len(s) for s in chunk])
     pos = np.where(np.arange(width)[None] < lengths[:, None], np.arange(width)[None], -1)
     hidden = np.asarray(_final_hidden(params, jnp.asarray(tokens), jnp.asarray(pos, jnp.int32),
@@ -169,10 +202,12 @@ def hidden_at(params, model_config, id_seqs: Sequence[Sequence[int]],
 
 
 def forced_answers(params, model_config, contexts: Sequence[Sequence[int]],
-                   max_answer_tokens: int = 12, batch_size: int = 64
+                   max_answer_tokens: int = 12, batch_size: int = 64, tokenizer=None
                    ) -> tuple[list[str], np.ndarray]:
   """Greedy answers after each context (which ends in `</think>`), and each answer's mean
   greedy-token probability: the confidence probe's estimate, computed offline."""
+  tok = tokenizer_or_default(tokenizer)
+  eos_ids = np.asarray(getattr(tok, "eos_ids", (tok.eos_id,)))
   texts: list[str] = []
   probs: list[float] = []
   # Answer token t is fed back at position len(context) + t; the last one fed is t = A - 1.
@@ -186,13 +221,13 @@ def forced_answers(params, model_config, contexts: Sequence[Sequence[int]],
     n = len(chunk)
     chunk += [chunk[0]] * (batch_size - n)
     lengths = np.array([len(c) for c in chunk], np.int32)
-    tokens = TOK.pad_batch(chunk, _bucket(int(lengths.max())))
+    tokens = tok.pad_batch(chunk, _bucket(int(lengths.max())))
     cache = KVCache.init(model_config, batch_size, cache_len)
     logits, _, cache = prefill(params, jnp.asarray(tokens), jnp.asarray(lengths), cache,
                                config=model_config)
     pos = jnp.asarray(lengths)
     done = np.zeros(batch_size, bool)
-    out = np.full((batch_size, max_answer_tokens), TOK.pad_id, np.int32)
+    out = np.full((batch_size, max_answer_tokens), tok.pad_id, np.int32)
     psum, plen = np.zeros(batch_size), np.zeros(batch_size)
     for t in range(max_answer_tokens):
       p = np.asarray(jax.nn.softmax(logits, -1))
@@ -201,12 +236,12 @@ def forced_answers(params, model_config, contexts: Sequence[Sequence[int]],
       out[live, t] = token[live]
       psum += np.where(live, p.max(-1), 0.0)
       plen += live
-      done |= token == TOK.eos_id
+      done |= np.isin(token, eos_ids)
       if done.all():
         break
       logits, _, cache = decode_step(params, jnp.asarray(token, jnp.int32), pos, cache,
                                      config=model_config)
       pos = pos + 1
-    texts += [TOK.decode(row) for row in out[:n]]
+    texts += [tok.decode(row) for row in out[:n]]
     probs += list(psum[:n] / np.maximum(plen[:n], 1))
   return texts, np.asarray(probs)

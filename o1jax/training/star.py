@@ -171,7 +171,8 @@ def _finetune_optimizer() -> optax.GradientTransformation:
 
 
 def finetune(params, model_config, examples: Sequence[Example], *, steps: int,
-             batch_size: int, learning_rate: float, seq_len: int, seed: int = 0):
+             batch_size: int, learning_rate: float, seq_len: int, seed: int = 0,
+             tokenizer=None):
   """A plain fine-tune on `examples` with the trainer's loss, optimizer and step.
 
   Returns (params, losses). Raises StarError on an empty set: a fine-tune on nothing would
@@ -179,7 +180,8 @@ def finetune(params, model_config, examples: Sequence[Example], *, steps: int,
   """
   if not examples:
     raise StarError("no examples to fine-tune on")
-  encoded = [data_lib.encode_example(e.text, e.prompt, seq_len, rl.TOK) for e in examples]
+  tok = rl.tokenizer_or_default(tokenizer)
+  encoded = [data_lib.encode_example(e.text, e.prompt, seq_len, tok) for e in examples]
   arrays = {k: np.stack([x[k] for x in encoded]) for k in encoded[0]}
   t = ml_collections.ConfigDict(dict(
       learning_rate=learning_rate, warmup_steps=min(20, steps // 5), steps=steps,

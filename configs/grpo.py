@@ -1,0 +1,55 @@
+"""GRPO on the embedded reasoner (launch/grpo.py reads the `grpo` section).
+
+  python launch/grpo.py --config=configs/grpo.py --workdir=runs/grpo \
+      [--config.grpo.steps=200 --config.grpo.kl_coef=0.02 ...]
+  # L1-style budget-conditioned prompts and rewards:
+  python launch/grpo.py --config=configs/grpo.py:budget --workdir=runs/grpo_budget
+
+Defaults are sized for a shared 2-core CPU: a step (16 prompts x 8 samples, one update) takes
+about a second or two on the embedded model. Field meanings: o1jax/training/grpo.py.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = ""):
+  c = ml_collections.ConfigDict()
+  c.grpo = ml_collections.ConfigDict(dict(
+      base="",                       # "": the embedded reasoner; or a checkpoint / HF dir
+      tasks=("addition", "equation", "countdown"),
+      difficulties=(1, 2, 3, 4),
+      steps=200,
+      prompts_per_step=16,
+      group_size=8,
+      temperature=1.0,
+      max_thinking=128,              # think()'s hard budget per rollout
+      cache_len=192,
+      max_answer_tokens=16,
+      clip_eps=0.2,
+      kl_coef=0.0,                   # > 0 adds beta * k3 KL to the frozen start policy
+      log_kl=True,
+      updates_per_batch=1,
+      learning_rate=1e-4,
+      warmup_steps=10,
+      final_lr_fraction=1.0,
+      grad_clip=1.0,
+      weight_decay=0.0,
+      adv_eps=1e-4,
+      truncation="mask",             # or "penalize" (reward truncation_penalty)
+      truncation_penalty=-0.5,
+      budget_targets=(),
+      budget_reward="max",
+      budget_alpha=0.5,
+      eval_problems=16,              # held-out problems per (task, level), greedy
+      eval_every=25,
+      eval_seed=1234,
+      log_every=1,
+      checkpoint_every=10,
+      max_to_keep=2,
+      mesh_shape=(-1, 1, 1),
+      seed=0))
+  if variant == "budget":
+    c.grpo.update(budget_targets=(16, 32, 48), budget_reward="max", budget_alpha=0.5)
+  elif variant:
+    raise ValueError(f"unknown configs/grpo.py variant {variant!r}; known: 'budget'")
+  return c

@@ -1,0 +1,394 @@
+"""GRPO (Shao et al. 2024, DeepSeekMath): policy-gradient training on verifier rewards with
+group-normalised advantages and no value model.
+
+One step: draw `prompts_per_step` problems (a pure function of (seed, step)), sample
+`group_size` completions of each with the library's compiled `think()` (per-row budgets and
+PRNG keys are arrays; the thinking budget caps every rollout), score each with its task's
+verifier, normalise the rewards within each group, A = (r - mean) / (std + eps), and take
+`updates_per_batch` optimizer steps on the clipped policy-gradient loss
+
+    L = sum_t mask_t [-min(rho_t A, clip(rho_t, 1-eps, 1+eps) A) + beta k3_t] / sum_t mask_t
+    rho_t = pi(y_t) / pi_old(y_t),  k3_t = pi_ref(y_t)/pi(y_t) - log(pi_ref(y_t)/pi(y_t)) - 1
+
+averaged over every policy-sampled token of the batch (token-level, as DAPO and Dr. GRPO
+normalise, not per sequence first). Masked out: the prompt, forced tokens the policy did not
+sample (the close a budget stop forces, padding), and rows excluded below. Log-probs are of
+the distribution the loop sampled from: logits / temperature with EOS banned while thinking.
+`pi_old` is recomputed with the params that sampled, before the first update; `pi_ref` is
+the frozen starting policy (kept when kl_coef > 0 or log_kl, for the KL metric).
+
+Truncation. A rollout the budget cut (stop reason "budget", or "context" when the cache cut
+it) is flagged and handled by `truncation`: "mask" drops it from the loss and from its
+group's mean and std; "penalize" keeps it with reward `truncation_penalty` whatever its
+forced answer. It is never scored as an ordinary answer.
+
+Budget-conditioned rewards (L1-style, `budget_targets` non-empty): every prompt carries a
+target n* drawn from `budget_targets` (o1jax/training/budget_prompt.py) and the reward of a
+rollout with n thinking tokens is
+    "max":   correct - alpha * max(0, n - n*) / max(n*, 1)   (over-target only; L1-Max-like)
+    "exact": correct - alpha * |n - n*| / max(n*, 1)         (L1-Exact-like)
+a per-target relative form of L1's length penalty, not its exact formula.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct
+
+from o1jax import parallel
+from o1jax import tasks as tasks_lib
+from o1jax.model.transformer import forward
+from o1jax.tasks.base import Problem
+from o1jax.thinking import (Segment, StopReason, ThinkConfig, decode_result, make_think_config,
+                            prepare_inputs, request_keys, think)
+from o1jax.training import budget_prompt
+from o1jax.training import trainer
+
+TRUNCATION_MODES = ("mask", "penalize")
+BUDGET_REWARDS = ("max", "exact")
+TRUNCATED_REASONS = (int(StopReason.BUDGET), int(StopReason.CONTEXT))
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+  base: str = ""                              # checkpoint, training workdir or HF dir; "": embedded
+  tasks: tuple[str, ...] = ("addition",)
+  difficulties: tuple[int, ...] = (1, 2, 3, 4)
+  steps: int = 100
+  prompts_per_step: int = 16
+  group_size: int = 8                         # G completions per prompt
+  temperature: float = 1.0
+  max_thinking: int = 64                      # think()'s hard budget for every rollout
+  cache_len: int = 128
+  max_answer_tokens: int = 12
+  clip_eps: float = 0.2
+  kl_coef: float = 0.0                        # beta; 0: no KL term in the loss
+  log_kl: bool = True                         # keep the reference anyway, to log the KL
+  updates_per_batch: int = 1                  # optimizer steps per sampled batch (mu)
+  learning_rate: float = 1e-4
+  warmup_steps: int = 0
+  final_lr_fraction: float = 1.0              # cosine decay to this fraction (1: constant)
+  grad_clip: float = 1.0
+  weight_decay: float = 0.0
+  adv_eps: float = 1e-4
+  truncation: str = "mask"                    # "mask" or "penalize"
+  truncation_penalty: float = -0.5            # the reward of a truncated rollout ("penalize")
+  budget_targets: tuple[int, ...] = ()        # L1-style targets in the prompt; (): plain prompts
+  budget_reward: str = "max"                  # "max" or "exact" (module docstring)
+  budget_alpha: float = 0.5
+  eval_problems: int = 0                      # held-out problems per (task, level); 0: none
+  eval_every: int = 25
+  eval_seed: int = 1234
+  log_every: int = 1
+  checkpoint_every: int = 10
+  max_to_keep: int = 2
+  mesh_shape: tuple[int, ...] = parallel.DEFAULT_MESH_SHAPE
+  seed: int = 0
+
+  def __post_init__(self):
+    for t in self.tasks:
+      for d in self.difficulties:
+        tasks_lib.get_task(t).check_difficulty(d)
+    if not self.tasks or not self.difficulties:
+      raise ValueError("tasks and difficulties must be non-empty")
+    for name in ("steps", "prompts_per_step", "group_size", "cache_len", "max_answer_tokens",
+                 "updates_per_batch", "log_every", "checkpoint_every", "eval_every",
+                 "max_to_keep"):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+    if self.group_size < 2:
+      raise ValueError(f"group_size must be >= 2 (advantages are relative to the group), "
+                       f"got {self.group_size}")
+    if self.truncation not in TRUNCATION_MODES:
+      raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {self.truncation!r}")
+    if self.budget_reward not in BUDGET_REWARDS:
+      raise ValueError(f"budget_reward must be one of {BUDGET_REWARDS}, got "
+                       f"{self.budget_reward!r}")
+    for t in self.budget_targets:
+      budget_prompt.check_target_budget(t)
+    checks = [("temperature", self.temperature > 0), ("max_thinking", self.max_thinking >= 0),
+              ("clip_eps", 0 < self.clip_eps < 1), ("kl_coef", self.kl_coef >= 0),
+              ("learning_rate", self.learning_rate > 0), ("warmup_steps", self.warmup_steps >= 0),
+              ("adv_eps", self.adv_eps > 0), ("budget_alpha", self.budget_alpha >= 0),
+              ("eval_problems", self.eval_problems >= 0),
+              ("final_lr_fraction", 0 <= self.final_lr_fraction <= 1)]
+    bad = [n for n, ok in checks if not ok]
+    if bad:
+      raise ValueError("invalid GRPOConfig values: "
+                       + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+    if self.max_thinking + self.max_answer_tokens + 2 > self.cache_len:
+      raise ValueError(f"cache_len={self.cache_len} cannot hold max_thinking="
+                       f"{self.max_thinking} + max_answer_tokens={self.max_answer_tokens} "
+                       "and a prompt")
+
+  @property
+  def rows(self) -> int:
+    return self.prompts_per_step * self.group_size
+
+  @property
+  def uses_reference(self) -> bool:
+    return self.kl_coef > 0 or self.log_kl
+
+  @classmethod
+  def from_config_dict(cls, c: ml_collections.ConfigDict) -> "GRPOConfig":
+    d = c.to_dict()
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# ---- rewards and advantages -------------------------------------------------------------
+
+def step_seed(seed: int, step: int) -> int:
+  """A 32-bit seed that is a pure function of (seed, step): data and sampling of step `step`."""
+  return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0])
+
+
+def step_problems(cfg: GRPOConfig, step: int) -> tuple[list[Problem], list[int | None]]:
+  """The problems of step `step` (uniform over tasks x difficulties, training split) and
+  their target budgets (None without budget conditioning)."""
+  rng = np.random.default_rng(step_seed(cfg.seed, step))
+  pairs = [(t, d) for t in cfg.tasks for d in cfg.difficulties]
+  problems, targets = [], []
+  for _ in range(cfg.prompts_per_step):
+    t, d = pairs[int(rng.integers(len(pairs)))]
+    problems.append(tasks_lib.get_task(t).generate(rng, d, split="train"))
+    targets.append(int(rng.choice(cfg.budget_targets)) if cfg.budget_targets else None)
+  return problems, targets
+
+
+def rollout_rewards(cfg: GRPOConfig, correct, thinking_tokens, truncated, targets):
+  """Rewards [N] and whether each row enters the loss [N] (module docstring)."""
+  correct = np.asarray(correct, np.float64)
+  reward = correct.copy()
+  if cfg.budget_targets:
+    n = np.asarray(thinking_tokens, np.float64)
+    target = np.asarray(targets, np.float64)
+    gap = n - target if cfg.budget_reward == "max" else np.abs(n - target)
+    reward = correct - cfg.budget_alpha * np.maximum(gap, 0.0) / np.maximum(target, 1.0)
+  truncated = np.asarray(truncated, bool)
+  if cfg.truncation == "penalize":
+    return np.where(truncated, cfg.truncation_penalty, reward), np.ones_like(truncated)
+  return reward, ~truncated
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def group_advantages(rewards, valid, eps: float):
+  """(r - mean) / (std + eps) within each group [P, G] over its valid members (population
+  std); invalid members and groups with under two valid members get 0."""
+  rewards = jnp.asarray(rewards, jnp.float32)
+  valid = jnp.asarray(valid, jnp.float32)
+  count = valid.sum(-1, keepdims=True)
+  mean = (rewards * valid).sum(-1, keepdims=True) / jnp.maximum(count, 1.0)
+  var = (((rewards - mean) ** 2) * valid).sum(-1, keepdims=True) / jnp.maximum(count, 1.0)
+  adv = (rewards - mean) / (jnp.sqrt(var) + eps)
+  return jnp.where((valid > 0) & (count >= 2), adv, 0.0)
+
+
+# ---- the loss ---------------------------------------------------------------------------
+
+def token_logprobs(params, tokens, thinking_ctx, model_config, temperature: float,
+                   eos_ids: tuple[int, ...]):
+  """log pi(tokens[:, t+1] | tokens[:, :t+1]) [B, L-1] under the sampling distribution:
+  logits / temperature, EOS banned where the token was drawn while thinking."""
+  positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+  logits = forward(params, tokens, positions, None, model_config)[0][:, :-1]
+  logits = logits.astype(jnp.float32) / temperature
+  eos = jnp.zeros(logits.shape[-1], bool).at[jnp.asarray(eos_ids)].set(True)
+  logits = jnp.where(thinking_ctx[..., None] & eos, -jnp.inf, logits)
+  logp = jax.nn.log_softmax(logits, -1)
+  return jnp.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
+
+
+def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, kl_coef: float):
+  """The clipped token-level objective and its metrics (module docstring). ref_logp may be
+  None (no reference: no KL)."""
+  mask = mask.astype(jnp.float32)
+  denom = jnp.maximum(mask.sum(), 1.0)
+  ratio = jnp.exp(logp - old_logp)
+  adv = advantages[:, None]
+  pg = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
+  metrics = {"clip_fraction": (((ratio < 1 - clip_eps) | (ratio > 1 + clip_eps)) * mask
+                               ).sum() / denom}
+  per_token = pg
+  if ref_logp is not None:
+    log_r = ref_logp - logp
+    k3 = jnp.exp(log_r) - log_r - 1.0
+    metrics["kl"] = (k3 * mask).sum() / denom
+    if kl_coef > 0:
+      per_token = pg + kl_coef * k3
+  metrics["pg_loss"] = (pg * mask).sum() / denom
+  return (per_token * mask).sum() / denom, metrics
+
+
+@struct.dataclass
+class GRPOState:
+  step: jax.Array          # [] int32: optimizer steps taken
+  params: Any
+  opt_state: Any
+  ref_params: Any = None   # the frozen reference policy (None: none kept)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+  """What the jitted step needs to know statically."""
+  temperature: float
+  clip_eps: float
+  kl_coef: float
+  eos_ids: tuple[int, ...]
+
+
+def _update(state: GRPOState, batch, model_config, optimizer, s: LossSettings):
+  ref_logp = None
+  if state.ref_params is not None:
+    ref_logp = token_logprobs(state.ref_params, batch["tokens"], batch["thinking_ctx"],
+                              model_config, s.temperature, s.eos_ids)
+
+  def loss_of(params):
+    logp = token_logprobs(params, batch["tokens"], batch["thinking_ctx"], model_config,
+                          s.temperature, s.eos_ids)
+    return grpo_loss(logp, batch["old_logp"], ref_logp, batch["advantages"],
+                     batch["loss_mask"], s.clip_eps, s.kl_coef)
+
+  (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def state_shardings(model_config, optimizer, mesh, with_reference: bool):
+  """(abstract GRPOState, GRPOState of NamedShardings): the trainer's layout, and the
+  reference laid out like the policy."""
+  abstract, sh = trainer.state_shardings(model_config, optimizer, mesh)
+  ref = lambda x: x if with_reference else None
+  return (GRPOState(step=abstract.step, params=abstract.params, opt_state=abstract.opt_state,
+                    ref_params=ref(abstract.params)),
+          GRPOState(step=sh.step, params=sh.params, opt_state=sh.opt_state,
+                    ref_params=ref(sh.params)))
+
+
+@functools.lru_cache(maxsize=16)
+def make_update_fn(model_config, optimizer, mesh, s: LossSettings, with_reference: bool):
+  """The update jitted for `mesh`, state donated and laid out as `state_shardings` (as the
+  trainer's step); call it inside `parallel.activate(mesh, model_config)`. Cached: a
+  resumed or repeated run in one process reuses the compiled step."""
+  shardings = state_shardings(model_config, optimizer, mesh, with_reference)[1]
+  step = functools.partial(_update, model_config=model_config, optimizer=optimizer, s=s)
+  rows = parallel.batch_sharding(mesh, 2)
+  batch_sh = {"tokens": rows, "thinking_ctx": rows, "old_logp": rows, "loss_mask": rows,
+              "advantages": parallel.batch_sharding(mesh, 1)}
+  return jax.jit(step, in_shardings=(shardings, batch_sh),
+                 out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnames=("model_config", "temperature", "eos_ids"))
+def _old_logprobs(params, tokens, thinking_ctx, model_config, temperature, eos_ids):
+  return token_logprobs(params, tokens, thinking_ctx, model_config, temperature, eos_ids)
+
+
+# ---- rollouts ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Rollouts:
+  """A step's G completions per prompt, laid out for the loss ([N] host arrays, row =
+  prompt * G + sample)."""
+  prompts: list[str]
+  answers: list[str]
+  correct: np.ndarray
+  thinking_tokens: np.ndarray
+  stop_reason: np.ndarray
+  truncated: np.ndarray
+  tokens: np.ndarray        # [N, L] prompt + generated, padded
+  loss_mask: np.ndarray     # [N, L-1] 1 where token t+1 was sampled by the policy
+  thinking_ctx: np.ndarray  # [N, L-1] True where token t+1 was drawn while thinking
+  generated: int            # tokens generated in all
+
+
+def think_config_for(cfg: GRPOConfig, model_config, tokenizer) -> ThinkConfig:
+  return make_think_config(model_config, tokenizer, cfg.cache_len, temperature=cfg.temperature,
+                           max_answer_tokens=cfg.max_answer_tokens)
+
+
+def sample_groups(params, tokenizer, think_config: ThinkConfig, problems: Sequence[Problem],
+                  targets: Sequence[int | None], group_size: int, budget: int, seed: int,
+                  temperature: float | None = None) -> Rollouts:
+  """`group_size` completions of each problem by think() (budget-conditioned prompts where
+  a target is given), verified, with the token layout the loss reads."""
+  prompts = [p.prompt if t is None else budget_prompt.with_budget(p.prompt, t)
+             for p, t in zip(problems, targets)]
+  rows = [i for i in range(len(problems)) for _ in range(group_size)]
+  settings = {} if temperature is None else {"temperature": temperature}
+  inputs = prepare_inputs(tokenizer, [prompts[i] for i in rows], think_config,
+                          [budget] * len(rows), **settings)
+  inputs = inputs.replace(request_key=request_keys(seed, np.arange(len(rows))))
+  result = jax.tree.map(np.asarray, think(params, inputs, think_config))
+  thoughts = decode_result(result, tokenizer, [prompts[i] for i in rows])
+  correct = np.array([tasks_lib.get_task(problems[i].task).verify(problems[i], th.answer)
+                      for i, th in zip(rows, thoughts)])
+  n, length = len(rows), think_config.cache_len
+  tokens = np.full((n, length), tokenizer.pad_id, np.int32)
+  loss_mask = np.zeros((n, length - 1), np.float32)
+  thinking_ctx = np.zeros((n, length - 1), bool)
+  prompt_len, prompt_tokens = np.asarray(inputs.lengths), np.asarray(inputs.tokens)
+  for b in range(n):
+    p, g = int(prompt_len[b]), int(result.num_generated[b])
+    tokens[b, :p] = prompt_tokens[b, :p]
+    tokens[b, p:p + g] = result.tokens[b, :g]
+    seg = result.segments[b, :g]
+    sampled = (seg == Segment.THINKING) | (seg == Segment.ANSWER)
+    close = np.flatnonzero(seg == Segment.CLOSE)
+    natural_close = close[:1] if result.stop_reason[b] == StopReason.NATURAL else close[:0]
+    sampled[natural_close] = True  # the model's own </think>; forced closes stay masked
+    drawn_thinking = seg == Segment.THINKING
+    drawn_thinking[natural_close] = True
+    loss_mask[b, p - 1:p - 1 + g] = sampled   # logits at t predict token t + 1
+    thinking_ctx[b, p - 1:p - 1 + g] = drawn_thinking
+  stop = result.stop_reason[:n].astype(np.int32)
+  return Rollouts(prompts=[prompts[i] for i in rows], answers=[t.answer for t in thoughts],
+                  correct=correct, thinking_tokens=result.thinking_tokens[:n].astype(np.int64),
+                  stop_reason=stop, truncated=np.isin(stop, TRUNCATED_REASONS),
+                  tokens=tokens, loss_mask=loss_mask, thinking_ctx=thinking_ctx,
+                  generated=int(result.num_generated.sum()))
+
+
+def evaluate_policy(params, tokenizer, think_config: ThinkConfig, cfg: GRPOConfig,
+                    problems: Sequence[Problem], seed: int, samples: int = 1,
+                    temperature: float | None = None) -> dict[str, float]:
+  """Mean reward (as training scores it), accuracy, thinking tokens and truncation rate of
+  `samples` completions per problem at `temperature` (default cfg.temperature; 0: greedy);
+  targets cycle through cfg.budget_targets."""
+  targets = [cfg.budget_targets[i % len(cfg.budget_targets)] if cfg.budget_targets else None
+             for i in range(len(problems))]
+  r = sample_groups(params, tokenizer, think_config, problems, targets, samples,
+                    cfg.max_thinking, seed,
+                    cfg.temperature if temperature is None else temperature)
+  rows_targets = [t for t in targets for _ in range(samples)]
+  reward, valid = rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated, rows_targets)
+  return {"reward": float(reward[valid].mean()) if valid.any() else float("nan"),
+          "accuracy": float(r.correct.mean()),
+          "thinking_tokens": float(r.thinking_tokens.mean()),
+          "truncation_rate": float(r.truncated.mean())}
+
+
+def optimizer_for(cfg: GRPOConfig) -> optax.GradientTransformation:
+  """The trainer's AdamW with warmup and cosine decay, counted in optimizer steps."""
+  steps = cfg.steps * cfg.updates_per_batch
+  if cfg.final_lr_fraction == 1.0:  # constant after warmup: the length changes nothing, and
+    steps = cfg.warmup_steps + 1    # one key lets runs of any length share the compiled step
+  return _optimizer(cfg.learning_rate, cfg.warmup_steps, steps, cfg.final_lr_fraction,
+                    cfg.grad_clip, cfg.weight_decay)
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer(learning_rate, warmup_steps, steps, final_lr_fraction, grad_clip, weight_decay):
+  # One object per setting: the jitted update takes it as a static argument.
+  return trainer.make_optimizer(ml_collections.ConfigDict(dict(
+      learning_rate=learning_rate, warmup_steps=warmup_steps, steps=steps,
+      final_lr_fraction=final_lr_fraction, grad_clip=grad_clip, weight_decay=weight_decay)))

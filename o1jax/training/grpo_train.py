@@ -1,0 +1,213 @@
+"""The resumable GRPO run (the algorithm is o1jax/training/grpo.py): sample, score, update,
+log, checkpoint; rerunning the same call after a `kill -9` continues to the same result.
+
+Everything a step does is a pure function of (config, step, state at the step before): the
+problems and targets come from `step_problems(cfg, step)`, the sampling keys from
+`step_seed(seed, step)`, so the checkpoint holds only the state (params, optimizer state,
+reference params) and the step. A run refuses to resume a workdir written with a different
+config (the result would be neither run's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from o1jax import parallel
+from o1jax import tasks as tasks_lib
+from o1jax.tasks.tokenizer import CharTokenizer
+from o1jax.thinking import prepare_inputs
+from o1jax.training import budget_prompt, grpo
+from o1jax.training import trainer
+from o1jax.training.checkpoint import (TrainCheckpointer, embedded_checkpoint_dir, load_params,
+                                       save_pretrained)
+
+# Settings that may change between a run and its resumption: they change no result.
+_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "max_to_keep")
+
+
+def _say(line: str) -> None:
+  print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+def load_policy(base: str):
+  """(params, model_config, tokenizer) from `base`: "" is the embedded reasoner; a directory
+  with model.json or checkpoints/ is an o1jax checkpoint (character tokenizer); one with
+  config.json and tokenizer.json is a Hugging Face model."""
+  if not base:
+    params, config, _ = load_params(embedded_checkpoint_dir())
+    return params, config, CharTokenizer()
+  if (os.path.exists(os.path.join(base, "config.json"))
+      and not os.path.exists(os.path.join(base, "model.json"))):
+    from o1jax import hf  # local: the HF extras are optional
+    return hf.load_hf(base)
+  params, config, _ = load_params(base)
+  return params, config, CharTokenizer()
+
+
+def _check_workdir_config(workdir: str, cfg: grpo.GRPOConfig) -> None:
+  path = os.path.join(workdir, "grpo_config.json")
+  current = json.loads(json.dumps(dataclasses.asdict(cfg)))
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    diffs = [f"{k}: workdir has {saved.get(k)!r}, config has {current.get(k)!r}"
+             for k in sorted(set(saved) | set(current))
+             if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
+    if diffs:
+      raise ValueError(f"{workdir} holds a GRPO run with another config; use a new workdir "
+                       "or the same config: " + "; ".join(diffs))
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(current, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _initial_state(cfg, params, optimizer, shardings):
+  host = jax.tree.map(np.asarray, params)  # each put below makes its own buffers
+  policy = parallel.put(host, shardings.params)
+  opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(policy)
+  return grpo.GRPOState(step=parallel.put(jnp.zeros((), jnp.int32), shardings.step),
+                        params=policy, opt_state=opt_state,
+                        ref_params=parallel.put(host, shardings.params)
+                        if cfg.uses_reference else None)
+
+
+def _check_prompts_fit(cfg, tokenizer, think_config) -> None:
+  """Fails before any sampling when the first step's (budgeted) prompts, or the longest
+  prompt a task level makes, cannot hold max_thinking and the answer in cache_len."""
+  problems, targets = grpo.step_problems(cfg, 1)
+  prompts = [p.prompt if t is None else budget_prompt.with_budget(p.prompt, t)
+             for p, t in zip(problems, targets)]
+  longest = max(cfg.budget_targets, default=None)
+  for t in cfg.tasks:  # a handful of each level's prompts, the longest of them
+    for d in cfg.difficulties:
+      level = tasks_lib.get_task(t).generate_problems(cfg.seed, d, 8)
+      p = max((x.prompt for x in level), key=len)
+      prompts.append(p if longest is None else budget_prompt.with_budget(p, longest))
+  prepare_inputs(tokenizer, prompts, think_config, [cfg.max_thinking] * len(prompts))
+
+
+def _eval_problems(cfg):
+  return [p for t in cfg.tasks for d in cfg.difficulties
+          for p in tasks_lib.get_task(t).generate_problems(cfg.eval_seed, d, cfg.eval_problems,
+                                                           split="eval")]
+
+
+def _line(step, total, rec, eta_s) -> str:
+  kl = "" if rec.get("kl") is None else f" kl {rec['kl']:.4f}"
+  return (f"step {step}/{total} reward {rec['reward']:.3f} acc {rec['accuracy']:.3f} "
+          f"think {rec['thinking_tokens']:.1f} trunc {rec['truncation_rate']:.2f}{kl} "
+          f"tokens/s {rec['tokens_per_s']:,.0f} eta {int(eta_s // 60)}m{int(eta_s % 60):02d}s")
+
+
+def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | None = None,
+          log: Callable[[str], None] = _say):
+  """Runs (or resumes) GRPO to cfg.steps; returns (params, model_config, last record).
+
+  `policy` = (params, model_config, tokenizer) overrides cfg.base (e.g. a model already
+  loaded). `stop_after` ends this call after that step, as an interruption would (the
+  run resumes from its last checkpoint). One process; the mesh spans its devices.
+  """
+  if jax.process_count() > 1:
+    raise ValueError("GRPO runs in one process (its rollouts are read back on the host); "
+                     "use a mesh over that process's devices")
+  params, model_config, tokenizer = policy if policy is not None else load_policy(cfg.base)
+  mesh = parallel.make_mesh(cfg.mesh_shape)
+  parallel.check_batch(cfg.rows, mesh, "prompts_per_step * group_size")
+  think_config = grpo.think_config_for(cfg, model_config, tokenizer)
+  optimizer = grpo.optimizer_for(cfg)
+  abstract, shardings = grpo.state_shardings(model_config, optimizer, mesh,
+                                             cfg.uses_reference)
+  settings = grpo.LossSettings(cfg.temperature, cfg.clip_eps, cfg.kl_coef,
+                               tuple(think_config.eos_ids))
+  update = grpo.make_update_fn(model_config, optimizer, mesh, settings, cfg.uses_reference)
+  _check_prompts_fit(cfg, tokenizer, think_config)
+
+  os.makedirs(workdir, exist_ok=True)
+  _check_workdir_config(workdir, cfg)
+  ckpt = TrainCheckpointer(os.path.join(workdir, "checkpoints"), cfg.max_to_keep)
+  start = 0
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore_latest(parallel.abstract_with(abstract, shardings),
+                                            model_config)
+    start = int(data_state["grpo_step"])
+    log(f"resumed from step {start} (checkpoint in {ckpt.directory})")
+  else:
+    with parallel.activate(mesh, model_config):
+      state = _initial_state(cfg, params, optimizer, shardings)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  trainer._truncate_metrics(metrics_path, start)  # steps a killed run logged are replayed
+  eval_problems = _eval_problems(cfg) if cfg.eval_problems else []
+  kill_at = int(os.environ.get(trainer.KILL_ENV, "-1"))
+  t_start, step0, record = time.time(), start, {}
+  for step in range(start + 1, cfg.steps + 1):
+    if stop_after is not None and step > stop_after:
+      break
+    t0 = time.time()
+    problems, targets = grpo.step_problems(cfg, step)
+    with parallel.activate(mesh, model_config):
+      r = grpo.sample_groups(state.params, tokenizer, think_config, problems, targets,
+                             cfg.group_size, cfg.max_thinking, grpo.step_seed(cfg.seed, step))
+    row_targets = [t for t in targets for _ in range(cfg.group_size)]
+    reward, valid = grpo.rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated,
+                                         row_targets)
+    shape = (cfg.prompts_per_step, cfg.group_size)
+    adv = np.asarray(grpo.group_advantages(reward.reshape(shape), valid.reshape(shape),
+                                           cfg.adv_eps)).reshape(-1)
+    batch = parallel.put_batch({"tokens": r.tokens, "thinking_ctx": r.thinking_ctx,
+                                "loss_mask": r.loss_mask * valid[:, None],
+                                "advantages": adv.astype(np.float32)}, mesh)
+    with parallel.activate(mesh, model_config):
+      batch["old_logp"] = grpo._old_logprobs(state.params, batch["tokens"],
+                                             batch["thinking_ctx"], model_config,
+                                             cfg.temperature, settings.eos_ids)
+      first = None
+      for _ in range(cfg.updates_per_batch):
+        state, metrics = update(state, batch)
+        first = first or metrics  # KL and clipping as the batch found the policy
+    m = jax.tree.map(float, first)
+    dt = time.time() - t0
+    record = {"step": step, "reward": float(reward[valid].mean()) if valid.any() else None,
+              "accuracy": float(r.correct.mean()),
+              "thinking_tokens": float(r.thinking_tokens.mean()),
+              "truncation_rate": float(r.truncated.mean()),
+              "kl": m.get("kl"), "loss": m["loss"], "pg_loss": m["pg_loss"],
+              "clip_fraction": m["clip_fraction"], "grad_norm": m["grad_norm"],
+              "zero_advantage_fraction": float(np.mean(adv == 0)),
+              "tokens_per_s": r.generated / max(dt, 1e-9),
+              "elapsed_s": time.time() - t_start}
+    if cfg.budget_targets:
+      record["within_target"] = float(np.mean(r.thinking_tokens <= np.asarray(row_targets)))
+    if eval_problems and (step % cfg.eval_every == 0 or step == cfg.steps):
+      with parallel.activate(mesh, model_config):
+        ev = grpo.evaluate_policy(state.params, tokenizer, think_config, cfg, eval_problems,
+                                  seed=cfg.eval_seed, temperature=0.0)
+      record.update({f"eval_{k}": v for k, v in ev.items()})
+      log(f"eval step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in ev.items()))
+    with open(metrics_path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if step % cfg.log_every == 0 or step == cfg.steps:
+      rate = (step - step0) / max(time.time() - t_start, 1e-9)
+      shown = {**record, "reward": float("nan") if record["reward"] is None else record["reward"]}
+      log(_line(step, cfg.steps, shown, (cfg.steps - step) / max(rate, 1e-9)))
+    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+      ckpt.save(step, state, {"grpo_step": step}, model_config)
+    if step == kill_at:  # tests: a real kill -9 right after this step's checkpoint
+      ckpt.wait()
+      os.kill(os.getpid(), signal.SIGKILL)
+  ckpt.wait()
+  ckpt.close()
+  if int(state.step) == cfg.steps * cfg.updates_per_batch:
+    save_pretrained(os.path.join(workdir, "final"), parallel.to_host(state.params),
+                    model_config, {"grpo_config": dataclasses.asdict(cfg),
+                                   "last_record": record})
+  return state.params, model_config, record
