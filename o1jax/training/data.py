@@ -40,7 +40,8 @@ class Mixture:
   route (o1jax/tasks/reflection.py); `error_fraction` of those traces make one slip that
   their check catches and corrects, the wrong step masked out of the loss. A reflective trace
   cut short closes with the best answer the cut part holds: its latest unrefuted candidate,
-  else the true answer (the best guess, as with no thinking). A trace with a correction that
+  else the true answer (the best guess, as with no thinking). `short_cut_fraction` of the
+  cuts are log-uniform in length (most within the first step or two) instead of uniform. A trace with a correction that
   would not fit `max_tokens` is written without the slip.
   """
   tasks: tuple[str, ...] = ("addition", "equation", "countdown")
@@ -61,6 +62,7 @@ class Mixture:
   task_weights: tuple[tuple[str, float], ...] = ()
   trace_style: str = "plain"
   error_fraction: float = 0.0
+  short_cut_fraction: float = 0.0
   max_tokens: int | None = None
 
   def __post_init__(self):
@@ -81,7 +83,8 @@ class Mixture:
         if d not in task.difficulties:
           raise ValueError(f"difficulty {d} is not a level of task {name!r}; "
                            f"levels: {tuple(task.difficulties)}")
-    for name in ("no_thinking_fraction", "truncated_thinking_fraction", "error_fraction"):
+    for name in ("no_thinking_fraction", "truncated_thinking_fraction", "error_fraction",
+                 "short_cut_fraction"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -158,7 +161,13 @@ class Mixture:
     if not truncate:
       return Example(tasks_lib.render_text(problem.prompt, thinking, problem.answer),
                      problem.prompt, True, masked)
-    cut = int(rng.integers(1, len(thinking)))
+    if rng.random() < self.short_cut_fraction:
+      # Log-uniform: a budget of 8 or 16 tokens cuts the first step or two, a regime a
+      # uniform cut over a 100-500 character trace almost never shows.
+      cut = int(np.exp(rng.uniform(0.0, np.log(len(thinking)))))
+      cut = min(max(cut, 1), len(thinking) - 1)
+    else:
+      cut = int(rng.integers(1, len(thinking)))
     whole = [s for s in thinking[:cut].split(tasks_lib.STEP_SEP)]
     if whole[-1] != steps[len(whole) - 1]:
       whole = whole[:-1]  # the last step is cut mid-way: it states nothing yet

@@ -73,6 +73,7 @@ def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
                               (k, tuple(v)) for k, v in dict(d.get("answer_only", {})).items()),
                           trace_style=str(d.get("trace_style", "plain")),
                           error_fraction=float(d.get("error_fraction", 0.0)),
+                          short_cut_fraction=float(d.get("short_cut_fraction", 0.0)),
                           max_tokens=int(config.train.seq_len) + 1)
 
 
