@@ -130,8 +130,8 @@ def test_bad_requests_queue_bound_and_cancellation(model, config):
   params, _ = model
   engine = Engine(params, TOK, config, slots=1)
   sched = Scheduler(engine, SchedulerConfig(max_queue=2, steps_busy=2, steps_idle=2))
-  with pytest.raises(ValueError, match=r"does not fit the context \(320 tokens\).*needs"):
-    sched.submit(Request("12+34=", budget=400))
+  with pytest.raises(ValueError, match=r"does not fit the context \(704 tokens\).*needs"):
+    sched.submit(Request("12+34=", budget=800))
   with pytest.raises(ValueError, match="non-negative"):
     sched.submit(Request("12+34=", budget=-1))
   hard = tasks.get_task("countdown").generate_problems(34, 4, 1, split="eval")[0].prompt

@@ -210,14 +210,14 @@ def test_bad_requests_are_400(server, body, needle):
 
 def test_limits_with_the_numbers(server):
   client = server.client()
-  with pytest.raises(openai.BadRequestError, match=r"thinking_token_budget=1000 .*320.*at most "
+  with pytest.raises(openai.BadRequestError, match=r"thinking_token_budget=1000 .*704.*at most "
                      r"\d+ thinking tokens"):
     client.chat.completions.create(model=MODEL, messages=_user("2x+5=13"),
                                    extra_body={"thinking_token_budget": 1000})
-  with pytest.raises(openai.BadRequestError, match=r"max_completion_tokens=400 .*\(8 tokens\).*"
-                     r"320 tokens: at most 312"):
+  with pytest.raises(openai.BadRequestError, match=r"max_completion_tokens=800 .*\(8 tokens\).*"
+                     r"704 tokens: at most 696"):
     client.chat.completions.create(model=MODEL, messages=_user("2x+5=13"),
-                                   max_completion_tokens=400)
+                                   max_completion_tokens=800)
   with pytest.raises(openai.NotFoundError, match="not served here"):
     client.chat.completions.create(model="gpt-5", messages=_user("2x+5=13"))
   status, _, raw = server.raw("POST", "/v1/chat/completions", b" " * (BODY_LIMIT + 1000))
