@@ -66,9 +66,11 @@ def get_config(variant: str = ""):
       batch_size=256,
       seed=0))
   if variant == "embedded":
-    c.star.update(base="", tasks=("addition", "equation", "countdown"), min_thinking=0,
-                  problems_per_level=16, seq_len=192, cache_len=192, finetune_lr=3e-4,
-                  eval_problems=16, iterations=3)
+    # Reasoner v2's reflective traces run to ~600 tokens at level 5.
+    c.star.update(base="", tasks=("addition", "equation", "countdown"),
+                  difficulties=(1, 2, 3, 4, 5), min_thinking=0, problems_per_level=16,
+                  seq_len=640, cache_len=704, finetune_lr=3e-4, finetune_batch_size=16,
+                  eval_problems=16, iterations=2)
   elif variant:
     raise ValueError(f"unknown configs/star.py variant {variant!r}; known: 'embedded'")
   return c

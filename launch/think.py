@@ -199,6 +199,11 @@ def main(argv):
     config = make_think_config(model_config, tokenizer, _CACHE_LEN.value, **overrides)
     prompts = [p for p, _ in items]
     budgets = _budgets(items, params, model_config, budget_head)
+    if _MAX_THINKING.value in ("auto", "head", "article"):
+      # A derived budget past what the context holds means "as much as fits" (the article's
+      # research budget is 1000 tokens at scale 0.1; the embedded context is 704).
+      budgets = [min(b, config.cache_len - len(tokenizer.encode_prompt(p)) - config.reserve)
+                 for b, p in zip(budgets, prompts)]
     # A whole number of rows per batch shard (think_texts pads the batch with repeats).
     shards = parallel.shards_of(mesh, "batch")
     batch_size = -(-min(_BATCH_SIZE.value, len(prompts)) // shards) * shards

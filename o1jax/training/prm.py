@@ -286,7 +286,10 @@ def run_prm(cfg: PrmConfig, workdir: str, log: Callable[[str], None] = print) ->
   log(f"{clock()} {len(items)} training solutions, {sum(len(s.checker) for s in items)} steps, "
       f"{np.mean([s.rollout.correct for s in items]):.2f} correct")
   rng = np.random.default_rng(cfg.seed)
-  chosen = rng.permutation(len(items))[:cfg.mc_rollouts]
+  # Completions from a step prefix need room in the cache for the rest of a trace: solutions
+  # longer than half the context (level-5 reflective traces) are left out of the MC sample.
+  fits = [i for i, s in enumerate(items) if 2 * len(s.layout.ids) <= sample_cfg.cache_len]
+  chosen = rng.permutation(fits)[:cfg.mc_rollouts]
   mc_items = [items[i] for i in sorted(chosen)]
   mc_labels(mc_items, think_completer(params, sample_cfg, seed=cfg.seed + 2,
                                       batch_size=cfg.batch_size), cfg.mc_samples)
