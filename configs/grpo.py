@@ -22,8 +22,10 @@ def get_config(variant: str = ""):
       prompts_per_step=16,
       group_size=8,
       temperature=1.0,
-      max_thinking=128,              # think()'s hard budget per rollout
-      cache_len=192,
+      # think()'s hard budget per rollout: reasoner v2's reflective traces run 50-230 tokens
+      # at levels 1-4 (v1's were 11-163).
+      max_thinking=256,
+      cache_len=320,
       max_answer_tokens=16,
       clip_eps=0.2,
       kl_coef=0.0,                   # > 0 adds beta * k3 KL to the frozen start policy
