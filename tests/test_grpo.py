@@ -141,10 +141,11 @@ def test_truncated_rollouts_are_flagged_and_masked_or_penalised(model):
 
 def test_a_natural_close_is_trained_and_budget_rewards_follow_the_formula(model):
   params, config = model
-  cfg = _cfg(group_size=2)
+  # Room for a whole reflective addition trace (about 76 thinking tokens at level 1).
+  cfg = _cfg(group_size=2, max_thinking=110, cache_len=144)
   tc = grpo.think_config_for(cfg, config, TOK)
   problems = ADD.generate_problems(4, 1, 4)
-  r = grpo.sample_groups(params, TOK, tc, problems, [None] * 4, 2, budget=64, seed=1,
+  r = grpo.sample_groups(params, TOK, tc, problems, [None] * 4, 2, budget=110, seed=1,
                          temperature=0.0)
   natural = np.flatnonzero(r.stop_reason == StopReason.NATURAL)
   assert len(natural) and not r.truncated[natural].any()
@@ -207,7 +208,10 @@ def test_resume_after_an_interruption_is_bit_exact(model, tmp_path):
   params, config = model
   policy = (params, config, TOK)
   # On a data x tensor mesh: the sharded state is what is saved and restored.
-  cfg = _cfg(steps=2, prompts_per_step=4, group_size=4, kl_coef=0.05, mesh_shape=(2, 1, 2))
+  # Level-1 additions with room to close (a reflective trace is ~76 tokens): rollouts that
+  # all hit the budget would be masked out and leave nothing to update or measure KL on.
+  cfg = _cfg(steps=2, prompts_per_step=4, group_size=4, kl_coef=0.05, mesh_shape=(2, 1, 2),
+             difficulties=(1,), max_thinking=100, cache_len=128)
   whole, _, _ = grpo_train.train(cfg, str(tmp_path / "whole"), policy=policy, log=lambda s: None)
   cut = str(tmp_path / "cut")
   grpo_train.train(cfg, cut, policy=policy, stop_after=1, log=lambda s: None)
@@ -234,8 +238,14 @@ def test_a_short_run_raises_mean_reward(model, tmp_path):
   problems x 4 samples, two sampling seeds) sampled at it. Nothing here assumes the embedded
   model's trace format: the context grows until its greedy thinking is never cut, and the
   temperature is the first of a few whose starting reward leaves room both ways. The
-  evaluation batch has the training batch's shape: one compile."""
-  params, config = model
+  evaluation batch has the training batch's shape: one compile. The policy is the v1
+  reasoner (plain traces of 20-50 tokens): on v2's reflective traces (120-150 tokens at these
+  levels) five steps at this learning rate move the reward by less than the test's margin
+  (0.579 -> 0.569 at T=1.7), and 3x the rate collapses it (-> 0.064)."""
+  del model
+  from o1jax.training.checkpoint import load_params
+  params, config, _ = load_params(os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), "o1jax", "checkpoints", "tiny_v1"))
   evals = [p for d in DIFFS for p in ADD.generate_problems(99, d, 16, split="eval")]
   reward = lambda p, cfg, tc: np.mean([grpo.evaluate_policy(p, TOK, tc, cfg, evals, seed=s,
                                                             samples=4)["reward"]
