@@ -154,8 +154,10 @@ def main(argv):
     from o1jax.analysis import stop_rules
     head = _confidence_head(model_config)
     configs = stop_rules.settings(base, _PROBE_EVERY.value, _HEAD_EVERY.value, head is not None)
+    # The reference is the unlimited-budget run itself (the same program and inputs).
     rule_rows = {"natural+budget": [dataclasses.replace(r, setting="rules=natural+budget")
                                     for r in unlimited]}
+    rows += rule_rows["natural+budget"]
     for name, config in configs.items():
       if name in rule_rows:
         continue
