@@ -214,3 +214,16 @@ def test_think_launch_reads_heads_from_a_directory(tmp_path, model):
   # 'auto' reads the heads shipped beside the checkpoint; one without heads/ names the flag.
   missing = run("--checkpoint=o1jax/checkpoints/tiny_v1", "--max_thinking_tokens=auto")
   assert missing.returncode != 0 and "--heads_dir" in missing.stderr
+
+
+def test_oracle_savings_by_hand():
+  # Two right runs (needing 4 of 10 and 6 of 20 thinking tokens) and a wrong one (30 used):
+  # 60 tokens in all; the oracle keeps 4 + 6 (wrong runs stop at once) or 4 + 6 + 30.
+  from o1jax.training.heads import ConfidenceData, oracle_savings
+  empty = np.zeros(0)
+  data = ConfidenceData(features=empty, labels=empty, probe=empty, prefix=empty, rollout=empty,
+                        prompt_features=empty, natural=np.array([10, 20, 30]),
+                        correct=np.array([True, True, False]), needed=np.array([4, 6, 30]),
+                        problems=[])
+  saved, right_only = oracle_savings(data)
+  assert saved == pytest.approx(1 - 10 / 60) and right_only == pytest.approx(1 - 40 / 60)

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from o1jax.thinking import UNLIMITED, ThinkConfig
+from o1jax.thinking import ThinkConfig
 
 NEVER = 2.0  # a probability threshold no estimate reaches: agreement alone stops
 
@@ -60,13 +60,11 @@ def oracle_and_calibration(params, model_config, base: ThinkConfig, problems: Se
   from o1jax.training import heads as heads_lib  # local: training code pulls in optax
   data = heads_lib.confidence_data(params, model_config, base, problems, every=probe_every,
                                    batch_size=batch_size)
-  natural = data.natural.sum()
+  saved, saved_right_only = heads_lib.oracle_savings(data)
   out = {
       "prefixes": int(len(data.labels)), "prefixes_right": float(data.labels.mean()),
-      "oracle_saved_pct": 100.0 * float(1 - data.needed[data.correct].sum() / max(natural, 1)),
-      "oracle_saved_right_only_pct": 100.0 * float(
-          1 - (data.needed[data.correct].sum() + data.natural[~data.correct].sum())
-          / max(natural, 1)),
+      "oracle_saved_pct": 100.0 * saved,
+      "oracle_saved_right_only_pct": 100.0 * saved_right_only,
       "ece_probe": heads_lib.ece(data.probe, data.labels),
       "auc_probe": heads_lib.auc(data.probe, data.labels)}
   if confidence_head is not None:
@@ -101,5 +99,5 @@ def best_within(table: Sequence[dict], points: float = 1.0) -> dict | None:
   return max(ok, key=lambda r: r["tokens_saved_pct"]) if ok else None
 
 
-__all__ = ["NEVER", "UNLIMITED", "best_within", "by_level", "oracle_and_calibration",
+__all__ = ["NEVER", "best_within", "by_level", "oracle_and_calibration",
            "settings"]

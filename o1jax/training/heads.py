@@ -212,6 +212,17 @@ def confidence_data(params, model_config, think_config, problems: Sequence[Probl
                         correct=correct, needed=needed, problems=list(problems))
 
 
+def oracle_savings(data: ConfidenceData) -> tuple[float, float]:
+  """The ceiling of any stop rule at equal accuracy, as fractions of the thinking: stop right
+  runs at the first prefix from which the forced answer stays right and wrong runs at once
+  (they lose nothing); and the same with wrong runs thinking to the end (a rule that only
+  stops when it is sure)."""
+  natural = max(data.natural.sum(), 1)
+  right = data.needed[data.correct].sum()
+  return (float(1 - right / natural),
+          float(1 - (right + data.natural[~data.correct].sum()) / natural))
+
+
 def head_budgets(params, model_config, budget_head, prompts: Sequence[str], *,
                  margin: float = 1.25, slack: int = 4, minimum: int = 0,
                  batch_size: int = 64, tokenizer=None) -> list[int]:

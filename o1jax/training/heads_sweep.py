@@ -105,13 +105,8 @@ def run_heads(cfg: HeadsConfig, workdir: str, log: Callable[[str], None] = print
       "budget_mae_tokens": float(np.mean(np.abs(pred_need - held.needed))),
       "budget_corr": float(np.corrcoef(pred_need, held.needed)[0, 1]),
       "needed_mean": float(held.needed.mean()), "natural_mean": float(held.natural.mean()),
-      # The ceiling of any stop rule at equal accuracy: stop right runs at the first prefix
-      # from which the forced answer stays right, and wrong runs at once (they lose nothing).
-      "oracle_saved": float(1 - held.needed[held.correct].sum() / max(held.natural.sum(), 1)),
-      # ... and if wrong runs think to the end (a rule that only stops when it is sure).
-      "oracle_saved_right_only": float(
-          1 - (held.needed[held.correct].sum() + held.natural[~held.correct].sum())
-          / max(held.natural.sum(), 1))}
+      # The ceilings of any stop rule at equal accuracy (heads.oracle_savings).
+      **dict(zip(("oracle_saved", "oracle_saved_right_only"), heads_lib.oracle_savings(held)))}
   log(f"{clock()} calibration on {len(held.labels)} held-out prefixes: " +
       " ".join(f"{k}={v:.3f}" for k, v in calibration.items() if isinstance(v, float)))
 
