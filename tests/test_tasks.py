@@ -118,6 +118,44 @@ def test_addition_matches_column_arithmetic():
       assert list(problem.steps) == reference_addition_steps(a, b)
 
 
+def reference_scratchpad(a: str, b: str) -> list[str]:
+  """Nye et al.'s scratchpad by string slicing: what is left of each operand, the digits
+  added so far (string concatenation, never integer division) and the carry."""
+  steps, result, carry = [f"{a}+{b} r c0"], "", 0
+  while a or b:
+    total = int(a[-1:] or "0") + int(b[-1:] or "0") + carry
+    result, carry = str(total)[-1] + result, int(total >= 10)
+    a, b = a[:-1], b[:-1]
+    steps.append(f"{int(a or '0')}+{int(b or '0')} r{result} c{carry}")
+  return steps
+
+
+def test_addition_scratchpad_against_string_slicing():
+  from o1jax.tasks import addition
+  task = get_task("addition")
+  assert addition.scratchpad_steps(347, 285) == ["347+285 r c0", "34+28 r2 c1", "3+2 r32 c1",
+                                                 "0+0 r632 c0"]
+  for difficulty in (1, 2, 3, 4, 5):
+    for problem in task.generate_problems(2, difficulty, 100):
+      a, b = re.fullmatch(r"([0-9]+)\+([0-9]+)=", problem.prompt).groups()
+      steps = task.scratchpad_steps(problem)
+      assert steps == reference_scratchpad(a, b)
+      assert addition.scratchpad_answer(steps) == str(int(a) + int(b))
+      # Every step passes the checker, each judged after the steps before it as written.
+      assert all(task.check_step(problem, steps[:i], s) for i, s in enumerate(steps))
+      assert not task.check_step(problem, steps, "0+0 r0 c0")  # nothing is left to add
+  problem = task.from_prompt("347+285=")
+  first = ["347+285 r c0"]
+  assert not task.check_step(problem, [], "347+258 r c0")         # the restatement miscopied
+  assert not task.check_step(problem, first, "34+28 r2 c0")       # carry dropped
+  assert not task.check_step(problem, first, "34+27 r2 c1")       # an operand miscopied
+  assert task.check_step(problem, first + ["34+28 r3 c1"], "3+2 r33 c1")  # judged as written
+  assert not task.check_step(problem, first + ["34+28 r2 c1"], "3+2 r52 c0")
+  assert not task.check_step(problem, first + ["34+28 r2 c1"], "3+2+1=6")  # styles do not mix
+  with pytest.raises(ValueError, match="no scratchpad"):
+    get_task("equation").scratchpad_steps(get_task("equation").generate_problems(0, 1, 1)[0])
+
+
 EQUATION_FORMS = {
     1: r"x[+-][0-9]+=[0-9]+",
     2: r"[2-9]x[+-][0-9]+=[0-9]+",

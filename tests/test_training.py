@@ -1,6 +1,7 @@
 """Training: the loss falls, `kill -9` then resume equals an uninterrupted run bit for bit,
 checkpoints round-trip, and bad input fails early with a message naming the problem."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -209,6 +210,50 @@ def test_resume_with_a_different_model_is_refused(tmp_path):
   trainer.train(_config(**{"train.steps": 4}), str(tmp_path))
   with pytest.raises(CheckpointMismatchError, match="embed_dim: checkpoint has 32, config has 48"):
     trainer.train(_config(**{"train.steps": 8, "model.embed_dim": 48}), str(tmp_path))
+def test_scratchpad_hints_only_on_worked_examples():
+  """The STaR base's mixture: scratchpad thinking, answers alone on the held-back levels, and
+  a hint (the answer after the prompt) on a share of the worked examples only; a hinted
+  example's prompt, the context the loss skips, includes the hint."""
+  from o1jax import tasks as tasks_lib
+  mixture = data_lib.Mixture(tasks=("addition",), difficulties=(1, 2, 3), seed=3,
+                             trace_style="scratchpad", hint_fraction=0.5,
+                             answer_only_difficulties=(("addition", (3,)),))
+  hinted = 0
+  for i in range(200):
+    problem, shown = mixture.example(i)
+    example = mixture.render(i)
+    thinking, answer = tasks_lib.split_thinking(example.text)
+    assert answer == problem.answer
+    if problem.difficulty == 3 or shown == 0:
+      assert thinking == "" and example.prompt == problem.prompt
+      continue
+    assert thinking == "; ".join(tasks_lib.get_task("addition").scratchpad_steps(problem))
+    if example.prompt != problem.prompt:
+      hinted += 1
+      assert example.prompt == f"{problem.prompt} [hint: {problem.answer}]"
+    assert example.text.startswith(example.prompt + "<think>")
+  assert 40 < hinted < 110  # about half of the ~130 worked examples
+  assert mixture.max_text_len() >= max(len(mixture.render(i).text) for i in range(200))
+  # STaR's few worked solutions on the answer-only levels: about that share, the rest of
+  # every example (problem, hint, no-thinking draw) unchanged.
+  few = dataclasses.replace(mixture, answer_only_worked_fraction=0.1)
+  worked = 0
+  for i in range(600):
+    problem, shown = few.example(i)
+    assert problem == mixture.example(i)[0]
+    if problem.difficulty != 3:
+      assert few.render(i) == mixture.render(i)
+    elif shown is None:
+      worked += 1
+  assert 5 <= worked <= 40  # ~0.1 * 0.85 of ~200 level-3 examples
+  with pytest.raises(ValueError, match="answer_only_worked_fraction"):
+    data_lib.Mixture(answer_only_worked_fraction=2.0)
+  with pytest.raises(ValueError, match="no scratchpad"):
+    data_lib.Mixture(trace_style="scratchpad")
+  with pytest.raises(ValueError, match="hint_fraction"):
+    data_lib.Mixture(trace_style="reflective", hint_fraction=0.2)
+  with pytest.raises(ValueError, match="hint_template"):
+    data_lib.Mixture(hint_template="no placeholder")
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -6,6 +6,13 @@ the carry in c (written even when 0, so every step has the same shape) and the c
 s. Difficulty d <= 4 means both operands have exactly d+1 digits; level 5 ("research") has
 eight-digit operands (prompts of six to eight digits parse as level 5).
 
+The scratchpad style (`trace_style="scratchpad"`, the format of Nye et al. 2021 that STaR's
+arithmetic experiment used) writes what is left of each operand after every column, the
+result so far and the carry, after a first step that restates the operands (as Nye's does):
+`347+285=` is `347+285 r c0; 34+28 r2 c1; 3+2 r32 c1; 0+0 r632 c0`. Every step copies the
+one before it minus a digit, where the column form must locate the digit of each column in
+the prompt by its position.
+
 The reflective check subtracts back, column by column: `12-5-0=7` is the candidate's digit
 (plus ten when it borrows) minus b's digit minus the borrow in, and the verdict compares
 the difference with a (o1jax/tasks/reflection.py).
@@ -24,6 +31,7 @@ LEVEL5_DIGITS = 8
 
 _PROMPT = re.compile(r"([1-9][0-9]{0,7})\+([1-9][0-9]{0,7})=")
 _STEP = re.compile(r"([0-9])\+([0-9])\+([0-9])=([0-9]{1,2})")
+_SCRATCH = re.compile(r"([0-9]+)\+([0-9]+) r([0-9]*) c([01])")
 _ANSWER = re.compile(r"\s*([+-]?[0-9]{1,40})" + INT_ANSWER_END)
 
 
@@ -70,6 +78,45 @@ def sum_from_steps(steps) -> int | None:
   if carry:
     digits.append(1)
   return int("".join(map(str, reversed(digits))))
+
+
+def scratchpad_steps(a: int, b: int) -> list[str]:
+  """The operands restated, then `rest_a+rest_b rRESULT cCARRY` after each column; the
+  last step has `0+0` left and the answer is its result with the final carry in front."""
+  steps, result, carry = [f"{a}+{b} r c0"], "", 0
+  while a or b:
+    total = a % 10 + b % 10 + carry
+    result, carry = str(total % 10) + result, total // 10
+    a, b = a // 10, b // 10
+    steps.append(f"{a}+{b} r{result} c{carry}")
+  return steps
+
+
+def _scratchpad_step_ok(a: int, b: int, prev_steps: list[str], step: str) -> bool:
+  """Whether `step` follows the previous scratchpad step as written (the operands at the
+  start): a step is judged locally, so one slip does not condemn every later step."""
+  if _SCRATCH.fullmatch(step) is None:
+    return False
+  if not prev_steps:
+    return step == f"{a}+{b} r c0"
+  prev = _SCRATCH.fullmatch(prev_steps[-1])
+  if prev is None:
+    return False
+  rest_a, rest_b = int(prev.group(1)), int(prev.group(2))
+  result, carry = prev.group(3), int(prev.group(4))
+  if rest_a == 0 and rest_b == 0:
+    return False  # nothing is left to add
+  total = rest_a % 10 + rest_b % 10 + carry
+  expected = f"{rest_a // 10}+{rest_b // 10} r{total % 10}{result} c{total // 10}"
+  return step == expected
+
+
+def scratchpad_answer(steps) -> str | None:
+  """The answer the scratchpad steps as written give: the last result, carry in front."""
+  match = _SCRATCH.fullmatch(steps[-1].strip()) if steps else None
+  if match is None or not match.group(3):
+    return None
+  return ("1" if match.group(4) == "1" else "") + match.group(3)
 
 
 def build(a: int, b: int) -> Problem | None:
@@ -120,8 +167,13 @@ class AdditionTask(Task):
     a, b = problem.data
     return parse_int(_ANSWER, answer) == a + b
 
+  def scratchpad_steps(self, problem: Problem) -> list[str]:
+    return scratchpad_steps(*problem.data)
+
   def _check_step(self, problem: Problem, prev_steps: list[str], step: str) -> bool:
     a, b = problem.data
+    if _SCRATCH.fullmatch(step) or (prev_steps and _SCRATCH.fullmatch(prev_steps[-1])):
+      return _scratchpad_step_ok(a, b, prev_steps, step)
     column = len(prev_steps)
     if column >= max(_num_digits(a), _num_digits(b)):
       return False

@@ -227,6 +227,10 @@ class Task(abc.ABC):
   def _check_step(self, problem: Problem, prev_steps: list[str], step: str) -> bool:
     """A solve step (not `so`, not a check step) after the solve history as written."""
 
+  def scratchpad_steps(self, problem: Problem) -> list[str]:
+    """The steps of the scratchpad trace style; only addition has one."""
+    raise ValueError(f"task {self.name!r} has no scratchpad trace style (addition has)")
+
   # ---- reflective traces (o1jax/tasks/reflection.py) ----
 
   def reflective_trace(self, problem: Problem, rng: np.random.Generator | None = None,

@@ -36,7 +36,7 @@ SO = "so "
 CHECK = "check "
 OK = " ok"
 WAIT = " wait"
-TRACE_STYLES = ("plain", "reflective")
+TRACE_STYLES = ("plain", "reflective", "scratchpad")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,10 +35,17 @@ class Mixture:
   context, not a target (the loop forces it): the model only ever learns to close its
   thinking when the thinking is complete.
   `answer_only_difficulties` maps a task to the difficulty levels whose examples carry
-  answers alone (no worked solution): the starting point of STaR experiments.
+  answers alone (no worked solution), but for `answer_only_worked_fraction` of them: the
+  starting point of STaR experiments.
   `trace_style` "reflective" writes every thinking as solve, candidate, check by another
   route (o1jax/tasks/reflection.py); `error_fraction` of those traces make one slip that
   their check catches and corrects, the wrong step masked out of the loss. A reflective trace
+  cut short closes with the best answer the cut part holds: its latest unrefuted candidate,
+  else the true answer (the best guess, as with no thinking). `trace_style` "scratchpad"
+  writes addition in Nye et al.'s scratchpad (o1jax/tasks/addition.py), the STaR format.
+  `hint_fraction` of the examples with a whole worked solution show the answer as a hint
+  after the prompt (`hint_template`), so STaR's rationalisation (sampling with the answer
+  given) uses a format the model has seen. A reflective trace
   cut short closes with the best answer the cut part holds: its latest unrefuted candidate,
   else the true answer (the best guess, as with no thinking). `short_cut_fraction` of the
   cuts are log-uniform in length (most within the first step or two) instead of uniform. A trace with a correction that
@@ -64,9 +71,22 @@ class Mixture:
   error_fraction: float = 0.0
   short_cut_fraction: float = 0.0
   max_tokens: int | None = None
+  hint_fraction: float = 0.0
+  hint_template: str = " [hint: {answer}]"
+  # The share of the answer-only levels' examples that still carry a worked solution: STaR's
+  # "few rationale examples" (0: answers alone there).
+  answer_only_worked_fraction: float = 0.0
 
   def __post_init__(self):
     reflection.check_style(self.trace_style)
+    if "{answer}" not in self.hint_template:
+      raise ValueError(f"hint_template must contain '{{answer}}', got {self.hint_template!r}")
+    if self.hint_fraction and self.trace_style == "reflective":
+      raise ValueError("hint_fraction needs trace_style 'plain' or 'scratchpad'")
+    if self.trace_style == "scratchpad":
+      for name in self.tasks:  # raises, naming the task without a scratchpad
+        task = tasks_lib.get_task(name)
+        task.scratchpad_steps(task.generate(np.random.default_rng(0), self.difficulties[0]))
     if self.error_fraction and self.trace_style != "reflective":
       raise ValueError(f"error_fraction={self.error_fraction} needs trace_style='reflective' "
                        "(a plain trace has no check to catch the error)")
@@ -84,7 +104,7 @@ class Mixture:
           raise ValueError(f"difficulty {d} is not a level of task {name!r}; "
                            f"levels: {tuple(task.difficulties)}")
     for name in ("no_thinking_fraction", "truncated_thinking_fraction", "error_fraction",
-                 "short_cut_fraction"):
+                 "short_cut_fraction", "hint_fraction", "answer_only_worked_fraction"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -95,8 +115,19 @@ class Mixture:
   def max_text_len(self) -> int:
     """The longest training text of plain traces; a reflective trace's length is checked
     per example (its corrections make an exhaustive bound expensive), see `max_tokens`."""
-    return max(tasks_lib.get_task(t).max_text_len(d)
-               for t in self.tasks for d in self.difficulties)
+    longest = max(tasks_lib.get_task(t).max_text_len(d)
+                  for t in self.tasks for d in self.difficulties)
+    if self.trace_style == "scratchpad":  # addition only: all-9 operands write the most
+      from o1jax.tasks import addition
+      for d in self.difficulties:
+        nines = 10**(addition.LEVEL5_DIGITS if d == 5 else d + 1) - 1
+        problem = addition.build(nines, nines)
+        longest = max(longest, len(self._plain_text(problem, self.hint_fraction > 0)))
+    elif self.hint_fraction > 0:  # the hint repeats the answer, which the text already holds
+      longest = max(len(tasks_lib.render(p)) + len(self.hint_template.format(answer=p.answer))
+                    for t in self.tasks for d in self.difficulties
+                    for p in [self._longest_problem(t, d)])
+    return longest
 
   def example(self, index: int) -> tuple[tasks_lib.Problem, int | None]:
     """(problem, thinking shown): None = all of it, else its first that many characters."""
@@ -112,7 +143,9 @@ class Mixture:
     with_thinking = bool(rng.random() >= self.no_thinking_fraction)
     truncate = bool(rng.random() < self.truncated_thinking_fraction)
     if difficulty in dict(self.answer_only_difficulties).get(task.name, ()):
-      with_thinking = False
+      # Its own stream, so the fraction changes nothing else about the example.
+      worked = np.random.default_rng([self.seed, index, 4]).random()
+      with_thinking = with_thinking and worked < self.answer_only_worked_fraction
     problem = task.generate(rng, difficulty, split="train")
     if not with_thinking:
       return problem, 0
@@ -127,14 +160,36 @@ class Mixture:
 
   def render(self, index: int) -> "Example":
     """Example `index` as text, with the spans of thinking kept out of the loss."""
-    if self.trace_style == "plain":
-      problem, shown = self.example(index)
-      if shown is None:
-        return Example(tasks_lib.render(problem), problem.prompt, True)
-      thinking = tasks_lib.thinking_text(problem)[:shown]
-      return Example(tasks_lib.render_text(problem.prompt, thinking, problem.answer),
-                     problem.prompt, False)
-    return self._render_reflective(index)
+    if self.trace_style == "reflective":
+      return self._render_reflective(index)
+    problem, shown = self.example(index)
+    thinking = self._thinking(problem)
+    if shown is None:
+      hinted = np.random.default_rng([self.seed, index, 3]).random() < self.hint_fraction
+      prompt = problem.prompt + (self.hint_template.format(answer=problem.answer)
+                                 if hinted else "")
+      return Example(tasks_lib.render_text(prompt, thinking, problem.answer), prompt, True)
+    return Example(tasks_lib.render_text(problem.prompt, thinking[:shown], problem.answer),
+                   problem.prompt, False)
+
+  def _thinking(self, problem: tasks_lib.Problem) -> str:
+    if self.trace_style == "scratchpad":
+      return tasks_lib.STEP_SEP.join(
+          tasks_lib.get_task(problem.task).scratchpad_steps(problem))
+    return tasks_lib.thinking_text(problem)
+
+  def _longest_problem(self, task: str, difficulty: int) -> tasks_lib.Problem:
+    """The problem whose plain text is longest among 256 drawn (exact for addition)."""
+    pool = tasks_lib.get_task(task).generate_problems(0, difficulty, 256, split="any")
+    if task == "addition":
+      from o1jax.tasks import addition
+      nines = 10**(addition.LEVEL5_DIGITS if difficulty == 5 else difficulty + 1) - 1
+      pool = [addition.build(nines, nines)]
+    return max(pool, key=lambda p: len(tasks_lib.render(p)) + len(p.answer))
+
+  def _plain_text(self, problem: tasks_lib.Problem, with_hint: bool) -> str:
+    hint = self.hint_template.format(answer=problem.answer) if with_hint else ""
+    return tasks_lib.render_text(problem.prompt + hint, self._thinking(problem), problem.answer)
 
   def _render_reflective(self, index: int) -> "Example":
     # The plain example's draws come first, so both styles see the same problems.

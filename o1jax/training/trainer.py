@@ -74,6 +74,10 @@ def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
                           trace_style=str(d.get("trace_style", "plain")),
                           error_fraction=float(d.get("error_fraction", 0.0)),
                           short_cut_fraction=float(d.get("short_cut_fraction", 0.0)),
+                          hint_fraction=float(d.get("hint_fraction", 0.0)),
+                          answer_only_worked_fraction=float(
+                              d.get("answer_only_worked_fraction", 0.0)),
+                          hint_template=str(d.get("hint_template", " [hint: {answer}]")),
                           max_tokens=int(config.train.seq_len) + 1)
 
 
