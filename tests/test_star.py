@@ -10,7 +10,7 @@ import pytest
 from o1jax import tasks
 from o1jax.model import ModelConfig, init_params
 from o1jax.training import rollouts as rl
-from o1jax.training import star, trainer
+from o1jax.training import star, star_report, trainer
 from o1jax.training.checkpoint import save_pretrained
 
 TINY = ModelConfig(embed_dim=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
@@ -147,6 +147,61 @@ def test_an_iteration_with_nothing_verified_is_an_error(tmp_path):
     star.finetune(None, TINY, [], steps=1, batch_size=1, learning_rate=1e-3, seq_len=32)
 
 
+def test_curriculum_and_the_answers_only_baseline(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(rl, "sample_rollouts", _scripted_sampler(calls))
+  base = _base(tmp_path)
+  cfg = _cfg(base, difficulties=(1, 2, 3), curriculum=1, iterations=2, rationalize=False)
+  # STaR's curriculum: one level at iteration 1, the next harder one added each iteration.
+  assert [cfg.levels_at(i) for i in (1, 2, 3, 4)] == [(1,), (1, 2), (1, 2, 3), (1, 2, 3)]
+  assert star.StarConfig(base="x", difficulties=(1, 2)).levels_at(5) == (1, 2)
+  rows = star.run_star(cfg, str(tmp_path / "cur"), log=lambda _: None)
+  assert [r["problems"] for r in rows[1:]] == [3, 6]
+  # The answers-only baseline: the same problems with their answers and no rationale, the
+  # same number of fine-tune steps, no sampling at all.
+  calls.clear()
+  base_cfg = _cfg(base, difficulties=(1, 2), iterations=2, finetune_steps=4)
+  runs = star_report.variants(base_cfg)
+  assert [c.run_name for c in runs.values()] == list(star_report.RUNS)
+  work = str(tmp_path / "ans")
+  rows = star.run_star(runs["answers_only"], work, log=lambda _: None)
+  assert calls == []
+  assert [r["finetune_steps"] for r in rows[1:]] == [4, 4]
+  assert [r["finetune_examples"] for r in rows[1:]] == [6, 12]
+  assert rows[2]["examples/addition/2"] == 6 and rows[2]["rationales_kept"] == 0
+  examples = [json.loads(l) for l in open(os.path.join(work, "iter_01", "examples.jsonl"))]
+  problems = [p for d in (1, 2) for p in tasks.get_task("addition").generate_problems(
+      1, d, 3, split="train")]  # iteration 1's problems (seed 0 * 1000 + 1)
+  assert [e["text"] for e in examples] == [f"{p.prompt}<think></think>{p.answer}"
+                                           for p in problems]
+  # The comparison table: one row per iteration and level, the columns the issue names.
+  table = star_report.csv_rows("answers_only", rows, ("addition",), (1, 2))
+  path = str(tmp_path / "star.csv")
+  star_report.write_csv(path, table)
+  back = star_report.read_csv(path)
+  assert [(r["iteration"], r["difficulty"]) for r in back] == [
+      (i, d) for i in (0, 1, 2) for d in (1, 2)]
+  assert [r["examples"] for r in back] == [0, 0, 3, 3, 6, 6]
+  assert [r["accuracy"] for r in back] == [round(rows[i][f"acc/addition/{d}"], 4)
+                                           for i in (0, 1, 2) for d in (1, 2)]
+
+
+def test_comparison_gains_against_a_hand_computation(tmp_path):
+  def rows(run, accs):  # accs[iteration] = (level 1, level 2, level 3)
+    return [{"run": run, "iteration": i, "task": "addition", "difficulty": d,
+             "accuracy": a, "kept": 0, "rationalised": 0, "examples": 0}
+            for i, levels in enumerate(accs) for d, a in zip((1, 2, 3), levels)]
+  table = (rows("star", [(1.0, 0.0, 0.0), (1.0, 0.5, 0.25), (0.9, 0.75, 0.75)])
+           + rows("answers_only", [(1.0, 0.0, 0.0), (1.0, 0.25, 0.0), (1.0, 0.25, 0.25)]))
+  curves = star_report.held_back_accuracy(table, (2, 3))
+  assert curves == {"star": [0.0, 0.375, 0.75], "answers_only": [0.0, 0.125, 0.25]}
+  g = star_report.gains(table, (2, 3))
+  assert g == pytest.approx({"gain/star": 0.75, "gain/answers_only": 0.25,
+                             "star_minus/answers_only": 0.5})
+  star_report.plot(table, (2, 3), str(tmp_path / "star.png"), "test")
+  assert os.path.getsize(tmp_path / "star.png") > 1000
+
+
 def test_bad_config_is_named():
   with pytest.raises(ValueError, match="hint_template"):
     star.StarConfig(base="x", hint_template="no placeholder")
@@ -154,3 +209,7 @@ def test_bad_config_is_named():
     star.StarConfig(base="x", on_empty="ignore")
   with pytest.raises(ValueError, match="difficulty"):
     star.StarConfig(base="x", difficulties=(7,))
+  with pytest.raises(ValueError, match="method"):
+    star.StarConfig(base="x", method="answers")
+  with pytest.raises(ValueError, match="curriculum"):
+    star.StarConfig(base="x", difficulties=(1, 2), curriculum=3)

@@ -6,6 +6,12 @@ again with the answer given as a hint in the prompt, and keep verified rationale
 hint removed (the example is rebuilt from the problem's own prompt, so no hint ever reaches
 a training example); fine-tune on what was kept; evaluate on held-out problems; repeat.
 
+`curriculum` > 0 follows the paper's curriculum over difficulty: iteration i samples from
+the first `curriculum + i - 1` levels of `difficulties`, adding the next harder level once the
+model has been trained on the one below it. `method="answers_only"` is the baseline the
+paper compares with: the same problems, fine-tuned on their answers alone (no rationale) at
+the same number of steps.
+
 As in the paper the fine-tune restarts from the base model each iteration on everything kept
 so far (`restart_from_base`, `accumulate`), which keeps errors from compounding; continuing
 from the previous iteration is the other setting. Every iteration is checkpointed and a
@@ -45,6 +51,9 @@ class StarError(ValueError):
   """STaR cannot go on: e.g. an iteration produced nothing to fine-tune on."""
 
 
+METHODS = ("rationales", "answers_only")
+
+
 @dataclasses.dataclass(frozen=True)
 class StarConfig:
   base: str                                   # checkpoint dir or workdir ("": embedded)
@@ -78,6 +87,8 @@ class StarConfig:
   max_answer_tokens: int = 16
   eval_problems: int = 32                     # held-out problems per (task, level)
   eval_seed: int = 1234
+  curriculum: int = 0                         # > 0: levels at iteration i (see above)
+  method: str = "rationales"                  # or "answers_only" (the baseline)
   on_empty: str = "error"                     # "error" or "skip" (warn, keep the model)
   batch_size: int = 256                       # think() batch
   seed: int = 0
@@ -89,12 +100,30 @@ class StarConfig:
         task.check_difficulty(d)
     if "{answer}" not in self.hint_template:
       raise ValueError(f"hint_template must contain '{{answer}}', got {self.hint_template!r}")
+    if self.method not in METHODS:
+      raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+    if not 0 <= self.curriculum <= len(self.difficulties):
+      raise ValueError(f"curriculum must be in [0, {len(self.difficulties)}] (levels at the "
+                       f"first iteration; 0: all), got {self.curriculum}")
     if self.on_empty not in ("error", "skip"):
       raise ValueError(f"on_empty must be 'error' or 'skip', got {self.on_empty!r}")
     for name in ("iterations", "problems_per_level", "samples", "finetune_steps",
                  "finetune_batch_size", "batch_size"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+  @property
+  def run_name(self) -> str:
+    """The run's name in docs/star/star.csv."""
+    if self.method == "answers_only":
+      return "answers_only"
+    return "star" if self.rationalize else "star_no_rationalisation"
+
+  def levels_at(self, iteration: int) -> tuple[int, ...]:
+    """The levels iteration `iteration` (>= 1) samples training problems from."""
+    if not self.curriculum:
+      return self.difficulties
+    return self.difficulties[:min(len(self.difficulties), self.curriculum + iteration - 1)]
 
   @classmethod
   def from_config_dict(cls, c: ml_collections.ConfigDict) -> "StarConfig":
@@ -281,8 +310,11 @@ def run_star(cfg: StarConfig, workdir: str, log: Callable[[str], None] = print) 
                                  temperature=cfg.temperature,
                                  max_answer_tokens=cfg.max_answer_tokens)
   greedy_cfg = dataclasses.replace(sample_cfg, temperature=0.0)
-  heldout = data_lib.heldout_problems(cfg.tasks, cfg.difficulties, cfg.eval_problems,
-                                      seed=cfg.eval_seed)
+  # Distinct prompts drawn without replacement (a small level's generator repeats some).
+  heldout = {}
+  for p in tasks_lib.distinct_problems(cfg.tasks, cfg.difficulties, cfg.eval_problems,
+                                       cfg.eval_seed):
+    heldout.setdefault((p.task, p.difficulty), []).append(p)
   _write_json(os.path.join(workdir, "star_config.json"), dataclasses.asdict(cfg))
 
   done = _completed(workdir)
@@ -308,34 +340,16 @@ def run_star(cfg: StarConfig, workdir: str, log: Callable[[str], None] = print) 
   seen = {(e.prompt, *_split(e.text)) for e in kept_all}
   for it in range(max(done, default=0) + 1, cfg.iterations + 1):
     t0 = time.time()
-    problems = [p for t in cfg.tasks for d in cfg.difficulties
+    problems = [p for t in cfg.tasks for d in cfg.levels_at(it)
                 for p in tasks_lib.get_task(t).generate_problems(
                     cfg.seed * 1000 + it, d, cfg.problems_per_level, split="train")]
-    samples = rl.sample_rollouts(policy, sample_cfg, problems, cfg.samples,
-                                 seed=cfg.seed * 1000 + it, batch_size=cfg.batch_size,
-                                 min_thinking=cfg.min_thinking)
-    kept = filter_rationales([r for rs in samples for r in rs], hint_template=cfg.hint_template,
-                             require_thinking=cfg.require_thinking,
-                             require_correct_steps=cfg.require_correct_steps, seen=seen)
-    solved = {e.prompt for e in kept}
-    rationalized = []
-    failed = [p for p in problems if p.prompt not in solved]
-    if cfg.rationalize and failed:
-      hinted = rl.sample_rollouts(policy, sample_cfg, failed, cfg.rationalize_samples,
-                                  prompts=[hinted_prompt(p, cfg.hint_template) for p in failed],
-                                  seed=cfg.seed * 1000 + it + 500, batch_size=cfg.batch_size,
-                                  min_thinking=cfg.min_thinking)
-      rationalized = filter_rationales([r for rs in hinted for r in rs], rationalized=True,
-                                       hint_template=cfg.hint_template,
-                                       require_thinking=cfg.require_thinking,
-                                       require_correct_steps=cfg.require_correct_steps,
-                                       seen=seen)
-    new = kept + rationalized
+    if cfg.method == "answers_only":
+      kept, rationalized = [], []
+      new = answer_examples(problems)
+    else:
+      kept, rationalized = _rationales(cfg, policy, sample_cfg, problems, it, seen)
+      new = kept + rationalized
     kept_all += new
-    train_set = kept_all if cfg.accumulate else new
-    it_dir = _iter_dir(workdir, it)
-    os.makedirs(it_dir, exist_ok=True)
-    losses = []
     if not new:
       message = (f"STaR iteration {it}: the sampler produced no verified rationale for any of "
                  f"{len(problems)} problems ({cfg.samples} samples each"
@@ -344,31 +358,85 @@ def run_star(cfg: StarConfig, workdir: str, log: Callable[[str], None] = print) 
         raise StarError(message + "; nothing new to fine-tune on. Raise samples or "
                         "temperature, lower min_thinking, or set on_empty='skip' to carry on.")
       warnings.warn(message + ("; fine-tuning on the earlier iterations' examples only"
-                               if train_set else "; no examples at all: the model is kept"))
-    if train_set:
-      start = base_params if cfg.restart_from_base else policy
-      steps = cfg.finetune_steps
-      if cfg.finetune_epochs > 0:
-        steps = max(1, min(steps, math.ceil(cfg.finetune_epochs * len(train_set)
-                                            / cfg.finetune_batch_size)))
-      policy, losses = finetune(start, model_config, train_set, steps=steps,
-                                batch_size=cfg.finetune_batch_size,
-                                learning_rate=cfg.finetune_lr, seq_len=cfg.seq_len,
-                                seed=cfg.seed * 1000 + it)
+                               if kept_all else "; no examples at all: the model is kept"))
+    policy, losses, train_set, it_dir = _finetune_iteration(cfg, workdir, it, base_params,
+                                                            policy, model_config, kept_all, new)
     acc, think_tok = evaluate_heldout(policy, greedy_cfg, heldout, cfg.batch_size)
-    row = _row(it, acc, think_tok, problems=len(problems), kept=kept,
-               rationalized=rationalized, train=train_set, losses=losses,
-               elapsed=time.time() - t0)
-    save_pretrained(it_dir, policy, model_config, {"star_iteration": it})
-    with open(os.path.join(it_dir, "examples.jsonl"), "w") as f:
-      for e in new:
-        f.write(json.dumps(dataclasses.asdict(e)) + "\n")
-    _write_json(os.path.join(it_dir, "row.json"), row)  # last: marks the iteration done
-    rows.append(row)
-    write_table(workdir, rows)
+    rows.append(_finish_iteration(workdir, it, policy, model_config, new, acc, think_tok,
+                                  problems, kept, rationalized, train_set, losses, t0))
     log(format_table(rows))
   write_table(workdir, rows)
   return rows
+
+
+def _rationales(cfg: StarConfig, policy, sample_cfg, problems, it: int, seen: set
+                ) -> tuple[list[Example], list[Example]]:
+  """(kept, rationalised): verified rationales sampled for `problems`, then for the problems
+  none was kept for, verified rationales sampled with the answer as a hint (hint removed)."""
+  samples = rl.sample_rollouts(policy, sample_cfg, problems, cfg.samples,
+                               seed=cfg.seed * 1000 + it, batch_size=cfg.batch_size,
+                               min_thinking=cfg.min_thinking)
+  kept = filter_rationales([r for rs in samples for r in rs], hint_template=cfg.hint_template,
+                           require_thinking=cfg.require_thinking,
+                           require_correct_steps=cfg.require_correct_steps, seen=seen)
+  solved = {e.prompt for e in kept}
+  failed = [p for p in problems if p.prompt not in solved]
+  if not (cfg.rationalize and failed):
+    return kept, []
+  hinted = rl.sample_rollouts(policy, sample_cfg, failed, cfg.rationalize_samples,
+                              prompts=[hinted_prompt(p, cfg.hint_template) for p in failed],
+                              seed=cfg.seed * 1000 + it + 500, batch_size=cfg.batch_size,
+                              min_thinking=cfg.min_thinking)
+  rationalized = filter_rationales([r for rs in hinted for r in rs], rationalized=True,
+                                   hint_template=cfg.hint_template,
+                                   require_thinking=cfg.require_thinking,
+                                   require_correct_steps=cfg.require_correct_steps, seen=seen)
+  return kept, rationalized
+
+
+def answer_examples(problems: Sequence[Problem]) -> list[Example]:
+  """The answers-only baseline's examples: each problem with its answer and no rationale."""
+  return [Example(p.task, p.difficulty, p.prompt,
+                  tasks_lib.render_text(p.prompt, "", p.answer), False, False)
+          for p in problems]
+
+
+def _finetune_iteration(cfg, workdir, it, base_params, policy, model_config, kept_all, new):
+  """Fine-tunes for iteration `it`: from the base (or the last policy) on every example so
+  far (or this iteration's). Returns (policy, losses, the training set, iteration dir)."""
+  train_set = kept_all if cfg.accumulate else new
+  it_dir = _iter_dir(workdir, it)
+  os.makedirs(it_dir, exist_ok=True)
+  losses = []
+  if train_set:
+    start = base_params if cfg.restart_from_base else policy
+    steps = cfg.finetune_steps
+    if cfg.finetune_epochs > 0:
+      steps = max(1, min(steps, math.ceil(cfg.finetune_epochs * len(train_set)
+                                          / cfg.finetune_batch_size)))
+    policy, losses = finetune(start, model_config, train_set, steps=steps,
+                              batch_size=cfg.finetune_batch_size,
+                              learning_rate=cfg.finetune_lr, seq_len=cfg.seq_len,
+                              seed=cfg.seed * 1000 + it)
+  return policy, losses, train_set, it_dir
+
+
+def _finish_iteration(workdir, it, policy, model_config, new, acc, think_tok, problems, kept,
+                      rationalized, train_set, losses, t0) -> dict:
+  """Saves the iteration (checkpoint, its new examples, then row.json, which marks it done)
+  and the table so far; returns the row."""
+  it_dir = _iter_dir(workdir, it)
+  row = _row(it, acc, think_tok, problems=len(problems), kept=kept, rationalized=rationalized,
+             train=train_set, losses=losses, elapsed=time.time() - t0)
+  save_pretrained(it_dir, policy, model_config, {"star_iteration": it})
+  with open(os.path.join(it_dir, "examples.jsonl"), "w") as f:
+    for e in new:
+      f.write(json.dumps(dataclasses.asdict(e)) + "\n")
+  _write_json(os.path.join(it_dir, "row.json"), row)  # last: marks the iteration done
+  rows = [json.load(open(os.path.join(_iter_dir(workdir, i), "row.json")))
+          for i in _completed(workdir)]
+  write_table(workdir, rows)
+  return row
 
 
 def _split(text: str) -> tuple[str, str]:
@@ -386,9 +454,10 @@ def _row(it, acc, think_tok, *, problems, kept=(), rationalized=(), train=(), lo
          "finetune_examples": len(train), "finetune_steps": len(losses),
          "finetune_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
          "thinking_tokens": think_tok, "elapsed_s": round(elapsed, 1)}
-  levels = sorted({(e.task, e.difficulty) for e in [*kept, *rationalized]})
+  levels = sorted({(e.task, e.difficulty) for e in [*kept, *rationalized, *train]})
   for t, d in levels:
     row[f"kept/{t}/{d}"] = sum(e.task == t and e.difficulty == d for e in kept)
     row[f"ratio/{t}/{d}"] = sum(e.task == t and e.difficulty == d for e in rationalized)
+    row[f"examples/{t}/{d}"] = sum(e.task == t and e.difficulty == d for e in train)
   row.update({f"acc/{k}": v for k, v in acc.items()})
   return row
