@@ -4,7 +4,7 @@
   python launch/budget_sft.py --config=configs/budget_sft.py:smoke --workdir=/tmp/l1_smoke
 
 Field meanings: o1jax/training/budget_sft.py (SFTConfig). `base` "" is the embedded
-reasoner v2. Sized for the 2-core CPU: about 10 minutes with one other job running.
+reasoner v2. Sized for the 2-core CPU: about 9 minutes with one other job running.
 """
 
 import ml_collections
@@ -21,9 +21,9 @@ def get_config(variant: str = ""):
       between_fraction=0.2,
       plain_fraction=0.1,
       num_examples=24_000,
-      steps=600,
+      steps=1800,
       batch_size=32,
-      learning_rate=5e-4,
+      learning_rate=7e-4,
       warmup_steps=30,
       final_lr_fraction=0.1,
       buckets=(96, 128, 320),

@@ -40,7 +40,10 @@ def test_addition_compact_plans_are_right_arithmetic():
       s = (da[i] if i < len(da) else 0) + (db[i] if i < len(db) else 0) + carry
       sums.append(s)
       carry = s // 10
-    assert [int(x) for x in plans["sums"].split(",")] == sums
+    assert plans["sums"] == "".join(f"{x:02d}" for x in sums)
+    assert plans["pairs"] == ",".join(f"{da[i] if i < len(da) else 0}"
+                                      f"{db[i] if i < len(db) else 0}={x:02d}"
+                                      for i, x in enumerate(sums))
     assert int(plans["digits"][::-1]) == a + b
     assert plans["solve"] == "; ".join(p.steps)
     assert plans["solve_so"] == plans["solve"] + f"; so {a + b}"
@@ -64,6 +67,10 @@ def test_equation_key_lines_hold_at_the_answer():
     else:
       assert _eval_linear(lhs, x) == int(rhs), plans["key"]
     assert plans["key2"] == f"{plans['key']}; x={x}"
+    for line in plans["results"].split("; "):  # every kept line holds at x
+      lhs, rhs = line.split("=")
+      assert _eval_linear(lhs, x) == int(rhs), line
+    assert plans["results"].endswith(f"x={x}")
     assert len(plans["key"]) < len(plans["solve"]) or p.difficulty == 1
 
 
@@ -84,18 +91,30 @@ def test_countdown_route_reaches_the_target():
 
 
 @pytest.mark.parametrize("task", ["addition", "equation", "countdown"])
-def test_plan_for_budget_is_the_longest_that_leaves_room_to_close(task):
-  for p in _problems(task, n=4):
-    plans = compact.plans(p)
-    previous = -1
-    for budget in range(0, 300):
-      name, text = compact.plan_for_budget(p, budget)
-      assert plans[name] == text
-      assert len(text) < budget or text == ""  # the model's </think> comes before the cap
-      longer_fitting = [t for t in plans.values() if len(t) < budget]
-      assert len(text) == max(map(len, longer_fitting), default=0)
-      assert len(text) >= previous  # more budget never buys a shorter plan
-      previous = len(text)
+def test_plan_for_budget_fits_with_room_to_close(task):
+  budgets = (0, 1, 5, 8, 12, 16, 24, 32, 48, 64, 100, 128, 200, 256, 300)
+  for d in LEVELS:
+    problems = tasks.get_task(task).generate_problems(11, d, 30)
+    names = {b: set() for b in budgets}
+    for p in problems:
+      own = compact.plans(p)
+      previous = -1
+      for budget in budgets:
+        name, text = compact.plan_for_budget(p, budget)
+        names[budget].add(name)
+        assert len(text) < budget or text == ""  # the model's </think> comes before the cap
+        if name == "search":  # countdown: search while it fits, then the route
+          solve = own["solve"].split("; ")
+          assert text == own["solve"] or (text.endswith(own["route"].split("; ")[-1])
+                                           and text.split("; ")[0] == solve[0])
+          assert len(text) < budget - budget // 8
+        else:
+          assert own[name] == text
+        if task != "countdown":
+          assert len(text) >= previous  # more budget never buys a shorter plan
+          previous = len(text)
+    if task != "countdown":  # the choice follows from the prompt's level alone
+      assert all(len(v) == 1 for v in names.values()), names
   with pytest.raises(ValueError, match="non-negative"):
     compact.plan_for_budget(p, -1)
 

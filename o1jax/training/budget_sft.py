@@ -57,9 +57,9 @@ class SFTConfig:
   between_fraction: float = 0.2    # targets drawn log-uniformly in [min/2, max]
   plain_fraction: float = 0.1      # unbudgeted reflective examples
   num_examples: int = 24_000
-  steps: int = 600
+  steps: int = 1800
   batch_size: int = 32
-  learning_rate: float = 5e-4
+  learning_rate: float = 7e-4
   warmup_steps: int = 30
   final_lr_fraction: float = 0.1
   buckets: tuple[int, ...] = (96, 128, 320)              # seq_len of each compiled step
