@@ -4,7 +4,7 @@
   python launch/budget_sft.py --config=configs/budget_sft.py:smoke --workdir=/tmp/l1_smoke
 
 Field meanings: o1jax/training/budget_sft.py (SFTConfig). `base` "" is the embedded
-reasoner v2. Sized for the 2-core CPU: about 9 minutes with one other job running.
+reasoner v2. Sized for the 2-core CPU: about 16 minutes with one other job running.
 """
 
 import ml_collections
@@ -17,11 +17,11 @@ def get_config(variant: str = ""):
       tasks=("addition", "equation", "countdown"),
       difficulties=(1, 2, 3, 4),
       targets=(8, 16, 32, 64, 128, 256),
-      target_weights=(3.0, 3.0, 3.0, 2.0, 1.0, 1.0),
+      target_weights=(3.0, 4.0, 4.0, 2.0, 1.0, 1.0),
       between_fraction=0.2,
       plain_fraction=0.1,
-      num_examples=24_000,
-      steps=1800,
+      num_examples=48_000,
+      steps=3600,
       batch_size=32,
       learning_rate=7e-4,
       warmup_steps=30,

@@ -232,3 +232,33 @@ def test_summary_counts():
   assert not budget_eval.is_within_budget("budget", 8, 8)
   with pytest.raises(ValueError, match="method"):
     budget_eval.method_prompt("s1", "1+1=", 8)
+
+
+def test_finetune_learns_the_budgeted_examples():
+  from o1jax.model import ModelConfig, init_params
+  from o1jax.training.trainer import loss_fn
+  tiny = ModelConfig(embed_dim=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
+                     mlp_dim=64, max_seq_len=128, vocab_size=TOK.vocab_size)
+  cfg = budget_sft.SFTConfig(tasks=("addition",), difficulties=(1,), num_examples=16,
+                             steps=30, batch_size=8, learning_rate=3e-3, warmup_steps=2,
+                             buckets=(128,))  # one bucket: one compile
+  ex = budget_sft.make_examples(cfg)
+  params = init_params(tiny, jax.random.key(0))
+  batch = budget_sft.bucket_arrays(ex, (128,), TOK)[0]
+  before = float(loss_fn(params, batch, tiny))
+  lines = []
+  trained, losses = budget_sft.finetune(params, tiny, ex, cfg, log=lines.append, log_every=15)
+  after = float(loss_fn(trained, batch, tiny))
+  assert len(losses) == 30 and len(lines) == 2 and "sft step 30/30" in lines[-1]
+  assert after < before - 0.5, (before, after)
+
+
+def test_l1_configs_are_valid():
+  from configs import budget_sft as sft_config
+  from configs import grpo as grpo_config
+  from o1jax.training import grpo
+  cfg = grpo.GRPOConfig.from_config_dict(grpo_config.get_config("budget_l1").grpo)
+  assert cfg.budget_targets == (8, 16, 32, 64, 128, 256) and cfg.base
+  assert budget_sft.SFTConfig.from_config_dict(sft_config.get_config().sft).steps > 0
+  with pytest.raises(ValueError, match="variant"):
+    sft_config.get_config("nope")

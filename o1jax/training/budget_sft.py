@@ -53,11 +53,11 @@ class SFTConfig:
   tasks: tuple[str, ...] = ("addition", "equation", "countdown")
   difficulties: tuple[int, ...] = (1, 2, 3, 4)
   targets: tuple[int, ...] = (8, 16, 32, 64, 128, 256)   # the budgets drawn most often
-  target_weights: tuple[float, ...] = (3, 3, 3, 2, 1, 1)
+  target_weights: tuple[float, ...] = (3, 4, 4, 2, 1, 1)
   between_fraction: float = 0.2    # targets drawn log-uniformly in [min/2, max]
   plain_fraction: float = 0.1      # unbudgeted reflective examples
-  num_examples: int = 24_000
-  steps: int = 1800
+  num_examples: int = 48_000
+  steps: int = 3600
   batch_size: int = 32
   learning_rate: float = 7e-4
   warmup_steps: int = 30
