@@ -79,8 +79,9 @@ def main(argv):
   budget_eval.write_csv(os.path.join(_OUT.value, "budget_rows.csv"),
                         [dataclasses.asdict(r) for r in rows])
   budget_eval.plot(table, os.path.join(_OUT.value, "budget.png"),
-                   f"Held-out accuracy vs thinking budget ({len(problems)} problems, "
-                   f"{','.join(_TASKS.value)} levels {','.join(_DIFFICULTIES.value)})")
+                   f"s1 budget forcing vs L1 budget conditioning, held-out\n"
+                   f"({len(problems)} problems: {', '.join(_TASKS.value)}, levels "
+                   f"{','.join(_DIFFICULTIES.value)})")
   with open(os.path.join(_OUT.value, "budget_summary.json"), "w") as f:
     json.dump({"table": table, "num_problems": len(problems),
                "problems_per_level": _NUM_PROBLEMS.value, "policy": _POLICY.value,

@@ -122,6 +122,9 @@ def plot(lines: Sequence[dict], path: str, title: str) -> None:
     ax.plot(b, [x["within_budget"] for x in ls], "x--", color=color, alpha=0.6,
             label=f"{method}: closed within budget")
   ax.set_xscale("log", base=2)
+  ticks = sorted({x["budget"] for x in lines})
+  ax.set_xticks(ticks, [str(t) for t in ticks])
+  ax.minorticks_off()
   ax.set_xlabel("thinking budget N (tokens; hard cap for both, target in the prompt for "
                 "conditioned)", fontsize=8)
   ax.set_ylabel("fraction of held-out problems")
