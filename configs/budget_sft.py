@@ -1,7 +1,7 @@
 """The supervised stage of budget-conditioned thinking (launch/budget_sft.py).
 
   python launch/budget_sft.py --config=configs/budget_sft.py --workdir=runs/l1_sft
-  python launch/budget_sft.py --config=configs/budget_sft.py:smoke --workdir=/tmp/l1_smoke
+  python launch/budget_sft.py --config=configs/budget_sft.py:smoke --workdir=runs/l1_smoke
 
 Field meanings: o1jax/training/budget_sft.py (SFTConfig). `base` "" is the embedded
 reasoner v2. Sized for the 2-core CPU: about 16 minutes with one other job running.

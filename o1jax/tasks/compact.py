@@ -8,18 +8,20 @@ answer that a model can learn to write:
   full       the reflective trace: solve steps, `so X`, the check and its verdict
   solve_so   the solve steps and `so X`, without the check
   solve      the solve steps only (the model was trained to answer from cut traces)
-  compact    a task-specific short form (below), possibly in two sizes
+  compact    task-specific short forms (below)
   direct     no thinking at all
 
 Compact forms (one thinking token = one character):
   addition   `pairs`: each column's two digits and sum (carry in included, two digits),
              right to left, `41=05,49=13,68=15,07=08,86=14` (the column step without
-             its `+` signs); `sums`: the column sums alone, `0513150814` (the tens digit
-             is the carry); `digits`: the answer's digits reversed, `535841` (least significant
-             first, the order the columns are added in).
+             its `+` signs); `sums`: the column sums alone, `0513150814` (the tens
+             digit is the carry); `digits`: the answer's digits reversed, `535841`
+             (least significant first, the order the columns are added in). Fixed width:
+             the length follows from the digit count, not from carries.
   equation   `results`: the solve steps whose right side is a number, `9(x+1)=90;
-             x+1=10; x=9` (the subtraction and division lines dropped); `key2`: the line that fixes x and the answer, `5x=45; x=9`; `key`: that line
-             alone (`x=4+9` at level 1, `5x=45`, `4x=16`, `x+1=10` at level 4).
+             x+1=10; x=9` (the subtraction and division lines dropped); `key2`: the
+             line that fixes x and the answer, `5x=45; x=9`; `key`: that line alone
+             (`x=4+9` at level 1, `5x=45`, `4x=16`, `x+1=10` at level 4).
   countdown  `route`: the two steps of the winning expression, `6+7=13; 13*5=65` (no
              partial products, no failed branches); `first`: its first step, `7-4=3`
              (the last operator is left to the answer); `search` (budget-dependent):
@@ -34,8 +36,6 @@ from __future__ import annotations
 
 import functools
 import re
-
-import numpy as np
 
 from o1jax import tasks as tasks_lib
 from o1jax.tasks.base import STEP_SEP, Problem
