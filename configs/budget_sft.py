@@ -20,6 +20,7 @@ def get_config(variant: str = ""):
       target_weights=(3.0, 4.0, 4.0, 2.0, 1.0, 1.0),
       between_fraction=0.2,
       plain_fraction=0.1,
+      search_reserve=0.125,
       num_examples=48_000,
       steps=3600,
       batch_size=32,

@@ -117,6 +117,8 @@ def test_plan_for_budget_fits_with_room_to_close(task):
       assert all(len(v) == 1 for v in names.values()), names
   with pytest.raises(ValueError, match="non-negative"):
     compact.plan_for_budget(p, -1)
+  with pytest.raises(ValueError, match="search_reserve"):
+    compact.plan_for_budget(p, 64, search_reserve=1.0)
 
 
 def test_sft_example_layout_and_loss_mask():

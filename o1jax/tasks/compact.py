@@ -142,7 +142,8 @@ def bounded_search(problem: Problem, limit: int) -> str | None:
   return None
 
 
-def plan_for_budget(problem: Problem, budget: int) -> tuple[str, str]:
+def plan_for_budget(problem: Problem, budget: int, search_reserve: float = 0.125
+                    ) -> tuple[str, str]:
   """(name, thinking): the most informative plan whose length a model can count on keeping
   under a hard budget of `budget` thinking tokens.
 
@@ -151,14 +152,16 @@ def plan_for_budget(problem: Problem, budget: int) -> tuple[str, str]:
   qualifies when its longest run over the problem's level (`length_bounds`: what the model
   can know from the prompt) is under the budget; the longest qualifying plan is taken.
   Countdown's search length is not knowable from the prompt, so when its bound does not
-  fit, the `search` plan searches while at least an eighth of the budget is left and then
-  writes the route. Budget 0 (and 1) gives the direct answer."""
+  fit, the `search` plan searches while at least `search_reserve` of the budget is left
+  (a margin for a model that counts its tokens roughly) and then  writes the route. Budget 0 (and 1) gives the direct answer."""
   if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
     raise ValueError(f"budget must be a non-negative integer, got {budget!r}")
+  if not 0 <= search_reserve < 1:
+    raise ValueError(f"search_reserve must be in [0, 1), got {search_reserve!r}")
   options = plans(problem)
   bounds = prompt_bounds(problem)
   if problem.task == "countdown" and bounds["solve"] >= budget:
-    search = bounded_search(problem, budget - budget // 8)
+    search = bounded_search(problem, budget - int(budget * search_reserve))
     if search is not None:
       options["search"] = search
       bounds["search"] = len(search)

@@ -56,6 +56,7 @@ class SFTConfig:
   target_weights: tuple[float, ...] = (3, 4, 4, 2, 1, 1)
   between_fraction: float = 0.2    # targets drawn log-uniformly in [min/2, max]
   plain_fraction: float = 0.1      # unbudgeted reflective examples
+  search_reserve: float = 0.125    # countdown's search stops with this share of N left
   num_examples: int = 48_000
   steps: int = 3600
   batch_size: int = 32
@@ -76,6 +77,8 @@ class SFTConfig:
       budget_prompt.check_target_budget(t)
     if any(w < 0 for w in self.target_weights) or sum(self.target_weights) <= 0:
       raise ValueError(f"target_weights must be non-negative, not all 0: {self.target_weights}")
+    if not 0 <= self.search_reserve < 1:
+      raise ValueError(f"search_reserve must be in [0, 1), got {self.search_reserve}")
     for name in ("between_fraction", "plain_fraction"):
       if not 0 <= getattr(self, name) <= 1:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -90,15 +93,16 @@ class SFTConfig:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.to_dict().items()})
 
 
-def budget_example(problem, budget: int | None) -> BudgetExample:
+def budget_example(problem, budget: int | None, search_reserve: float = 0.125
+                   ) -> BudgetExample:
   """The training example of `problem` at target `budget` (None: plain prompt, the full
-  reflective trace)."""
+  reflective trace); `search_reserve` as in compact.plan_for_budget."""
   if budget is None:
     name, plan = "full", compact.plans(problem)["full"]
     prompt = problem.prompt
   else:
     budget = budget_prompt.check_target_budget(budget)
-    name, plan = compact.plan_for_budget(problem, budget)
+    name, plan = compact.plan_for_budget(problem, budget, search_reserve)
     prompt = budget_prompt.with_budget(problem.prompt, budget)
   return BudgetExample(problem.task, problem.difficulty, prompt,
                        render_text(prompt, plan, problem.answer), budget, name)
@@ -121,7 +125,7 @@ def make_examples(cfg: SFTConfig) -> list[BudgetExample]:
     t, d = pairs[int(rng.integers(len(pairs)))]
     problem = tasks_lib.get_task(t).generate(rng, d, split="train")
     target = None if rng.random() < cfg.plain_fraction else draw_target(cfg, rng)
-    out.append(budget_example(problem, target))
+    out.append(budget_example(problem, target, cfg.search_reserve))
   return out
 
 
