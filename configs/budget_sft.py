@@ -4,7 +4,7 @@
   python launch/budget_sft.py --config=configs/budget_sft.py:smoke --workdir=runs/l1_smoke
 
 Field meanings: o1jax/training/budget_sft.py (SFTConfig). `base` "" is the embedded
-reasoner v2. Sized for the 2-core CPU: about 16 minutes with one other job running.
+reasoner v2. Sized for the 2-core CPU: 16-18 minutes with one other job running (11 min of CPU).
 """
 
 import ml_collections
