@@ -4,6 +4,8 @@
       [--config.grpo.steps=200 --config.grpo.kl_coef=0.02 ...]
   # L1-style budget-conditioned prompts and rewards:
   python launch/grpo.py --config=configs/grpo.py:budget --workdir=runs/grpo_budget
+  # L1 stage 2, from the budget-conditioned SFT policy (launch/budget_sft.py, stage 1):
+  python launch/grpo.py --config=configs/grpo.py:budget_l1 --workdir=runs/l1_grpo
 
 Defaults are sized for a shared 2-core CPU: a step (16 prompts x 8 samples, one update) takes
 about a second or two on the embedded model. Field meanings: o1jax/training/grpo.py.
@@ -52,6 +54,13 @@ def get_config(variant: str = ""):
       seed=0))
   if variant == "budget":
     c.grpo.update(budget_targets=(16, 32, 48), budget_reward="max", budget_alpha=0.5)
+  elif variant == "budget_l1":
+    # From the SFT stage's policy, the budgets launch/eval_budget.py measures; a few
+    # minutes on the 2-core CPU (docs/REASONING_TRAINING.md, "Budget-conditioned thinking").
+    c.grpo.update(base="runs/l1_sft/final", budget_targets=(8, 16, 32, 64, 128, 256),
+                  budget_reward="max", budget_alpha=0.5, steps=40, eval_problems=4,
+                  eval_every=40, checkpoint_every=20)
   elif variant:
-    raise ValueError(f"unknown configs/grpo.py variant {variant!r}; known: 'budget'")
+    raise ValueError(f"unknown configs/grpo.py variant {variant!r}; known: 'budget', "
+                     "'budget_l1'")
   return c

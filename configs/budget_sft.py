@@ -1,0 +1,36 @@
+"""The supervised stage of budget-conditioned thinking (launch/budget_sft.py).
+
+  python launch/budget_sft.py --config=configs/budget_sft.py --workdir=runs/l1_sft
+  python launch/budget_sft.py --config=configs/budget_sft.py:smoke --workdir=runs/l1_smoke
+
+Field meanings: o1jax/training/budget_sft.py (SFTConfig). `base` "" is the embedded
+reasoner v2. Sized for the 2-core CPU: 16-18 minutes with one other job running (11 min of CPU).
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = ""):
+  c = ml_collections.ConfigDict()
+  c.base = ""
+  c.sft = ml_collections.ConfigDict(dict(
+      tasks=("addition", "equation", "countdown"),
+      difficulties=(1, 2, 3, 4),
+      targets=(8, 16, 32, 64, 128, 256),
+      target_weights=(3.0, 4.0, 4.0, 2.0, 1.0, 1.0),
+      between_fraction=0.2,
+      plain_fraction=0.1,
+      search_reserve=0.125,
+      num_examples=48_000,
+      steps=3600,
+      batch_size=32,
+      learning_rate=7e-4,
+      warmup_steps=30,
+      final_lr_fraction=0.1,
+      buckets=(96, 128, 320),
+      seed=0))
+  if variant == "smoke":
+    c.sft.update(num_examples=200, steps=4, batch_size=8, warmup_steps=1)
+  elif variant:
+    raise ValueError(f"unknown configs/budget_sft.py variant {variant!r}; known: 'smoke'")
+  return c
