@@ -103,14 +103,14 @@ def plot(rows: Sequence[dict], held_back: Sequence[int], path: str, title: str) 
   for run, curve in held_back_accuracy(rows, held_back).items():
     left.plot(range(len(curve)), [100 * a for a in curve], "o-", lw=2 if run == "star" else 1,
               label=run)
-  left.set_title(f"mean of levels {', '.join(map(str, held_back))} (no worked solutions)")
+  left.set_title(f"mean of the held-back levels {', '.join(map(str, held_back))}")
   levels = sorted({(r["task"], r["difficulty"]) for r in rows})
   for t, d in levels:
     pts = sorted((r["iteration"], r["accuracy"]) for r in rows
                  if r["run"] == "star" and (r["task"], r["difficulty"]) == (t, d))
     style = "o-" if d in held_back else "o:"
     right.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, label=f"{t} level {d}")
-  right.set_title("star, per level (dotted: levels with worked solutions)")
+  right.set_title("star, per level (dotted: levels not held back)")
   for ax in (left, right):
     ax.set_xlabel("STaR iteration (0: base)")
     ax.set_ylabel("held-out accuracy (%)")
