@@ -1,9 +1,9 @@
-"""STaR experiment: a base reasoner that never saw worked solutions for the harder levels.
+"""STaR experiment: a base reasoner with few worked solutions for the harder levels.
 
 The same file configures both stages (sections model/data/train/mesh are what
 launch/train.py reads; `star` is what launch/star.py reads):
 
-  # 1. the base model: addition with worked solutions for levels 1-2, answers (and 2% worked
+  # 1. the base model: addition with worked solutions for levels 1-2, answers (and 4% worked
   #    solutions) for levels 3-4
   python launch/train.py --config=configs/star.py --workdir=runs/star_base
   # 2. STaR iterations from it
@@ -11,8 +11,9 @@ launch/train.py reads; `star` is what launch/star.py reads):
   # or STaR and its two baselines at equal fine-tuning compute -> docs/star/star.csv, .png
   python launch/star.py --config=configs/star.py --workdir=runs/star_compare --compare
 
-Sized for a shared 2-core CPU: the base trains in a few minutes, each STaR iteration (sample,
-filter, rationalise, fine-tune, evaluate) takes a few minutes more.
+Sized for a 2-core CPU: the base trains in 2.5-7 minutes, each STaR iteration (sample,
+filter, rationalise, fine-tune 300 steps, evaluate) takes about a minute, and --compare
+(three runs of ten iterations) about 24 minutes (docs/REASONING_TRAINING.md).
 """
 
 import importlib.util
@@ -41,9 +42,8 @@ def get_config(variant: str = ""):
   # digits) carry answers, and worked solutions in only 4% of their examples: STaR's few
   # rationale examples beside a large set of answers. With none at all there, no base this
   # size wrote a correct 4-digit rationale: in the column form or Nye et al.'s scratchpad,
-  # it does not extend the steps to operands longer (or, between two worked lengths, of a
-  # length) it has not seen (docs/REASONING_TRAINING.md), and STaR can only bootstrap what
-  # sampling sometimes finds. A share of the worked examples shows the answer as a hint,
+  # it does not extend the steps to operands longer than it has seen
+  # (docs/REASONING_TRAINING.md), and STaR can only bootstrap what sampling sometimes finds. A share of the worked examples shows the answer as a hint,
   # the format rationalisation samples with.
   c.data.tasks = ("addition",)
   c.data.difficulties = (1, 2, 3, 4)
