@@ -22,6 +22,11 @@ from o1jax.tasks.tokenizer import END_THINK_TEXT, THINK_TEXT, CharTokenizer
 _SOURCE_LEN = 2**31 - 1
 
 
+def hinted_prompt(problem: tasks_lib.Problem, template: str) -> str:
+  """The prompt with its answer as a hint (STaR's rationalisation prompt)."""
+  return problem.prompt + template.format(answer=problem.answer)
+
+
 @dataclasses.dataclass(frozen=True)
 class Mixture:
   """What a training stream draws from.
@@ -41,15 +46,13 @@ class Mixture:
   route (o1jax/tasks/reflection.py); `error_fraction` of those traces make one slip that
   their check catches and corrects, the wrong step masked out of the loss. A reflective trace
   cut short closes with the best answer the cut part holds: its latest unrefuted candidate,
-  else the true answer (the best guess, as with no thinking). `trace_style` "scratchpad"
-  writes addition in Nye et al.'s scratchpad (o1jax/tasks/addition.py), the STaR format.
-  `hint_fraction` of the examples with a whole worked solution show the answer as a hint
-  after the prompt (`hint_template`), so STaR's rationalisation (sampling with the answer
-  given) uses a format the model has seen. A reflective trace
-  cut short closes with the best answer the cut part holds: its latest unrefuted candidate,
   else the true answer (the best guess, as with no thinking). `short_cut_fraction` of the
   cuts are log-uniform in length (most within the first step or two) instead of uniform. A trace with a correction that
   would not fit `max_tokens` is written without the slip.
+  `trace_style` "scratchpad" writes addition in Nye et al.'s scratchpad
+  (o1jax/tasks/addition.py), the STaR format. `hint_fraction` of the examples with a whole
+  worked solution show the answer as a hint after the prompt (`hint_template`), so STaR's
+  rationalisation (sampling with the answer given) uses a format the model has seen.
   """
   tasks: tuple[str, ...] = ("addition", "equation", "countdown")
   difficulties: tuple[int, ...] = (1, 2, 3, 4)
@@ -115,19 +118,11 @@ class Mixture:
   def max_text_len(self) -> int:
     """The longest training text of plain traces; a reflective trace's length is checked
     per example (its corrections make an exhaustive bound expensive), see `max_tokens`."""
-    longest = max(tasks_lib.get_task(t).max_text_len(d)
-                  for t in self.tasks for d in self.difficulties)
-    if self.trace_style == "scratchpad":  # addition only: all-9 operands write the most
-      from o1jax.tasks import addition
-      for d in self.difficulties:
-        nines = 10**(addition.LEVEL5_DIGITS if d == 5 else d + 1) - 1
-        problem = addition.build(nines, nines)
-        longest = max(longest, len(self._plain_text(problem, self.hint_fraction > 0)))
-    elif self.hint_fraction > 0:  # the hint repeats the answer, which the text already holds
-      longest = max(len(tasks_lib.render(p)) + len(self.hint_template.format(answer=p.answer))
-                    for t in self.tasks for d in self.difficulties
-                    for p in [self._longest_problem(t, d)])
-    return longest
+    if self.trace_style != "scratchpad" and not self.hint_fraction:
+      return max(tasks_lib.get_task(t).max_text_len(d)
+                 for t in self.tasks for d in self.difficulties)
+    return max(len(self._plain_text(self._longest_problem(t, d), self.hint_fraction > 0))
+               for t in self.tasks for d in self.difficulties)
 
   def example(self, index: int) -> tuple[tasks_lib.Problem, int | None]:
     """(problem, thinking shown): None = all of it, else its first that many characters."""
@@ -166,8 +161,7 @@ class Mixture:
     thinking = self._thinking(problem)
     if shown is None:
       hinted = np.random.default_rng([self.seed, index, 3]).random() < self.hint_fraction
-      prompt = problem.prompt + (self.hint_template.format(answer=problem.answer)
-                                 if hinted else "")
+      prompt = hinted_prompt(problem, self.hint_template) if hinted else problem.prompt
       return Example(tasks_lib.render_text(prompt, thinking, problem.answer), prompt, True)
     return Example(tasks_lib.render_text(problem.prompt, thinking[:shown], problem.answer),
                    problem.prompt, False)
@@ -179,7 +173,8 @@ class Mixture:
     return tasks_lib.thinking_text(problem)
 
   def _longest_problem(self, task: str, difficulty: int) -> tasks_lib.Problem:
-    """The problem whose plain text is longest among 256 drawn (exact for addition)."""
+    """The problem whose text is longest: all-9 operands for addition (exact, in either
+    style), else the longest of 256 drawn (with a hint, the answer appears twice)."""
     pool = tasks_lib.get_task(task).generate_problems(0, difficulty, 256, split="any")
     if task == "addition":
       from o1jax.tasks import addition
@@ -188,8 +183,8 @@ class Mixture:
     return max(pool, key=lambda p: len(tasks_lib.render(p)) + len(p.answer))
 
   def _plain_text(self, problem: tasks_lib.Problem, with_hint: bool) -> str:
-    hint = self.hint_template.format(answer=problem.answer) if with_hint else ""
-    return tasks_lib.render_text(problem.prompt + hint, self._thinking(problem), problem.answer)
+    prompt = hinted_prompt(problem, self.hint_template) if with_hint else problem.prompt
+    return tasks_lib.render_text(prompt, self._thinking(problem), problem.answer)
 
   def _render_reflective(self, index: int) -> "Example":
     # The plain example's draws come first, so both styles see the same problems.

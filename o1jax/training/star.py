@@ -141,8 +141,7 @@ class Example:
   steps_correct: bool  # every step passes the task's checker (a diagnostic, not a filter)
 
 
-def hinted_prompt(problem: Problem, template: str) -> str:
-  return problem.prompt + template.format(answer=problem.answer)
+hinted_prompt = data_lib.hinted_prompt  # the format the base saw in training (data.Mixture)
 
 
 def _hint_marker(template: str) -> str:
@@ -350,6 +349,7 @@ def run_star(cfg: StarConfig, workdir: str, log: Callable[[str], None] = print) 
       kept, rationalized = _rationales(cfg, policy, sample_cfg, problems, it, seen)
       new = kept + rationalized
     kept_all += new
+    train_set = kept_all if cfg.accumulate else new
     if not new:
       message = (f"STaR iteration {it}: the sampler produced no verified rationale for any of "
                  f"{len(problems)} problems ({cfg.samples} samples each"
@@ -358,9 +358,8 @@ def run_star(cfg: StarConfig, workdir: str, log: Callable[[str], None] = print) 
         raise StarError(message + "; nothing new to fine-tune on. Raise samples or "
                         "temperature, lower min_thinking, or set on_empty='skip' to carry on.")
       warnings.warn(message + ("; fine-tuning on the earlier iterations' examples only"
-                               if kept_all else "; no examples at all: the model is kept"))
-    policy, losses, train_set, it_dir = _finetune_iteration(cfg, workdir, it, base_params,
-                                                            policy, model_config, kept_all, new)
+                               if train_set else "; no examples at all: the model is kept"))
+    policy, losses = _finetune_iteration(cfg, it, base_params, policy, model_config, train_set)
     acc, think_tok = evaluate_heldout(policy, greedy_cfg, heldout, cfg.batch_size)
     rows.append(_finish_iteration(workdir, it, policy, model_config, new, acc, think_tok,
                                   problems, kept, rationalized, train_set, losses, t0))
@@ -401,24 +400,19 @@ def answer_examples(problems: Sequence[Problem]) -> list[Example]:
           for p in problems]
 
 
-def _finetune_iteration(cfg, workdir, it, base_params, policy, model_config, kept_all, new):
-  """Fine-tunes for iteration `it`: from the base (or the last policy) on every example so
-  far (or this iteration's). Returns (policy, losses, the training set, iteration dir)."""
-  train_set = kept_all if cfg.accumulate else new
-  it_dir = _iter_dir(workdir, it)
-  os.makedirs(it_dir, exist_ok=True)
-  losses = []
-  if train_set:
-    start = base_params if cfg.restart_from_base else policy
-    steps = cfg.finetune_steps
-    if cfg.finetune_epochs > 0:
-      steps = max(1, min(steps, math.ceil(cfg.finetune_epochs * len(train_set)
-                                          / cfg.finetune_batch_size)))
-    policy, losses = finetune(start, model_config, train_set, steps=steps,
-                              batch_size=cfg.finetune_batch_size,
-                              learning_rate=cfg.finetune_lr, seq_len=cfg.seq_len,
-                              seed=cfg.seed * 1000 + it)
-  return policy, losses, train_set, it_dir
+def _finetune_iteration(cfg, it, base_params, policy, model_config, train_set):
+  """Fine-tunes for iteration `it` on `train_set`, from the base (or the last policy).
+  Returns (policy, losses); with nothing to train on, the policy unchanged."""
+  if not train_set:
+    return policy, []
+  start = base_params if cfg.restart_from_base else policy
+  steps = cfg.finetune_steps
+  if cfg.finetune_epochs > 0:
+    steps = max(1, min(steps, math.ceil(cfg.finetune_epochs * len(train_set)
+                                        / cfg.finetune_batch_size)))
+  return finetune(start, model_config, train_set, steps=steps,
+                  batch_size=cfg.finetune_batch_size, learning_rate=cfg.finetune_lr,
+                  seq_len=cfg.seq_len, seed=cfg.seed * 1000 + it)
 
 
 def _finish_iteration(workdir, it, policy, model_config, new, acc, think_tok, problems, kept,
@@ -426,6 +420,7 @@ def _finish_iteration(workdir, it, policy, model_config, new, acc, think_tok, pr
   """Saves the iteration (checkpoint, its new examples, then row.json, which marks it done)
   and the table so far; returns the row."""
   it_dir = _iter_dir(workdir, it)
+  os.makedirs(it_dir, exist_ok=True)
   row = _row(it, acc, think_tok, problems=len(problems), kept=kept, rationalized=rationalized,
              train=train_set, losses=losses, elapsed=time.time() - t0)
   save_pretrained(it_dir, policy, model_config, {"star_iteration": it})

@@ -25,14 +25,12 @@ COLUMNS = ("run", "iteration", "task", "difficulty", "accuracy", "kept", "ration
 
 
 def variants(cfg) -> dict:
-  """The three runs' configs from one StarConfig (which of them `cfg` itself is does not
-  matter: each sets what distinguishes it)."""
-  return {
-      "star": dataclasses.replace(cfg, method="rationales", rationalize=True),
-      "star_no_rationalisation": dataclasses.replace(cfg, method="rationales",
-                                                     rationalize=False),
-      "answers_only": dataclasses.replace(cfg, method="answers_only"),
-  }
+  """The three runs' configs from one StarConfig, by run name (which of them `cfg` itself
+  is does not matter: each sets what distinguishes it)."""
+  runs = (dataclasses.replace(cfg, method="rationales", rationalize=True),
+          dataclasses.replace(cfg, method="rationales", rationalize=False),
+          dataclasses.replace(cfg, method="answers_only"))
+  return {c.run_name: c for c in runs}
 
 
 def csv_rows(run: str, table: Sequence[dict], tasks: Sequence[str],
