@@ -34,7 +34,9 @@ def _per_row(value, batch: int, dtype) -> jax.Array:
 
 def order_keys(x: jax.Array) -> jax.Array:
   """float32 -> uint32 keys with the same order (-inf lowest, +inf highest, NaN aside)."""
-  u = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  x = x.astype(jnp.float32)
+  x = jnp.where(x == 0, 0.0, x)  # -0.0 == 0.0: one key, so the two tie as their values do
+  u = jax.lax.bitcast_convert_type(x, jnp.uint32)
   negative = (u >> 31) == 1
   return jnp.where(negative, ~u, u | jnp.uint32(0x80000000))
 
