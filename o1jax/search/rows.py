@@ -58,8 +58,9 @@ def check_config(config: ThinkConfig) -> None:
   `ThinkConfig.speculative`: search pauses, scores and forks rows at the token that ends a
   step (reading that token's hidden state), so it runs the plain one-token `decode_step`;
   a speculative iteration emits several tokens at once (and carries a draft cache and a
-  pending token that rows do not hold). Refused rather than silently decoded without it. `thinking_kv_budget`: forking and backing up assume cache slot ==
-  position, which an evicting cache breaks."""
+  pending token that rows do not hold). Refused rather than silently decoded without it.
+  `thinking_kv_budget`: forking and backing up assume cache slot == position, which an
+  evicting cache breaks."""
   if config.speculative is not None:
     raise ValueError("search does not support speculative decoding (ThinkConfig.speculative "
                      "is set): its step-level forks and back-ups run the plain one-token "
