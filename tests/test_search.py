@@ -1,6 +1,8 @@
 """Test-time search: selection rules, accounting, budgets, layout independence, backtracking,
 and checker-guided beam search solving problems that greedy decoding fails."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ from o1jax.search import Candidate, SearchConfig, choose, search
 from o1jax.search import select
 from o1jax import search as search_lib
 from o1jax.tasks.tokenizer import CharTokenizer
-from o1jax.thinking import make_think_config, think_texts
+from o1jax.thinking import SpeculativeConfig, make_think_config, think_texts
 from o1jax.search.scorers import checker_scorer
 
 TOK = CharTokenizer()
@@ -139,6 +141,45 @@ def test_a_single_beam_path_is_greedy_decoding_and_a_backtrack_restores_exactly(
     step2 = len(TOK.encode(";" + g.thinking.split(";")[1]))  # the rejected step's tokens
     assert res.compute[i].generated_tokens == p.tokens + step2
     assert res.compute[i].refed_tokens == 1
+
+
+def test_a_backtrack_to_the_prompt_forgets_the_discarded_paths_probes(setup):
+  """With the probe rule (it stops only when probe_agreement probes in a row give one answer),
+  a greedy one-row search whose first step is rejected once backs up to the prompt and
+  decodes again: it must equal greedy think() exactly. A row that kept the probe answers
+  of its discarded path would agree with them at once and stop early."""
+  params, tc = setup
+  tc = dataclasses.replace(tc, stop_rules=("natural", "budget", "confidence"), probe_every=3,
+                           confidence_threshold=2.0, probe_agreement=2)
+  prompts = [p.prompt for p in COUNTDOWN.generate_problems(11, 3, 2, split="eval")]
+  greedy = think_texts(params, TOK, prompts, tc)
+  seen = set()
+
+  def reject_first_step_once(i, steps, closed):
+    if len(steps) == 1 and i not in seen:
+      seen.add(i)
+      return 0.0
+    return 1.0
+
+  cfg = SearchConfig(strategy="dvts", n=1, beam_width=1, temperature=0.0,
+                     backtrack_threshold=0.5, max_backtracks=1, rows_per_batch=2)
+  res = search(params, TOK, prompts, tc, cfg, host_scorer=reject_first_step_once)
+  assert res.backtracks == [1, 1]
+  for g, (c,) in zip(greedy, res.candidates):
+    assert g.num_probes >= 2, "the first pass must have probed before its first step ended"
+    assert (c.thinking, c.answer, c.thinking_tokens, c.stop_reason) == (
+        g.thinking, g.answer, g.thinking_tokens, g.stop_reason)
+
+
+def test_search_refuses_speculative_decoding_by_name(setup):
+  """Search's step-level forks run the plain one-token step: a speculative config is
+  refused before any compute, naming the field, not searched without speculation."""
+  params, tc = setup
+  spec = dataclasses.replace(tc, speculative=SpeculativeConfig(gamma=2, draft_layers=1))
+  with pytest.raises(ValueError, match=r"ThinkConfig\.speculative"):
+    search(params, TOK, ["1+2="], spec, SearchConfig(strategy="sample", n=1))
+  with pytest.raises(ValueError, match=r"ThinkConfig\.speculative"):
+    search(params, TOK, ["1+2="], spec, SearchConfig(strategy="beam", n=2, beam_width=1))
 
 
 @pytest.mark.parametrize("strategy", ["beam", "dvts"])

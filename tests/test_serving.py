@@ -2,6 +2,8 @@
 under every policy (preempted-and-resumed requests included), budgets per request, one
 compiled program for any settings, bit-exact eviction, the queue bound and cancellation."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from o1jax import tasks
 from o1jax.serving import (POLICIES, Engine, QueueFull, Request, Scheduler, SchedulerConfig)
 from o1jax.serving.predictor import load_thinking_head
 from o1jax.tasks.tokenizer import CharTokenizer
-from o1jax.thinking import UNLIMITED, make_think_config, think_texts
+from o1jax.thinking import UNLIMITED, SpeculativeConfig, make_think_config, think_texts
 from o1jax.thinking.state import Segment
 
 TOK = CharTokenizer()
@@ -195,3 +197,11 @@ def test_cost_clock_advances_by_the_modelled_cost_of_each_call(model, config):
   # Arrived at 0; done after one prefill, one insert, its steps, the views and its free.
   assert done.arrival == 0.0 and done.latency == clock() >= 1100 + 1e4 + 1e5 + 1e8
   assert _text(done, Segment.ANSWER).startswith("46")
+
+
+def test_engine_refuses_speculative_decoding_by_name(model, config):
+  """The slot step is the plain one-token step: a speculative config is refused at
+  construction, naming the field, rather than served without speculation."""
+  spec = dataclasses.replace(config, speculative=SpeculativeConfig(gamma=2, draft_layers=1))
+  with pytest.raises(ValueError, match=r"ThinkConfig\.speculative"):
+    Engine(model[0], TOK, spec, slots=1)

@@ -25,9 +25,10 @@ from flax import struct
 
 from o1jax.model.heads import head_probability
 from o1jax.model.transformer import forward
-from o1jax.thinking.config import Phase, StopReason, ThinkConfig
+from o1jax.thinking.config import Phase, ThinkConfig
 from o1jax.thinking.loop import decode_step_with_hidden, is_eos, prefill
-from o1jax.thinking.state import Segment, ThinkInputs, ThinkState, init_state
+from o1jax.thinking.state import (Segment, ThinkInputs, ThinkState, init_state,
+                                  reset_rows)
 
 Array = jax.Array
 
@@ -51,6 +52,24 @@ class SearchRows:
   paused: Array          # [rows] bool: finished its step this round
 
 
+def check_config(config: ThinkConfig) -> None:
+  """Refuses what search's rows cannot run, before any compute.
+
+  `ThinkConfig.speculative`: search pauses, scores and forks rows at the token that ends a
+  step (reading that token's hidden state), so it runs the plain one-token `decode_step`;
+  a speculative iteration emits several tokens at once (and carries a draft cache and a
+  pending token that rows do not hold). Refused rather than silently decoded without it.
+  `thinking_kv_budget`: forking and backing up assume cache slot == position, which an
+  evicting cache breaks."""
+  if config.speculative is not None:
+    raise ValueError("search does not support speculative decoding (ThinkConfig.speculative "
+                     "is set): its step-level forks and back-ups run the plain one-token "
+                     "step; set speculative=None")
+  if config.thinking_kv_budget is not None:
+    raise ValueError("search does not support thinking-KV eviction (thinking_kv_budget); "
+                     "use a full or int8 cache")
+
+
 def _score(heads, name, hidden):
   if heads is None or name not in heads:
     return jnp.full(hidden.shape[:1], jnp.nan, jnp.float32)
@@ -60,6 +79,7 @@ def _score(heads, name, hidden):
 @functools.partial(jax.jit, static_argnames=("config", "max_steps"))
 def start(params, inputs: ThinkInputs, config: ThinkConfig, max_steps: int) -> SearchRows:
   """Prefills each prompt once: one row per problem, before any fork."""
+  check_config(config)
   logits, _, cache = prefill(params, inputs, config)
   state = init_state(inputs, logits, cache, config)
   rows = inputs.lengths.shape[0]
@@ -89,7 +109,9 @@ def _restore(rows: SearchRows, step, params, config: ThinkConfig) -> SearchRows:
   """Backs rows with step >= TO_PROMPT up to the end of their step `step` (TO_PROMPT: the
   start of thinking): position, token count and thinking count return to that boundary,
   later steps are forgotten, and the boundary token is fed again for its logits (the cache
-  below the boundary is untouched: later tokens were written at later positions)."""
+  below the boundary is untouched: later tokens were written at later positions). The
+  controller is reset by `reset_rows`, the one copy of init_state's fresh row: stop-rule
+  statistics gathered on the discarded path (convergence windows, probe answers) go too."""
   s = rows.state
   on = step >= TO_PROMPT
   k = jnp.clip(step, 0, rows.step_scores.shape[1] - 1)
@@ -102,22 +124,13 @@ def _restore(rows: SearchRows, step, params, config: ThinkConfig) -> SearchRows:
   token = jnp.where(generated > 0, last, config.think_id)
   logits, _, cache = forward(params, token[:, None],
                              jnp.where(on, position - 1, -1)[:, None], s.cache, config.model)
-  sel = lambda new, old: jnp.where(on.reshape(on.shape + (1,) * (old.ndim - 1)), new, old)
-  i32 = lambda x: jnp.asarray(x, jnp.int32)
-  state = s.replace(
-      cache=cache, logits=sel(logits[:, 0].astype(jnp.float32), s.logits),
-      position=sel(position, s.position), num_generated=sel(generated, s.num_generated),
-      thinking_tokens=sel(thinking, s.thinking_tokens),
-      phase=sel(i32(Phase.THINKING), s.phase), stop_reason=sel(i32(StopReason.NONE),
-                                                               s.stop_reason),
-      answer_tokens=sel(i32(0), s.answer_tokens), forced=sel(i32(0), s.forced),
-      forced_cursor=sel(i32(0), s.forced_cursor),
-      window_sum=sel(0.0, s.window_sum), window_count=sel(i32(0), s.window_count),
-      has_prev_window=sel(False, s.has_prev_window), similarity=sel(jnp.nan, s.similarity))
+  state = reset_rows(s.replace(cache=cache), on, position, generated, thinking, logits[:, 0],
+                     config)
+  sel = lambda new, old: jnp.where(on, new, old)
   num_steps = sel(jnp.where(at_prompt, 0, k + 1), rows.num_steps)
   forget = jnp.arange(rows.step_scores.shape[1])[None, :] >= num_steps[:, None]
   return rows.replace(
-      state=state, num_steps=num_steps, step_len=sel(i32(0), rows.step_len),
+      state=state, num_steps=num_steps, step_len=sel(0, rows.step_len),
       step_scores=jnp.where(forget, jnp.nan, rows.step_scores),
       final_score=sel(jnp.nan, rows.final_score), refed=rows.refed + on)
 

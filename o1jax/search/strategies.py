@@ -123,10 +123,7 @@ def search(params, tokenizer, prompts: Sequence[str], think_config: ThinkConfig,
   if host_scorer is not None and heads is not None and "prm" in heads:
     raise ValueError("give either heads['prm'] or host_scorer as the step scorer, not both "
                      "(the ORM head may stay in heads)")
-  if getattr(think_config, "thinking_kv_budget", None):
-    # Backing up and forking assume cache slot == position; an evicting cache breaks both.
-    raise ValueError("search does not support thinking-KV eviction (thinking_kv_budget); "
-                     "use a full or int8 cache")
+  rows_lib.check_config(think_config)   # speculative decoding and KV eviction: refused
   budgets = budgets if budgets is not None else [None] * len(prompts)
   budgets = list(budgets) if isinstance(budgets, (list, tuple, np.ndarray)) else (
       [budgets] * len(prompts))

@@ -18,6 +18,8 @@ operation is a compiled function of that state:
 
 `generate` runs `o1jax.thinking.loop.run_steps`, i.e. exactly `think()`'s step, so a
 request's tokens equal `think()` on that request alone (tested), however it was scheduled.
+The slot step is the plain one-token step: a config with `ThinkConfig.speculative` set is
+refused at construction (ValueError), never silently decoded without it.
 Per-request settings are arrays, so one program serves requests with any settings;
 prefill batches and prompt widths are bucketed to powers of two, so prefill compiles once
 per (batch, width) bucket.
@@ -152,6 +154,14 @@ class Engine:
     table (o1jax/parallel/rules.py); every slot function is traced under it."""
     if slots < 1:
       raise ValueError(f"slots must be >= 1, got {slots}")
+    if config.speculative is not None:
+      # A slot's row is a ThinkState and the slot step the plain one-token decode_step;
+      # the speculative loop's carry adds the draft's KV cache and a pending, not yet fed
+      # token, which no slot function carries. Refused rather than silently ignored.
+      raise ValueError("the serving engine does not support speculative decoding "
+                       "(ThinkConfig.speculative is set): its slot step is the plain "
+                       "one-token decode_step; set speculative=None, or use think() / "
+                       "think_texts")
     if config.thinking_kv_budget is not None:
       # An eviction cache is sized by its prefill batch's prompt width, so rows of different
       # prefill batches would not fit one slot array.

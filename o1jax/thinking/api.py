@@ -70,8 +70,10 @@ def bucket_width(n: int, limit: int) -> int:
 
 
 def prepare_inputs(tokenizer, prompts: Sequence[str], config: ThinkConfig, budgets=None,
-                   min_thinking=0, width: int | None = None, **settings) -> ThinkInputs:
-  """Encodes prompts (appending `<think>`) and checks every control before any compute.
+                   min_thinking=0, width: int | None = None, prefixes=None,
+                   **settings) -> ThinkInputs:
+  """Encodes prompts (appending `<think>`, then `prefixes[i]`, thinking text to continue
+  from, if given) and checks every control before any compute.
 
   The width is the longest prompt's, bucketed (`bucket_width`), or `width` if larger.
   `settings` are per-request overrides of the config's defaults (REQUEST_SETTINGS:
@@ -84,15 +86,16 @@ def prepare_inputs(tokenizer, prompts: Sequence[str], config: ThinkConfig, budge
     raise ValueError("no prompts given")
   budgets = [parse_budget(b) for b in _per_prompt(budgets, len(prompts), "budgets")]
   mins = [parse_budget(m) for m in _per_prompt(min_thinking, len(prompts), "min_thinking")]
+  prefixes = _per_prompt("" if prefixes is None else prefixes, len(prompts), "prefixes")
   encoded = []
-  for i, (p, b, m) in enumerate(zip(prompts, budgets, mins)):
+  for i, (p, b, m, x) in enumerate(zip(prompts, budgets, mins, prefixes)):
     if not p:
       raise ValueError(f"prompt {i} is empty")
     if m == UNLIMITED:
       raise ValueError("min_thinking must be a finite integer")
     if m > b:
       raise ValueError(f"prompt {i}: min_thinking ({m}) is above the thinking budget ({b})")
-    ids = list(tokenizer.encode_prompt(p))
+    ids = list(tokenizer.encode_prompt(p)) + (list(tokenizer.encode(x)) if x else [])
     room = config.cache_len - len(ids) - config.reserve
     if room < 0 or (b != UNLIMITED and b > room):
       need = len(ids) + config.reserve + (0 if b == UNLIMITED else b)
@@ -169,7 +172,7 @@ def decode_result(result, tokenizer, prompts: Sequence[str]) -> list[Thought]:
 def think_texts(params, tokenizer, prompts: Sequence[str], config: ThinkConfig, *,
                 budgets=None, min_thinking=0, seed: int | Sequence[int] = 0,
                 batch_size: int | None = None, heads=None, draft_params=None,
-                **settings) -> list[Thought]:
+                prefixes=None, **settings) -> list[Thought]:
   """Thinks on text prompts in batches; same seed, same result.
 
   With one seed, prompt i samples from `request_keys(seed, i)`; with one seed per prompt,
@@ -177,18 +180,21 @@ def think_texts(params, tokenizer, prompts: Sequence[str], config: ThinkConfig, 
   thinking does not depend on the batch size or on its neighbours, and with per-prompt seeds
   not on its place in the list either. `heads` are passed to think() (a trained confidence head,
   and value head, for confidence_estimate="head"), `draft_params` too (a separate speculative
-  draft model); `settings` are per-request overrides (see prepare_inputs).
+  draft model); `settings` are per-request overrides (see prepare_inputs). `prefixes`: per
+  prompt, thinking text to continue from (after `<think>`); a Thought's thinking is what
+  was generated after it.
   """
   prompts = [prompts] if isinstance(prompts, str) else list(prompts)
   n = len(prompts)
   budgets = _per_prompt(budgets, n, "budgets")
   mins = _per_prompt(min_thinking, n, "min_thinking")
+  prefixes = _per_prompt("" if prefixes is None else prefixes, n, "prefixes")
   settings = {k: _per_prompt(v, n, k) for k, v in settings.items() if v is not None}
   per_prompt_seed = isinstance(seed, (list, tuple, np.ndarray))
   seeds = _per_prompt(seed, n, "seed")
   # Validate everything up front, so a bad prompt late in the list fails before any compute.
-  width = int(prepare_inputs(tokenizer, prompts, config, budgets, mins, **settings
-                             ).tokens.shape[1])
+  width = int(prepare_inputs(tokenizer, prompts, config, budgets, mins, prefixes=prefixes,
+                             **settings).tokens.shape[1])
   batch_size = batch_size or n
   out: list[Thought] = []
   for start in range(0, n, batch_size):
@@ -198,7 +204,8 @@ def think_texts(params, tokenizer, prompts: Sequence[str], config: ThinkConfig, 
     rows += [rows[0]] * (batch_size - len(rows))
     pick = lambda xs: [xs[r] for r in rows]
     inputs = prepare_inputs(tokenizer, pick(prompts), config, pick(budgets), pick(mins),
-                            width=width, **{k: pick(v) for k, v in settings.items()})
+                            width=width, prefixes=pick(prefixes),
+                            **{k: pick(v) for k, v in settings.items()})
     inputs = inputs.replace(request_key=request_keys(pick(seeds), 0) if per_prompt_seed
                             else request_keys(seed, np.asarray(rows)))
     chunk = prompts[start:start + batch_size]

@@ -183,40 +183,75 @@ class ThinkResult:
   finished: Array          # [batch] bool: reached EOS or the answer cap (not cut by the cache)
 
 
-def init_state(inputs: ThinkInputs, logits: Array, cache: KVCache,
-               config: ThinkConfig) -> ThinkState:
-  """The carry at the start of thinking, after prefill gave `logits` [batch, vocab] (the
-  prediction after each prompt's last token) and `cache`. `inputs` must be filled
-  (`fill_settings`)."""
-  batch = inputs.lengths.shape[0]
-  model = config.model
-  room = config.cache_len - inputs.lengths - config.reserve
-  cap = jnp.minimum(inputs.budget, room)
+def boundary_fields(position, num_generated, thinking_tokens, logits,
+                    config: ThinkConfig) -> dict:
+  """Every per-row field a thinking boundary fixes, for rows at `position` [batch] after
+  `num_generated` tokens of which `thinking_tokens` were thinking, predicting `logits`
+  [batch, vocab] next: the controller back in THINKING with no stop reason and nothing
+  forced, no answer, fresh stop-rule statistics (convergence windows, probes), and no
+  tokens recorded past the boundary.
+
+  The one copy of a fresh row's controller state: `init_state` (the boundary at the prompt)
+  and `reset_rows` (search backing a row up to a step end) both build it here. Request-level
+  fields (cache, PRNG key, cap, minimum, per-request settings) are not a boundary's: they
+  stay the request's.
+  """
+  batch = logits.shape[0]
+  num_generated = jnp.broadcast_to(jnp.asarray(num_generated, jnp.int32), (batch,))
   zeros = jnp.zeros((batch,), jnp.int32)
   max_new = config.cache_len
   agreement = max(config.probe_agreement, 1)
-  return ThinkState(
-      cache=cache, logits=logits.astype(jnp.float32),
-      position=inputs.lengths.astype(jnp.int32), keys=inputs.request_key,
+  return dict(
+      logits=logits.astype(jnp.float32),
+      position=jnp.broadcast_to(jnp.asarray(position, jnp.int32), (batch,)),
+      num_generated=num_generated,
+      thinking_tokens=jnp.broadcast_to(jnp.asarray(thinking_tokens, jnp.int32), (batch,)),
       tokens=jnp.full((batch, max_new), config.pad_id, jnp.int32),
       segments=jnp.zeros((batch, max_new), jnp.int32),
       logprobs=jnp.zeros((batch, max_new), jnp.float32),
-      num_generated=zeros,
       phase=jnp.full((batch,), int(Phase.THINKING), jnp.int32),
-      cap=cap,
-      cap_reason=jnp.where(inputs.budget <= room, StopReason.BUDGET, StopReason.CONTEXT
-                           ).astype(jnp.int32),
-      min_thinking=jnp.minimum(inputs.min_thinking, cap),
-      thinking_tokens=zeros, answer_tokens=zeros,
       stop_reason=jnp.full((batch,), int(StopReason.NONE), jnp.int32),
-      forced=zeros, forced_cursor=zeros,
-      **{name: getattr(inputs, name) for name in REQUEST_SETTINGS},
-      window_sum=jnp.zeros((batch, model.embed_dim), jnp.float32),
+      answer_tokens=zeros, forced=zeros, forced_cursor=zeros,
+      window_sum=jnp.zeros((batch, config.model.embed_dim), jnp.float32),
       window_count=zeros,
-      prev_window_mean=jnp.zeros((batch, model.embed_dim), jnp.float32),
+      prev_window_mean=jnp.zeros((batch, config.model.embed_dim), jnp.float32),
       has_prev_window=jnp.zeros((batch,), bool),
       similarity=jnp.full((batch,), jnp.nan, jnp.float32),
       probe_history=jnp.full((batch, agreement, config.probe_answer_tokens), -1, jnp.int32),
       num_probes=zeros,
       confidence=jnp.full((batch,), jnp.nan, jnp.float32),
       probe_agrees=jnp.zeros((batch,), bool))
+
+
+# What a row generated: reset_rows keeps it below the boundary, clears it past it.
+_KEPT_BELOW_BOUNDARY = ("tokens", "segments", "logprobs")
+
+
+def reset_rows(state: ThinkState, rows, position, num_generated, thinking_tokens, logits,
+               config: ThinkConfig) -> ThinkState:
+  """Rows where `rows` [batch] (bool) go back to a thinking boundary (`boundary_fields`):
+  exactly the controller state `init_state` gives a row there; their tokens below the
+  boundary, KV cache, PRNG key, cap and settings are kept. Other rows are untouched."""
+  fresh = boundary_fields(position, num_generated, thinking_tokens, logits, config)
+  below = jnp.arange(config.cache_len)[None, :] < fresh["num_generated"][:, None]
+  for name in _KEPT_BELOW_BOUNDARY:
+    fresh[name] = jnp.where(below, getattr(state, name), fresh[name])
+  sel = lambda new, old: jnp.where(rows.reshape(rows.shape + (1,) * (old.ndim - 1)), new, old)
+  return state.replace(**{name: sel(new, getattr(state, name)) for name, new in fresh.items()})
+
+
+def init_state(inputs: ThinkInputs, logits: Array, cache: KVCache,
+               config: ThinkConfig) -> ThinkState:
+  """The carry at the start of thinking, after prefill gave `logits` [batch, vocab] (the
+  prediction after each prompt's last token) and `cache`. `inputs` must be filled
+  (`fill_settings`)."""
+  room = config.cache_len - inputs.lengths - config.reserve
+  cap = jnp.minimum(inputs.budget, room)
+  return ThinkState(
+      cache=cache, keys=inputs.request_key,
+      cap=cap,
+      cap_reason=jnp.where(inputs.budget <= room, StopReason.BUDGET, StopReason.CONTEXT
+                           ).astype(jnp.int32),
+      min_thinking=jnp.minimum(inputs.min_thinking, cap),
+      **{name: getattr(inputs, name) for name in REQUEST_SETTINGS},
+      **boundary_fields(inputs.lengths, 0, 0, logits, config))

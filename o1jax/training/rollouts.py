@@ -28,9 +28,8 @@ from o1jax.model.decode import decode_step, prefill
 from o1jax.model.transformer import forward
 from o1jax.tasks.base import Problem
 from o1jax.tasks.tokenizer import CharTokenizer
-from o1jax.thinking import UNLIMITED, ThinkConfig, decode_result, think
+from o1jax.thinking import UNLIMITED, ThinkConfig, parse_budget, think_texts
 from o1jax.thinking.api import Thought
-from o1jax.thinking.state import ThinkInputs, request_keys
 
 # The default tokenizer (the embedded reasoner's); kept under its old name for callers.
 TOK = CharTokenizer()
@@ -85,39 +84,28 @@ def continue_thinking(params, config: ThinkConfig, prompts: Sequence[str],
                       batch_size: int = 64, heads=None, budgets=None,
                       min_thinking=0, tokenizer=None) -> list[Thought]:
   """think() from `prompt<think>prefix` for each pair; the Thought's thinking excludes the
-  prefix. With empty prefixes this is think_texts with heads, bucketed shapes and a fixed
-  batch size (the last batch is padded), so sweeps reuse one compiled program."""
+  prefix. This is `think_texts` (its batching, validation and request keys: prompt i
+  samples from `request_keys(seed, i)`) with a fixed batch size, the last batch padded, so
+  sweeps reuse one compiled program; budgets default to unlimited."""
   prompts = list(prompts)
   prefixes = [""] * len(prompts) if prefixes is None else list(prefixes)
   if len(prefixes) != len(prompts):
     raise ValueError(f"{len(prefixes)} prefixes for {len(prompts)} prompts")
   if not prompts:
     return []
-  budgets = [UNLIMITED] * len(prompts) if budgets is None else list(budgets)
-  mins = list(min_thinking) if isinstance(min_thinking, (list, tuple)) else (
-      [min_thinking] * len(prompts))
   tok = tokenizer_or_default(tokenizer)
-  ids = [tok.encode_prompt(p) + tok.encode(x) for p, x in zip(prompts, prefixes)]
-  width = _bucket(max(len(i) for i in ids))
-  if width + config.reserve > config.cache_len:
-    raise ValueError(f"a prompt of {max(len(i) for i in ids)} tokens leaves no room for "
-                     f"thinking in cache_len={config.cache_len}")
-  out: list[Thought] = []
-  for start in range(0, len(ids), batch_size):
-    rows = list(range(start, min(start + batch_size, len(ids))))
-    rows += [rows[0]] * (batch_size - len(rows))  # pad: one shape for every batch
-    inputs = ThinkInputs(
-        tokens=jnp.asarray(tok.pad_batch([ids[r] for r in rows], width)),
-        lengths=jnp.asarray([len(ids[r]) for r in rows], jnp.int32),
-        budget=jnp.asarray([min(budgets[r], UNLIMITED) for r in rows], jnp.int32),
-        min_thinking=jnp.asarray([mins[r] for r in rows], jnp.int32),
-        # Keyed by the prompt's index, as think_texts keys it: a rollout samples the same
-        # tokens whatever the batch size or its neighbours.
-        request_key=request_keys(seed, np.asarray(rows)))
-    result = think(params, inputs, config, heads=heads)
-    n = min(batch_size, len(ids) - start)
-    out += decode_result(result, tok, [prompts[r] for r in rows])[:n]
-  return out
+  budgets = [UNLIMITED] * len(prompts) if budgets is None else list(budgets)
+  if len(budgets) != len(prompts):
+    raise ValueError(f"{len(budgets)} budgets for {len(prompts)} prompts")
+  # A budget beyond what the context leaves is capped by the context, as think() caps it
+  # (the cap and its CONTEXT stop reason are the same as for an unlimited budget); a
+  # head-set budget in a sweep may exceed it, which prepare_inputs would refuse.
+  room = lambda p, x: config.cache_len - len(tok.encode_prompt(p)) - len(tok.encode(x)) - (
+      config.reserve)
+  budgets = [UNLIMITED if b > room(p, x) else b
+             for b, p, x in zip(map(parse_budget, budgets), prompts, prefixes)]
+  return think_texts(params, tok, prompts, config, budgets=budgets, min_thinking=min_thinking,
+                     seed=seed, batch_size=batch_size, heads=heads, prefixes=prefixes)
 
 
 def sample_rollouts(params, config: ThinkConfig, problems: Sequence[Problem], samples: int, *,
