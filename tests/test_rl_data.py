@@ -317,3 +317,21 @@ def test_grpo_on_a_tiny_qwen3_with_a_jsonl_set(qwen3_dir, tmp_path):
   moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
               for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(params)))
   assert moved > 0
+
+
+def test_launch_flags_reach_the_data_check_before_any_model_loads(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2=", "answer": 4}\n')
+  run = lambda *args: subprocess.run([sys.executable, os.path.join(root, "launch", "grpo.py"),
+                                      *args], capture_output=True, text=True, cwd=root,
+                                     env={**os.environ, "PYTHONPATH": root}, timeout=120)
+  out = run(f"--workdir={tmp_path / 'run'}", "--config=configs/grpo.py:hf",
+            f"--hf_dir={tmp_path / 'no_such_model'}", f"--data={bad}")
+  assert out.returncode != 0
+  assert f"{bad}:2: field 'answer' must be a string, got int 4" in out.stderr, out.stderr
+  assert not (tmp_path / "run").exists()
+  usage = run("--help").stdout
+  assert "--hf_dir=/models/Qwen3-0.6B --data=train.jsonl" in usage and "--eval_data" in usage

@@ -81,9 +81,9 @@ def _record_problem(path: str, line: int, raw: bytes, verifier: str) -> RecordPr
       raise bad(f"field {field!r} is empty")
   prompt, answer, task = record["prompt"], record["answer"], record.get("task")
   if task is None:
-    problem = verifiers.check_gold(verifier, answer)
-    if problem is not None:
-      raise bad(problem)
+    why = verifiers.check_gold(verifier, answer)
+    if why is not None:
+      raise bad(why)
     return RecordProblem(task="", difficulty=0, prompt=prompt, steps=(), answer=answer,
                          data=(), verifier=verifier, source=where)
   if not isinstance(task, str) or task not in tasks_lib.TASKS:
