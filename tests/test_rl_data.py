@@ -335,3 +335,17 @@ def test_launch_flags_reach_the_data_check_before_any_model_loads(tmp_path):
   assert not (tmp_path / "run").exists()
   usage = run("--help").stdout
   assert "--hf_dir=/models/Qwen3-0.6B --data=train.jsonl" in usage and "--eval_data" in usage
+
+
+def test_the_longest_record_must_fit_and_is_named(tmp_path, model):
+  from o1jax.tasks.tokenizer import CharTokenizer
+  from o1jax.training import grpo_train
+  path = tmp_path / "set.jsonl"
+  lines = [{"prompt": "1+1=", "answer": "2"}] * 4
+  lines[2] = {"prompt": "1+1+" * 20 + "1=", "answer": "21"}   # line 3: 82 chars + <think>
+  path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+  cfg = _cfg(data_files=(str(path),), max_thinking=8, max_answer_tokens=8, cache_len=100)
+  tc = grpo.think_config_for(cfg, model[1], CharTokenizer())
+  grpo_train._check_prompts_fit(cfg, CharTokenizer(), tc)   # 83 + 8 + 9 fit in 100 exactly
+  with pytest.raises(ValueError, match=f"^{path}:3: prompt 0 .* does not fit"):
+    grpo_train._check_prompts_fit(dataclasses.replace(cfg, max_thinking=9), CharTokenizer(), tc)
