@@ -6,6 +6,9 @@
   python launch/grpo.py --config=configs/grpo.py:budget --workdir=runs/grpo_budget
   # L1 stage 2, from the budget-conditioned SFT policy (launch/budget_sft.py, stage 1):
   python launch/grpo.py --config=configs/grpo.py:budget_l1 --workdir=runs/l1_grpo
+  # A Hugging Face thinking model on JSONL problem sets, math-verify rewards:
+  python launch/grpo.py --config=configs/grpo.py:hf --workdir=runs/grpo_qwen3 \
+      --hf_dir=/models/Qwen3-0.6B --data=train.jsonl [--eval_data=test.jsonl]
 
 Defaults are sized for a shared 2-core CPU: a step (16 prompts x 8 samples, one update) takes
 about a second or two on the embedded model. Field meanings: o1jax/training/grpo.py.
@@ -19,6 +22,9 @@ def get_config(variant: str = ""):
   c.grpo = ml_collections.ConfigDict(dict(
       base="",                       # "": the embedded reasoner; or a checkpoint / HF dir
       tasks=("addition", "equation", "countdown"),
+      data_files=(),                 # JSONL problem sets (launch/grpo.py --data); (): tasks
+      verifier="exact",              # for JSONL records without a task: exact, numeric, math
+      eval_files=(),                 # held-out JSONL (--eval_data), with data_files
       difficulties=(1, 2, 3, 4),
       steps=200,
       prompts_per_step=16,
@@ -60,7 +66,15 @@ def get_config(variant: str = ""):
     c.grpo.update(base="runs/l1_sft/final", budget_targets=(8, 16, 32, 64, 128, 256),
                   budget_reward="max", budget_alpha=0.5, steps=40, eval_problems=4,
                   eval_every=40, checkpoint_every=20)
+  elif variant == "hf":
+    # An HF thinking model (--hf_dir) on JSONL sets (--data): math-verify rewards, answers
+    # of up to 1,024 tokens after </think>, RL-sized steps. Sized for an accelerator, not
+    # for this CPU; cache_len must fit the prompt, both caps and the close text (Qwen3's
+    # early-exit message is ~30 tokens), and stay within the model's context.
+    c.grpo.update(verifier="math", max_thinking=1024, max_answer_tokens=1024,
+                  cache_len=2304, learning_rate=1e-6, warmup_steps=0, kl_coef=0.0,
+                  log_kl=False, eval_problems=0, steps=100, checkpoint_every=10)
   elif variant:
     raise ValueError(f"unknown configs/grpo.py variant {variant!r}; known: 'budget', "
-                     "'budget_l1'")
+                     "'budget_l1', 'hf'")
   return c

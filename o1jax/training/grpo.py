@@ -46,6 +46,8 @@ from flax import struct
 from o1jax import parallel
 from o1jax import tasks as tasks_lib
 from o1jax.model.transformer import forward
+from o1jax.rl import data as rl_data
+from o1jax.rl import verifiers
 from o1jax.tasks.base import Problem
 from o1jax.thinking import (Segment, StopReason, ThinkConfig, decode_result, make_think_config,
                             prepare_inputs, request_keys, think)
@@ -62,6 +64,10 @@ class GRPOConfig:
   base: str = ""                              # checkpoint, training workdir or HF dir; "": embedded
   tasks: tuple[str, ...] = ("addition",)
   difficulties: tuple[int, ...] = (1, 2, 3, 4)
+  # JSONL problem sets (o1jax/rl/data.py); (): the built-in task generators (tasks x levels).
+  data_files: tuple[str, ...] = ()
+  verifier: str = "exact"                     # scores records without a task: exact/numeric/math
+  eval_files: tuple[str, ...] = ()            # held-out JSONL, with data_files
   steps: int = 100
   prompts_per_step: int = 16
   group_size: int = 8                         # G completions per prompt
@@ -84,7 +90,8 @@ class GRPOConfig:
   budget_targets: tuple[int, ...] = ()        # L1-style targets in the prompt; (): plain prompts
   budget_reward: str = "max"                  # "max" or "exact" (module docstring)
   budget_alpha: float = 0.5
-  eval_problems: int = 0                      # held-out problems per (task, level); 0: none
+  eval_problems: int = 0                      # held-out problems per (task, level), or the
+                                              # first ones of eval_files; 0: none
   eval_every: int = 25
   eval_seed: int = 1234
   log_every: int = 1
@@ -99,6 +106,20 @@ class GRPOConfig:
         tasks_lib.get_task(t).check_difficulty(d)
     if not self.tasks or not self.difficulties:
       raise ValueError("tasks and difficulties must be non-empty")
+    verifiers.check_name(self.verifier)
+    for name in ("data_files", "eval_files"):
+      files = getattr(self, name)
+      if isinstance(files, str) or not all(isinstance(f, str) and f for f in files):
+        raise ValueError(f"{name} must be a tuple of JSONL paths, got {files!r}")
+    if self.eval_files and not self.data_files:
+      raise ValueError("eval_files needs data_files (without them, evaluation draws "
+                       "eval_problems from the built-in tasks)")
+    if self.eval_files and not self.eval_problems:
+      raise ValueError("eval_files with eval_problems=0 evaluates nothing; set eval_problems "
+                       "(how many of their records to evaluate)")
+    if self.data_files and self.eval_problems and not self.eval_files:
+      raise ValueError(f"eval_problems={self.eval_problems} with data_files needs eval_files "
+                       "(held-out JSONL records), or set eval_problems=0")
     for name in ("steps", "prompts_per_step", "group_size", "cache_len", "max_answer_tokens",
                  "updates_per_batch", "log_every", "checkpoint_every", "eval_every",
                  "max_to_keep"):
@@ -150,17 +171,29 @@ def step_seed(seed: int, step: int) -> int:
   return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0])
 
 
-def step_problems(cfg: GRPOConfig, step: int) -> tuple[list[Problem], list[int | None]]:
-  """The problems of step `step` (uniform over tasks x difficulties, training split) and
-  their target budgets (None without budget conditioning)."""
+def step_problems(cfg: GRPOConfig, step: int, shard: tuple[int, int] | None = None
+                  ) -> tuple[list[Problem], list[int | None]]:
+  """The problems of step `step` and their target budgets (None without budget
+  conditioning): from cfg.data_files' records (o1jax/rl/data.py: shuffled epochs, a pure
+  function of (seed, step)), else uniform over tasks x difficulties, training split.
+
+  With `shard` = (index, count), the index-th of `count` contiguous equal slices of the
+  step's prompts (a process's part: its rows are global rows index * rows / count on)."""
   rng = np.random.default_rng(step_seed(cfg.seed, step))
-  pairs = [(t, d) for t in cfg.tasks for d in cfg.difficulties]
-  problems, targets = [], []
-  for _ in range(cfg.prompts_per_step):
-    t, d = pairs[int(rng.integers(len(pairs)))]
-    problems.append(tasks_lib.get_task(t).generate(rng, d, split="train"))
-    targets.append(int(rng.choice(cfg.budget_targets)) if cfg.budget_targets else None)
-  return problems, targets
+  if cfg.data_files:
+    problems = rl_data.step_records(rl_data.load_problems(cfg.data_files, cfg.verifier),
+                                    cfg.seed, step, cfg.prompts_per_step)
+    targets = [int(rng.choice(cfg.budget_targets)) if cfg.budget_targets else None
+               for _ in problems]
+  else:
+    pairs = [(t, d) for t in cfg.tasks for d in cfg.difficulties]
+    problems, targets = [], []
+    for _ in range(cfg.prompts_per_step):
+      t, d = pairs[int(rng.integers(len(pairs)))]
+      problems.append(tasks_lib.get_task(t).generate(rng, d, split="train"))
+      targets.append(int(rng.choice(cfg.budget_targets)) if cfg.budget_targets else None)
+  part = rl_data.shard_slice(cfg.prompts_per_step, shard)
+  return problems[part], targets[part]
 
 
 def rollout_rewards(cfg: GRPOConfig, correct, thinking_tokens, truncated, targets):
@@ -330,7 +363,7 @@ def sample_groups(params, tokenizer, think_config: ThinkConfig, problems: Sequen
   inputs = inputs.replace(request_key=request_keys(seed, np.arange(len(rows))))
   result = jax.tree.map(np.asarray, think(params, inputs, think_config))
   thoughts = decode_result(result, tokenizer, [prompts[i] for i in rows])
-  correct = np.array([tasks_lib.get_task(problems[i].task).verify(problems[i], th.answer)
+  correct = np.array([verifiers.verify_problem(problems[i], th.answer)
                       for i, th in zip(rows, thoughts)])
   n, length = len(rows), think_config.cache_len
   tokens = np.full((n, length), tokenizer.pad_id, np.int32)

@@ -23,6 +23,7 @@ import numpy as np
 
 from o1jax import parallel
 from o1jax import tasks as tasks_lib
+from o1jax.rl import data as rl_data
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import prepare_inputs
 from o1jax.training import budget_prompt, grpo
@@ -83,7 +84,11 @@ def _initial_state(cfg, params, optimizer, shardings):
 
 def _check_prompts_fit(cfg, tokenizer, think_config) -> None:
   """Fails before any sampling when the first step's (budgeted) prompts, or the longest
-  prompt a task level makes, cannot hold max_thinking and the answer in cache_len."""
+  prompt a task level makes (with data_files: of all records), cannot hold max_thinking
+  and the answer in cache_len."""
+  if cfg.data_files:
+    _check_records_fit(cfg, tokenizer, think_config)
+    return
   problems, targets = grpo.step_problems(cfg, 1)
   prompts = [p.prompt if t is None else budget_prompt.with_budget(p.prompt, t)
              for p, t in zip(problems, targets)]
@@ -96,7 +101,24 @@ def _check_prompts_fit(cfg, tokenizer, think_config) -> None:
   prepare_inputs(tokenizer, prompts, think_config, [cfg.max_thinking] * len(prompts))
 
 
+def _check_records_fit(cfg, tokenizer, think_config) -> None:
+  """The longest record prompt (in tokens, chat template included) must fit; the error
+  names its file and line."""
+  longest = max(cfg.budget_targets, default=None)
+  records = [*rl_data.load_problems(cfg.data_files, cfg.verifier),
+             *(rl_data.load_problems(cfg.eval_files, cfg.verifier) if cfg.eval_files else ())]
+  prompts = [p.prompt if longest is None else budget_prompt.with_budget(p.prompt, longest)
+             for p in records]
+  i = int(np.argmax([len(tokenizer.encode_prompt(p)) for p in prompts]))
+  try:
+    prepare_inputs(tokenizer, [prompts[i]], think_config, [cfg.max_thinking])
+  except ValueError as e:
+    raise ValueError(f"{records[i].source}: {e}") from None
+
+
 def _eval_problems(cfg):
+  if cfg.data_files:
+    return list(rl_data.load_problems(cfg.eval_files, cfg.verifier)[:cfg.eval_problems])
   return [p for t in cfg.tasks for d in cfg.difficulties
           for p in tasks_lib.get_task(t).generate_problems(cfg.eval_seed, d, cfg.eval_problems,
                                                            split="eval")]
@@ -120,6 +142,9 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
   if jax.process_count() > 1:
     raise ValueError("GRPO runs in one process (its rollouts are read back on the host); "
                      "use a mesh over that process's devices")
+  for files in (cfg.data_files, cfg.eval_files):  # bad records fail before weights load
+    if files:
+      rl_data.load_problems(files, cfg.verifier)
   params, model_config, tokenizer = policy if policy is not None else load_policy(cfg.base)
   mesh = parallel.make_mesh(cfg.mesh_shape)
   parallel.check_batch(cfg.rows, mesh, "prompts_per_step * group_size")
