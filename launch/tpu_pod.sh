@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Trains on every host of a Cloud TPU VM slice (e.g. v4-32 = 4 hosts): copies this repo's
-# HEAD to each worker, installs it, then starts launch/train.py on all workers at once.
-# JAX finds its peers through the TPU metadata (o1jax.parallel.initialize detects the TPU VM),
-# so no process flags are needed; extra arguments go to launch/train.py:
+# HEAD to each worker, installs it, then starts launch/train.py (or SCRIPT) on all workers at
+# once. JAX finds its peers through the TPU metadata (o1jax.parallel.initialize detects the TPU
+# VM), so no process flags are needed; extra arguments go to the script:
 #
 #   TPU=my-v4-32 ZONE=us-central2-b WORKDIR=/mnt/runs/v4 \
 #     bash launch/tpu_pod.sh --config.mesh.shape=-1,1,4 --config.train.steps=5000
+#   SCRIPT=launch/grpo.py TPU=my-v4-32 ZONE=us-central2-b WORKDIR=/mnt/runs/grpo \
+#     bash launch/tpu_pod.sh --config=configs/grpo.py --config.grpo.mesh_shape=-1,1,4
 #
+# SCRIPT is launch/train.py (default) or launch/grpo.py: a launcher that joins the cluster
+# through o1jax.parallel.initialize and takes --workdir.
 # WORKDIR must be one directory that every worker sees (orbax writes each host's shards
 # there and process 0 the metadata): set BUCKET to mount a GCS bucket with gcsfuse at /mnt,
 # or point it at an NFS/Filestore mount. Uncommitted changes are not copied (git archive HEAD).
@@ -23,10 +27,12 @@ set -euo pipefail
 : "${WORKDIR:?set WORKDIR to a directory every worker sees}"
 PROJECT=${PROJECT:-$(gcloud config get-value project 2>/dev/null)}
 JAX_SPEC=${JAX_SPEC:-jax[tpu]}
+SCRIPT=${SCRIPT:-launch/train.py}
 PYTHON_VERSION=${PYTHON_VERSION:-3.11}
 GC=(gcloud compute tpus tpu-vm --zone="$ZONE" --project="$PROJECT")
 
 cd "$(git rev-parse --show-toplevel)"
+[ -f "$SCRIPT" ] || { echo "SCRIPT=$SCRIPT is not a file of this repository" >&2; exit 1; }
 tarball=$(mktemp -t o1jax-XXXX.tar.gz)
 git archive --format=tar.gz -o "$tarball" HEAD
 "${GC[@]}" scp "$tarball" "$TPU":o1jax.tar.gz --worker=all
@@ -56,7 +62,7 @@ venv_cmd='ok() { "$1" -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/d
   fi'
 
 train_args=$(printf ' %q' "$@")
-run="cd ~/o1jax && ~/o1jax-venv/bin/python launch/train.py --workdir=$(printf %q "$WORKDIR")$train_args"
+run="cd ~/o1jax && ~/o1jax-venv/bin/python $(printf %q "$SCRIPT") --workdir=$(printf %q "$WORKDIR")$train_args"
 if [ "${DETACH:-0}" = 1 ]; then
   run="cd ~/o1jax && nohup bash -c $(printf %q "$run") > train.log 2>&1 &"
 fi

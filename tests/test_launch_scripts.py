@@ -51,3 +51,50 @@ cp "$3/bin/python" "$3/bin/pip"; chmod +x "$3/bin/python" "$3/bin/pip\"""")
   log = calls.read_text()
   assert f"python3.11 -m venv {home}/o1jax-venv" in log  # the 3.10 venv was replaced
   assert "launch/train.py --workdir=/mnt/runs --config.train.steps=5" in log
+
+
+def _fake_gcloud(tmp_path):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  sent = tmp_path / "worker_command"
+  _script(bin_dir / "gcloud", f"""[ "$1" = config ] && {{ echo project; exit 0; }}
+for a in "$@"; do case "$a" in --command=*) printf '%s' "${{a#--command=}}" > {sent};; esac; done""")
+  return bin_dir, sent
+
+
+def test_tpu_pod_starts_grpo_when_script_says_so(tmp_path):
+  bin_dir, sent = _fake_gcloud(tmp_path)
+  env = dict(os.environ, PATH=f"{bin_dir}:/usr/bin:/bin", TPU="t", ZONE="z",
+             WORKDIR="/mnt/g", SCRIPT="launch/grpo.py")
+  run = subprocess.run(["bash", "launch/tpu_pod.sh", "--config=configs/grpo.py",
+                        "--config.grpo.mesh_shape=-1,1,4"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=60)
+  assert run.returncode == 0, run.stderr
+  # Arguments are quoted with printf %q for the worker's shell (`-1\,1\,4` reads as -1,1,4).
+  assert ("~/o1jax-venv/bin/python launch/grpo.py --workdir=/mnt/g --config=configs/grpo.py "
+          r"--config.grpo.mesh_shape=-1\,1\,4") in sent.read_text()
+  bad = subprocess.run(["bash", "launch/tpu_pod.sh"], cwd=REPO, capture_output=True, text=True,
+                       env={**env, "SCRIPT": "launch/nope.py"}, timeout=60)
+  assert bad.returncode != 0 and "SCRIPT=launch/nope.py" in bad.stderr
+
+
+def test_slurm_script_starts_grpo_on_every_task(tmp_path):
+  """A fake `srun` runs the task command once per task with SLURM's variables; a fake
+  Python records what each task would run."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  calls = tmp_path / "calls"
+  _script(bin_dir / "scontrol", "echo node-a; echo node-b")
+  _script(bin_dir / "srun", """shift  # --kill-on-bad-exit=1
+for id in 0 1 2 3; do SLURM_PROCID=$id SLURM_LOCALID=$((id % 2)) "$@" || exit 1; done""")
+  _script(tmp_path / "python", f'echo "$JAX_LOCAL_DEVICE_IDS $*" >> {calls}')
+  env = dict(os.environ, PATH=f"{bin_dir}:/usr/bin:/bin", SLURM_JOB_NODELIST="node-[a-b]",
+             SLURM_JOB_ID="77", SLURM_NTASKS="4", SLURM_NTASKS_PER_NODE="2",
+             PYTHON=str(tmp_path / "python"), SCRIPT="launch/grpo.py", WORKDIR="/shared/g")
+  run = subprocess.run(["bash", "launch/slurm_gpu.sbatch", "--config=configs/grpo.py"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+  assert run.returncode == 0, run.stderr
+  lines = calls.read_text().splitlines()
+  assert lines == [f"{i % 2} launch/grpo.py --workdir=/shared/g --coordinator_address="
+                   f"node-a:20077 --num_processes=4 --process_id={i} --config=configs/grpo.py"
+                   for i in range(4)]

@@ -135,16 +135,19 @@ def global_batch(local: Mapping[str, np.ndarray], mesh, global_rows: int,
                  fill: Mapping[str, Any]) -> dict[str, jax.Array]:
   """One global batch of `global_rows` rows from each process's local rows.
 
-  Processes trim padding independently, so their widths can differ: every local batch is
-  padded (axis 1, with `fill[key]`) to the widest first, which is the width one process
-  reading the whole batch would have trimmed to, so results do not depend on the process count.
+  Processes trim padding independently, so their widths can differ: every local leaf is
+  padded (axis 1, with `fill[key]`) to that key's widest over the processes first, which is
+  the width one process reading the whole batch would have trimmed to, so results do not
+  depend on the process count. Leaves with one axis (per-row values) are taken as they are.
   """
-  width = max(v.shape[1] for v in local.values())
-  if jax.process_count() > 1:  # one tiny collective per step
-    width = int(np.max(multihost_utils.process_allgather(np.int32(width))))
+  wide = [k for k, v in local.items() if v.ndim > 1]
+  widths = np.array([local[k].shape[1] for k in wide], np.int32)
+  if wide and jax.process_count() > 1:  # one tiny collective per step
+    widths = np.max(multihost_utils.process_allgather(widths).reshape(-1, len(wide)), axis=0)
   out = {}
   for k, v in local.items():
-    if v.shape[1] < width:
+    width = int(widths[wide.index(k)]) if k in wide else 0
+    if v.ndim > 1 and v.shape[1] < width:
       pad = [(0, 0), (0, width - v.shape[1])] + [(0, 0)] * (v.ndim - 2)
       v = np.pad(v, pad, constant_values=fill[k])
     out[k] = jax.make_array_from_process_local_data(

@@ -351,16 +351,21 @@ def think_config_for(cfg: GRPOConfig, model_config, tokenizer) -> ThinkConfig:
 
 def sample_groups(params, tokenizer, think_config: ThinkConfig, problems: Sequence[Problem],
                   targets: Sequence[int | None], group_size: int, budget: int, seed: int,
-                  temperature: float | None = None) -> Rollouts:
+                  temperature: float | None = None, first_row: int = 0,
+                  width: int | None = None) -> Rollouts:
   """`group_size` completions of each problem by think() (budget-conditioned prompts where
-  a target is given), verified, with the token layout the loss reads."""
+  a target is given), verified, with the token layout the loss reads.
+
+  These rows are rows [first_row, first_row + N) of the step's batch: a row's PRNG key is
+  that of its batch row, and `width` (the prompt width of the whole batch) fixes the
+  prompt layout, so a row samples the same whichever process samples it (grpo_train.py)."""
   prompts = [p.prompt if t is None else budget_prompt.with_budget(p.prompt, t)
              for p, t in zip(problems, targets)]
   rows = [i for i in range(len(problems)) for _ in range(group_size)]
   settings = {} if temperature is None else {"temperature": temperature}
   inputs = prepare_inputs(tokenizer, [prompts[i] for i in rows], think_config,
-                          [budget] * len(rows), **settings)
-  inputs = inputs.replace(request_key=request_keys(seed, np.arange(len(rows))))
+                          [budget] * len(rows), width=width, **settings)
+  inputs = inputs.replace(request_key=request_keys(seed, first_row + np.arange(len(rows))))
   result = jax.tree.map(np.asarray, think(params, inputs, think_config))
   thoughts = decode_result(result, tokenizer, [prompts[i] for i in rows])
   correct = np.array([verifiers.verify_problem(problems[i], th.answer)

@@ -6,12 +6,21 @@ problems and targets come from `step_problems(cfg, step)`, the sampling keys fro
 `step_seed(seed, step)`, so the checkpoint holds only the state (params, optimizer state,
 reference params) and the step. A run refuses to resume a workdir written with a different
 config (the result would be neither run's).
+
+Several processes (`jax.distributed`, launch/grpo.py): every process samples its own share of
+the step's prompts (`_prompt_share`: the batch rows its devices hold in the update, whole
+groups), on its own devices from a copy of the policy (`_sampler_mesh`), scores them, and
+the update is one SPMD step over the whole mesh on the global batch built from every
+process's rows. A row's PRNG key and prompt layout are those of its row in the whole batch,
+so the run samples and learns the same whatever the process count. Metrics are over the
+whole batch; only process 0 prints and writes metrics; checkpoints are written by all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import time
@@ -20,12 +29,14 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from o1jax import parallel
 from o1jax import tasks as tasks_lib
 from o1jax.rl import data as rl_data
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import prepare_inputs
+from o1jax.thinking.api import bucket_width
 from o1jax.training import budget_prompt, grpo
 from o1jax.training import trainer
 from o1jax.training.checkpoint import (TrainCheckpointer, embedded_checkpoint_dir, load_params,
@@ -54,7 +65,7 @@ def load_policy(base: str):
   return params, config, CharTokenizer()
 
 
-def _check_workdir_config(workdir: str, cfg: grpo.GRPOConfig) -> None:
+def _check_workdir_config(workdir: str, cfg: grpo.GRPOConfig, write: bool = True) -> None:
   path = os.path.join(workdir, "grpo_config.json")
   current = json.loads(json.dumps(dataclasses.asdict(cfg)))
   if os.path.exists(path):
@@ -66,6 +77,8 @@ def _check_workdir_config(workdir: str, cfg: grpo.GRPOConfig) -> None:
     if diffs:
       raise ValueError(f"{workdir} holds a GRPO run with another config; use a new workdir "
                        "or the same config: " + "; ".join(diffs))
+  if not write:
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(current, f, indent=2)
@@ -82,6 +95,11 @@ def _initial_state(cfg, params, optimizer, shardings):
                         if cfg.uses_reference else None)
 
 
+def _prompts(problems, targets) -> list[str]:
+  return [p.prompt if t is None else budget_prompt.with_budget(p.prompt, t)
+          for p, t in zip(problems, targets)]
+
+
 def _check_prompts_fit(cfg, tokenizer, think_config) -> None:
   """Fails before any sampling when the first step's (budgeted) prompts, or the longest
   prompt a task level makes (with data_files: of all records), cannot hold max_thinking
@@ -90,8 +108,7 @@ def _check_prompts_fit(cfg, tokenizer, think_config) -> None:
     _check_records_fit(cfg, tokenizer, think_config)
     return
   problems, targets = grpo.step_problems(cfg, 1)
-  prompts = [p.prompt if t is None else budget_prompt.with_budget(p.prompt, t)
-             for p, t in zip(problems, targets)]
+  prompts = _prompts(problems, targets)
   longest = max(cfg.budget_targets, default=None)
   for t in cfg.tasks:  # a handful of each level's prompts, the longest of them
     for d in cfg.difficulties:
@@ -116,6 +133,68 @@ def _check_records_fit(cfg, tokenizer, think_config) -> None:
     raise ValueError(f"{records[i].source}: {e}") from None
 
 
+# ---- several processes ------------------------------------------------------------------
+
+def _prompt_share(cfg, mesh) -> tuple[int, int]:
+  """[lo, hi): the step's prompts this process samples. Its devices hold batch rows
+  [i * n, (i + 1) * n) in the update (parallel.process_data_shard), and row = prompt * G +
+  sample, so the share is whole groups: rewards and advantages need no other process."""
+  index, count = parallel.process_data_shard(mesh, cfg.rows)
+  if cfg.prompts_per_step % count:
+    raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must be a multiple of the "
+                     f"{count} processes that hold different batch rows (a group of "
+                     "rollouts is sampled and scored by one process)")
+  n = cfg.prompts_per_step // count
+  return index * n, (index + 1) * n
+
+
+def _sampler_mesh(mesh):
+  """Where this process samples: the training mesh with one process; with several, a mesh
+  over this process's own devices (rows over them, the tensor split kept where the host has
+  the devices for it), so no decode step waits on another host."""
+  if jax.process_count() == 1:
+    return mesh
+  local = jax.local_devices()
+  tensor = math.gcd(parallel.shards_of(mesh, "heads"), len(local))
+  return parallel.make_mesh((-1, 1, tensor), devices=local)
+
+
+def _sampling_params(params, model_config, sampler_mesh):
+  """The policy on `sampler_mesh`: itself with one process; with several, a whole copy on
+  this process's devices (a gather through the host, as the trainer's evaluation does; the
+  policy must fit in one host's devices for sampling)."""
+  if jax.process_count() == 1:
+    return params
+  return parallel.put(parallel.to_host(params),
+                      parallel.param_shardings(model_config, sampler_mesh))
+
+
+def _prompt_width(tokenizer, think_config, problems, targets) -> int:
+  """The prompt width of the whole step's batch (prepare_inputs buckets the longest prompt
+  of the rows it is given): every process lays its rows out as one process would."""
+  longest = max(len(tokenizer.encode_prompt(p)) for p in _prompts(problems, targets))
+  return bucket_width(longest, think_config.cache_len)
+
+
+def _whole_batch(local: dict[str, np.ndarray], mesh, rows: int) -> dict[str, np.ndarray]:
+  """Per-row values of every process's rows, in batch order, on every process (the step's
+  metrics are over the whole batch). A collective with several processes."""
+  if jax.process_count() == 1:
+    return local
+  local = {k: v.astype(jax.dtypes.canonicalize_dtype(v.dtype)) for k, v in local.items()}
+  return parallel.to_host(parallel.global_batch(local, mesh, rows, fill={}))
+
+
+def _total_generated(generated: int, mesh, rows: int) -> int:
+  """Tokens the step's rollouts generated on all processes (processes that hold the same
+  rows sampled the same ones: counted once)."""
+  if jax.process_count() == 1:
+    return generated
+  index, _ = parallel.process_data_shard(mesh, rows)
+  per = multihost_utils.process_allgather(np.array([index, generated], np.int32))
+  return int(sum(dict(per.reshape(-1, 2).tolist()).values()))
+
+
 def _eval_problems(cfg):
   if cfg.data_files:
     return list(rl_data.load_problems(cfg.eval_files, cfg.verifier)[:cfg.eval_problems])
@@ -137,7 +216,8 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
 
   `policy` = (params, model_config, tokenizer) overrides cfg.base (e.g. a model already
   loaded). `stop_after` ends this call after that step, as an interruption would (the
-  run resumes from its last checkpoint). One process; the mesh spans its devices.
+  run resumes from its last checkpoint). With several processes every process calls this
+  (module docstring); only process 0 logs.
   """
   if jax.process_count() > 1:
     raise ValueError("GRPO runs in one process (its rollouts are read back on the host); "
@@ -145,9 +225,18 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
   for files in (cfg.data_files, cfg.eval_files):  # bad records fail before weights load
     if files:
       rl_data.load_problems(files, cfg.verifier)
+
+
+  primary = parallel.is_primary()
+  if not primary:
+    log = lambda _: None
   params, model_config, tokenizer = policy if policy is not None else load_policy(cfg.base)
   mesh = parallel.make_mesh(cfg.mesh_shape)
   parallel.check_batch(cfg.rows, mesh, "prompts_per_step * group_size")
+  lo, hi = _prompt_share(cfg, mesh)
+  sampler_mesh = _sampler_mesh(mesh)
+  parallel.check_batch((hi - lo) * cfg.group_size, sampler_mesh,
+                       "prompts_per_step * group_size per process")
   think_config = grpo.think_config_for(cfg, model_config, tokenizer)
   optimizer = grpo.optimizer_for(cfg)
   abstract, shardings = grpo.state_shardings(model_config, optimizer, mesh,
@@ -158,7 +247,7 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
   _check_prompts_fit(cfg, tokenizer, think_config)
 
   os.makedirs(workdir, exist_ok=True)
-  _check_workdir_config(workdir, cfg)
+  _check_workdir_config(workdir, cfg, write=primary)
   ckpt = TrainCheckpointer(os.path.join(workdir, "checkpoints"), cfg.max_to_keep)
   start = 0
   if ckpt.latest_step() is not None:
@@ -169,8 +258,12 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
   else:
     with parallel.activate(mesh, model_config):
       state = _initial_state(cfg, params, optimizer, shardings)
+  if jax.process_count() > 1:
+    log(f"mesh {dict(mesh.shape)} over {jax.process_count()} processes; each samples "
+        f"{hi - lo} of {cfg.prompts_per_step} prompts on mesh {dict(sampler_mesh.shape)}")
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  trainer._truncate_metrics(metrics_path, start)  # steps a killed run logged are replayed
+  if primary:
+    trainer._truncate_metrics(metrics_path, start)  # steps a killed run logged are replayed
   eval_problems = _eval_problems(cfg) if cfg.eval_problems else []
   kill_at = int(os.environ.get(trainer.KILL_ENV, "-1"))
   t_start, step0, record = time.time(), start, {}
@@ -178,19 +271,25 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
     if stop_after is not None and step > stop_after:
       break
     t0 = time.time()
-    problems, targets = grpo.step_problems(cfg, step)
-    with parallel.activate(mesh, model_config):
-      r = grpo.sample_groups(state.params, tokenizer, think_config, problems, targets,
-                             cfg.group_size, cfg.max_thinking, grpo.step_seed(cfg.seed, step))
-    row_targets = [t for t in targets for _ in range(cfg.group_size)]
+    problems, targets = grpo.step_problems(cfg, step)  # the whole batch's, on every process
+    width = _prompt_width(tokenizer, think_config, problems, targets)
+    policy_now = _sampling_params(state.params, model_config, sampler_mesh)
+    with parallel.activate(sampler_mesh, model_config):
+      r = grpo.sample_groups(policy_now, tokenizer, think_config, problems[lo:hi],
+                             targets[lo:hi], cfg.group_size, cfg.max_thinking,
+                             grpo.step_seed(cfg.seed, step), first_row=lo * cfg.group_size,
+                             width=width)
+    del policy_now
+    row_targets = [t for t in targets[lo:hi] for _ in range(cfg.group_size)]
     reward, valid = grpo.rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated,
                                          row_targets)
-    shape = (cfg.prompts_per_step, cfg.group_size)
+    shape = (hi - lo, cfg.group_size)
     adv = np.asarray(grpo.group_advantages(reward.reshape(shape), valid.reshape(shape),
                                            cfg.adv_eps)).reshape(-1)
-    batch = parallel.put_batch({"tokens": r.tokens, "thinking_ctx": r.thinking_ctx,
-                                "loss_mask": r.loss_mask * valid[:, None],
-                                "advantages": adv.astype(np.float32)}, mesh)
+    batch = parallel.global_batch({"tokens": r.tokens, "thinking_ctx": r.thinking_ctx,
+                                   "loss_mask": r.loss_mask * valid[:, None],
+                                   "advantages": adv.astype(np.float32)}, mesh, cfg.rows,
+                                  fill={})
     with parallel.activate(mesh, model_config):
       batch["old_logp"] = grpo._old_logprobs(state.params, batch["tokens"],
                                              batch["thinking_ctx"], model_config,
@@ -200,26 +299,37 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
         state, metrics = update(state, batch)
         first = first or metrics  # KL and clipping as the batch found the policy
     m = jax.tree.map(float, first)
+    w = _whole_batch({"reward": reward, "valid": valid, "correct": np.asarray(r.correct),
+                      "adv": adv, "thinking_tokens": r.thinking_tokens,
+                      "truncated": r.truncated}, mesh, cfg.rows)
+    generated = _total_generated(r.generated, mesh, cfg.rows)
     dt = time.time() - t0
-    record = {"step": step, "reward": float(reward[valid].mean()) if valid.any() else None,
-              "accuracy": float(r.correct.mean()),
-              "thinking_tokens": float(r.thinking_tokens.mean()),
-              "truncation_rate": float(r.truncated.mean()),
+    record = {"step": step,
+              "reward": float(w["reward"][w["valid"]].mean()) if w["valid"].any() else None,
+              "accuracy": float(w["correct"].mean()),
+              "thinking_tokens": float(w["thinking_tokens"].mean()),
+              "truncation_rate": float(w["truncated"].mean()),
               "kl": m.get("kl"), "loss": m["loss"], "pg_loss": m["pg_loss"],
               "clip_fraction": m["clip_fraction"], "grad_norm": m["grad_norm"],
-              "zero_advantage_fraction": float(np.mean(adv == 0)),
-              "tokens_per_s": r.generated / max(dt, 1e-9),
+              "zero_advantage_fraction": float(np.mean(w["adv"] == 0)),
+              "rollout_tokens": generated,
+              "tokens_per_s": generated / max(dt, 1e-9),
               "elapsed_s": time.time() - t_start}
     if cfg.budget_targets:
-      record["within_target"] = float(np.mean(r.thinking_tokens <= np.asarray(row_targets)))
+      all_targets = np.repeat(np.asarray(targets), cfg.group_size)
+      record["within_target"] = float(np.mean(w["thinking_tokens"] <= all_targets))
     if eval_problems and (step % cfg.eval_every == 0 or step == cfg.steps):
-      with parallel.activate(mesh, model_config):
-        ev = grpo.evaluate_policy(state.params, tokenizer, think_config, cfg, eval_problems,
+      # Every process evaluates all problems on its own copy (as the trainer does).
+      policy_now = _sampling_params(state.params, model_config, sampler_mesh)
+      with parallel.activate(sampler_mesh, model_config):
+        ev = grpo.evaluate_policy(policy_now, tokenizer, think_config, cfg, eval_problems,
                                   seed=cfg.eval_seed, temperature=0.0)
+      del policy_now
       record.update({f"eval_{k}": v for k, v in ev.items()})
       log(f"eval step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in ev.items()))
-    with open(metrics_path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    if primary:
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
     if step % cfg.log_every == 0 or step == cfg.steps:
       rate = (step - step0) / max(time.time() - t_start, 1e-9)
       shown = {**record, "reward": float("nan") if record["reward"] is None else record["reward"]}
@@ -232,7 +342,8 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
   ckpt.wait()
   ckpt.close()
   if int(state.step) == cfg.steps * cfg.updates_per_batch:
-    save_pretrained(os.path.join(workdir, "final"), parallel.to_host(state.params),
-                    model_config, {"grpo_config": dataclasses.asdict(cfg),
-                                   "last_record": record})
+    final = parallel.to_host(state.params)  # every process: a gather across processes
+    if primary:
+      save_pretrained(os.path.join(workdir, "final"), final, model_config,
+                      {"grpo_config": dataclasses.asdict(cfg), "last_record": record})
   return state.params, model_config, record
