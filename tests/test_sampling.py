@@ -11,7 +11,7 @@ from o1jax import tasks
 from o1jax.model.transformer import forward
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import Segment, make_think_config, prepare_inputs, think
-from o1jax.thinking.sampling import filter_logits, sample
+from o1jax.thinking.sampling import categorical, filter_logits, sample
 
 TOK = CharTokenizer()
 
@@ -87,6 +87,33 @@ def test_draws_and_log_probs_follow_the_float64_distribution():
     counts = np.bincount(token, minlength=vocab)
     assert counts[probs == 0].sum() == 0
     assert stats.chisquare(counts[probs > 0], draws * probs[probs > 0])[1] > 1e-3
+
+
+def test_blocked_inverse_cdf_draws_follow_the_float64_distribution():
+  # V = 1,000 (the last block of 128 is partly padding), whole blocks banned, one-token
+  # supports at either end, and a spread row: draws and log-probs against float64.
+  vocab, draws = 1000, 30_000
+  rng = np.random.default_rng(1)
+  spread = rng.normal(0, 2, vocab)
+  spread[128:384] = -np.inf                       # two whole blocks without mass
+  spread[rng.choice(vocab, 200, replace=False)] = -np.inf
+  first, last = np.full(vocab, -np.inf), np.full(vocab, -np.inf)
+  first[0], last[vocab - 1] = 0.0, 0.0
+  for row in (spread, first, last):
+    logits = jnp.tile(jnp.asarray(row, jnp.float32), (draws, 1))
+    token, logp = jax.jit(categorical)(jax.random.split(jax.random.key(2), draws), logits)
+    token = np.asarray(token)
+    probs = np.exp(row - row[np.isfinite(row)].max())
+    probs /= probs.sum()
+    assert np.all(probs[token] > 0)
+    np.testing.assert_allclose(np.asarray(logp), np.log(probs[token]), atol=1e-5)
+    counts = np.bincount(token, minlength=vocab)
+    if (probs > 0).sum() > 1:
+      # Pool tokens expected fewer than 5 times into one bin.
+      big = draws * probs >= 5
+      observed = np.append(counts[big], counts[~big].sum())
+      expected = np.append(draws * probs[big], draws * probs[~big].sum())
+      assert stats.chisquare(observed, expected)[1] > 1e-3
 
 
 def test_a_greedy_batch_and_an_unfiltered_batch_run_no_filter():

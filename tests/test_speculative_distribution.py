@@ -16,6 +16,7 @@ from o1jax.model import ModelConfig
 from o1jax.model.transformer import init_params
 from o1jax.thinking import SpeculativeConfig, ThinkConfig, ThinkInputs, think
 from o1jax.thinking import speculative
+from o1jax.thinking.sampling import categorical
 from o1jax.thinking.state import fill_settings
 
 MODEL = ModelConfig(vocab_size=16, embed_dim=32, num_layers=2, num_heads=2, num_kv_heads=1,
@@ -121,7 +122,7 @@ def _settings():
 # Wrong samplers, each a plausible slip in the rule (issue 29's list).
 def _residual_is_p(p, q, proposal, key_accept, key_residual):
   token, accepted = _ORIGINAL["accept_or_resample"](p, q, proposal, key_accept, key_residual)
-  resampled = jax.vmap(jax.random.categorical)(key_residual, jnp.log(p)).astype(jnp.int32)
+  resampled = categorical(key_residual, jnp.log(p))[0]
   return jnp.where(accepted, proposal, resampled), accepted
 
 
@@ -130,8 +131,8 @@ def _accept_if_u_below_p(p, q, proposal, key_accept, key_residual):
   accepted = jax.vmap(jax.random.uniform)(key_accept) < p_d
   residual = jnp.maximum(p - q, 0.0)
   residual = jnp.where(residual.sum(-1, keepdims=True) > 0, residual, p)
-  resampled = jax.vmap(jax.random.categorical)(key_residual, jnp.log(residual))
-  return jnp.where(accepted, proposal, resampled.astype(jnp.int32)), accepted
+  resampled = categorical(key_residual, jnp.log(residual))[0]
+  return jnp.where(accepted, proposal, resampled), accepted
 
 
 def _ratio_with_another_q(p, q, proposal, key_accept, key_residual):

@@ -43,7 +43,7 @@ from o1jax.thinking.config import Phase, ThinkConfig
 from o1jax.thinking.controller import (choose_token, advance_controller, check_heads,
                                  controller_logits, prefill, record_token, stop_when_cache_full,
                                  to_result, token_stop_rules)
-from o1jax.thinking.sampling import filter_logits
+from o1jax.thinking.sampling import categorical, filter_logits
 from o1jax.thinking.state import (Segment, ThinkInputs, ThinkState, fill_settings, forced_table,
                                   init_state)
 
@@ -105,13 +105,13 @@ def accept_or_resample(p, q, proposal, key_accept, key_residual):
   residual = jnp.maximum(p - q, 0.0)
   # All mass cancelled only if p == q, where a rejection cannot happen; rounding aside.
   residual = jnp.where(residual.sum(-1, keepdims=True) > 0, residual, p)
-  resampled = jax.vmap(jax.random.categorical)(key_residual, jnp.log(residual))
+  resampled, _ = categorical(key_residual, jnp.log(residual))
   return jnp.where(accepted, proposal, resampled.astype(jnp.int32)), accepted
 
 
 def bonus_token(p, keys):
   """The token after gamma acceptances: a fresh draw from the target p [B, V]."""
-  return jax.vmap(jax.random.categorical)(keys, jnp.log(p)).astype(jnp.int32)
+  return categorical(keys, jnp.log(p))[0]
 
 
 def _keys(s: ThinkState, n, tag: int):
@@ -143,7 +143,7 @@ def _propose(sp: SpecState, draft_params, draft_model: ModelConfig, config: Thin
     q = jax.lax.cond(sampling, lambda m: token_distribution(m, s.temperature, s.top_k, s.top_p),
                      lambda m: jax.nn.one_hot(jnp.argmax(m, -1), m.shape[-1]), masked)
     drawn = jax.lax.cond(
-        sampling, lambda q: jax.vmap(jax.random.categorical)(_keys(s, n, _DRAFT), jnp.log(q)),
+        sampling, lambda q: categorical(_keys(s, n, _DRAFT), jnp.log(q))[0],
         lambda q: jnp.argmax(q, -1), q).astype(jnp.int32)
     scratch, token, segment, _ = advance_controller(scratch, drawn, config, table, table_len)
     return scratch, n + (segment != Segment.PAD), token, drawn, q
