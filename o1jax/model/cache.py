@@ -51,7 +51,6 @@ class SlotTable:
   positions: jax.Array    # int32, -1: empty
   thinking: jax.Array     # bool: holds a thinking token (the only kind ever evicted)
   importance: jax.Array   # f32: attention received (the model adds each step's)
-  redundancy: jax.Array   # f32: summed cosine similarity of its keys to the other thinking keys
 
 
 @struct.dataclass
