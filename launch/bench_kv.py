@@ -5,6 +5,7 @@ accuracy of two sweeps side by side (float vs int8 KV, or KV eviction at several
   python launch/bench_kv.py --mode=decode --out=docs/kv/decode.json
   python launch/bench_kv.py --mode=attention --reps=15 --out=docs/kv/attention.json
   python launch/bench_kv.py --mode=evict_speed --out=docs/kv/evict_speed.json
+  python launch/bench_kv.py --mode=evict_step --reps=15 --out=docs/kv/evict_step.json
   python launch/bench_kv.py --mode=compare --sweeps=float:runs/sw_f,int8:runs/sw_i8 \
       --out=docs/kv/sweep_int8.json
 
@@ -15,7 +16,16 @@ decode: a ~25M-parameter Qwen3-layout config, caches of --cache_lens filled with
 attention: one layer's decode attention against a full cache (the 25m config's heads), the
   model's matmul form vs a multiply-reduce form, float vs int8, interleaved: ms and GB/s.
 evict_speed: think() on 8 countdown-4 prompts with each --kv_budgets (interleaved): tokens/s
-  and the KV cache bytes each allocates (the embedded model).
+  and the KV cache bytes each allocates (the embedded model), with --kv_evict_policy. A
+  budget above the longest trace (e.g. --kv_budgets=none,240) evicts nothing and generates
+  the same tokens, so its tokens/s against "none" is the per-step cost of the eviction
+  machinery alone.
+evict_step: the model step alone (no sampling or controller), the embedded model, batch 8:
+  --tokens thinking tokens fed after a 16-token prompt in one jitted `lax.fori_loop`, without
+  eviction (a cache of the config's cache_len, and one of each eviction cache's size) and
+  with it at --evict_step_budgets (each with rkv and oldest; a budget above --tokens evicts
+  nothing, below it the last --tokens - K steps evict), interleaved: ms per step,
+  minimum and median of --reps (the minimum is the least disturbed by other load).
 compare: each sweep's rows.csv (launch/sweep.py --out): accuracy per budget, the change in
   points against the first sweep, how many problems kept the same outcome and thinking
   length, and the longest-trace cells (--cells, e.g. countdown 3 and 4) on their own; for
@@ -35,14 +45,24 @@ import time
 from absl import app, flags, logging
 
 _MODE = flags.DEFINE_enum("mode", "memory", ["memory", "decode", "compare", "evict_speed",
-                                             "attention"],
+                                             "evict_step", "attention"],
                           "What to measure.")
 _KV_BUDGETS = flags.DEFINE_list("kv_budgets", ["none", "80", "40"], "evict_speed: thinking KV "
                                 "budgets ('none': no eviction).")
+_KV_POLICY = flags.DEFINE_enum("kv_evict_policy", "rkv", ["rkv", "oldest"],
+                               "evict_speed: the eviction policy.")
+_STEP_BUDGETS = flags.DEFINE_list("evict_step_budgets", ["300", "16"],
+                                  "evict_step: thinking KV budgets K.")
+_STEP_MODEL = flags.DEFINE_enum("evict_step_model", "embedded", ["embedded", "25m"],
+                                "evict_step: the embedded checkpoint, or the ~25M config with "
+                                "random weights.")
+_STEP_CACHE_LEN = flags.DEFINE_integer("evict_step_cache_len", None, "evict_step: the "
+                                       "context (cache_len) without eviction; default the "
+                                       "model's max_seq_len.")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
 _CACHE_LENS = flags.DEFINE_list("cache_lens", ["2048", "4096"], "decode: cache lengths.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "8"], "decode: batch sizes.")
-_TOKENS = flags.DEFINE_integer("tokens", 32, "decode: steps timed per call.")
+_TOKENS = flags.DEFINE_integer("tokens", 32, "decode, evict_step: steps timed per call.")
 _REPS = flags.DEFINE_integer("reps", 5, "decode: timed repetitions per variant (median).")
 _SWEEPS = flags.DEFINE_list("sweeps", [], "compare: NAME:DIR pairs of launch/sweep.py outputs; "
                             "the first is the reference.")
@@ -232,14 +252,15 @@ def evict_speed(reps: int) -> list[dict]:
   runs = {}
   for b in _KV_BUDGETS.value:
     k = None if b == "none" else int(b)
-    config = make_think_config(mc, tok, max_answer_tokens=12, thinking_kv_budget=k)
+    config = make_think_config(mc, tok, max_answer_tokens=12, thinking_kv_budget=k,
+                               kv_evict_policy=_KV_POLICY.value)
     inputs = jax.device_put(prepare_inputs(tok, prompts, config, None, 0))
     width = int(inputs.tokens.shape[1])
     slots = config.cache_len if k is None else kv_eviction.num_slots(config, width)
-    cache_bytes = jax.eval_shape(lambda: KVCache.init(mc, len(prompts), slots))
-    cache_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache_bytes))
-    if k is not None:  # the slot table: positions int32, thinking bool, two float32 scores
-      cache_bytes += len(prompts) * slots * (4 + 1 + 4 + 4)
+    cache = (lambda: KVCache.init(mc, len(prompts), slots)) if k is None else (
+        lambda: kv_eviction.init_cache(config, len(prompts), inputs.lengths, width))
+    cache_bytes = sum(x.size * x.dtype.itemsize  # the slot table included
+                      for x in jax.tree.leaves(jax.eval_shape(cache)))
     fn = lambda config=config, inputs=inputs: jax.block_until_ready(
         think(params, inputs, config, jax.random.key(0)))
     fn()  # compile
@@ -250,11 +271,85 @@ def evict_speed(reps: int) -> list[dict]:
       res = r["fn"]()
       r["times"].append(time.perf_counter() - t0)
       r["tokens"] = int(np.asarray(res.num_generated).sum())
+      r["max_thinking"] = int(np.asarray(res.thinking_tokens).max())
   rows = []
   for b, r in runs.items():
-    rows.append({"thinking_kv_budget": b, "batch": len(prompts), "kv_slots": r["slots"],
+    rows.append({"thinking_kv_budget": b, "kv_evict_policy": None if b == "none" else
+                 _KV_POLICY.value, "batch": len(prompts), "kv_slots": r["slots"],
                  "kv_cache_bytes": r["cache_bytes"], "tokens": r["tokens"],
+                 "max_thinking_tokens": r["max_thinking"],
                  "tok_s": r["tokens"] / statistics.median(r["times"]),
+                 "times_s": r["times"], "loadavg": os.getloadavg()})
+    print(json.dumps(rows[-1]), flush=True)
+  return rows
+
+
+def evict_step(reps: int, n_tokens: int) -> list[dict]:
+  """ms per model step with and without thinking-KV eviction (see the module docstring)."""
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+  from o1jax.model.cache import KVCache
+  from o1jax.model.transformer import forward
+  from o1jax.tasks.tokenizer import CharTokenizer
+  from o1jax.thinking import kv_eviction, make_think_config
+  from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
+  if _STEP_MODEL.value == "embedded":
+    params, mc, _ = load_params(embedded_checkpoint_dir())
+  else:
+    from o1jax.model import init_params
+    mc = _model_configs()["25m"]
+    params = jax.jit(init_params, static_argnums=0)(mc, jax.random.key(0))
+  batch, width = 8, 16
+  lengths = jnp.full((batch,), width, jnp.int32)
+
+  @functools.partial(jax.jit, static_argnames=("config",))
+  def run(params, cache, config):
+    def body(i, carry):
+      token, cache = carry
+      pos = jnp.full((batch,), width + i, jnp.int32)
+      if config is None:
+        logits, _, cache = forward(params, token[:, None], pos[:, None], cache, mc)
+      else:
+        logits, _, cache = kv_eviction.forward_evicting(
+            params, token, pos, jnp.ones((batch,), bool), cache, config)
+      return jnp.argmax(logits[:, 0], -1).astype(jnp.int32), cache
+    token = jnp.arange(batch, dtype=jnp.int32) + 5
+    return jax.lax.fori_loop(0, n_tokens, body, (token, cache))
+
+  cache_len = _STEP_CACHE_LEN.value
+  base = make_think_config(mc, CharTokenizer(), cache_len, max_answer_tokens=12)
+  variants = {"off": (None, lambda: KVCache.init(mc, batch, base.cache_len))}
+  for k in (int(b) for b in _STEP_BUDGETS.value):
+    # Without eviction at the eviction cache's size: what the slot machinery alone costs.
+    config = make_think_config(mc, CharTokenizer(), cache_len, max_answer_tokens=12,
+                               thinking_kv_budget=k)
+    n = kv_eviction.num_slots(config, width)
+    variants[f"off, {n} slots"] = (None, lambda n=n: KVCache.init(mc, batch, n))
+    for policy in ("rkv", "oldest"):
+      config = make_think_config(mc, CharTokenizer(), cache_len, max_answer_tokens=12,
+                                 thinking_kv_budget=k, kv_evict_policy=policy)
+      variants[f"K={k} {policy}"] = (config, lambda config=config: kv_eviction.init_cache(
+          config, batch, lengths, width))
+  times = {name: [] for name in variants}
+  for name, (config, init) in variants.items():  # compile and warm up
+    jax.block_until_ready(run(params, jax.jit(init)(), config=config))
+  for _ in range(reps):
+    for name, (config, init) in variants.items():
+      cache = jax.block_until_ready(jax.jit(init)())
+      t0 = time.perf_counter()
+      jax.block_until_ready(run(params, cache, config=config))
+      times[name].append(time.perf_counter() - t0)
+  rows = []
+  for name, (config, init) in variants.items():
+    slots = jax.eval_shape(init).k[0].shape[1]
+    label = f"off, {slots} slots (cache_len)" if name == "off" else name
+    k = None if config is None else config.thinking_kv_budget
+    rows.append({"variant": label, "model": _STEP_MODEL.value, "thinking_kv_budget": k, "kv_slots": slots,
+                 "evicting_steps": 0 if k is None else max(0, n_tokens - k), "batch": batch,
+                 "steps": n_tokens, "ms_per_step_min": 1e3 * min(times[name]) / n_tokens,
+                 "ms_per_step_median": 1e3 * statistics.median(times[name]) / n_tokens,
                  "loadavg": os.getloadavg()})
     print(json.dumps(rows[-1]), flush=True)
   return rows
@@ -360,6 +455,8 @@ def main(argv):
     out["results"] = attention(_REPS.value)
   elif _MODE.value == "evict_speed":
     out["results"] = evict_speed(_REPS.value)
+  elif _MODE.value == "evict_step":
+    out["results"] = evict_step(_REPS.value, _TOKENS.value)
   else:
     out["results"] = compare(_SWEEPS.value, _CELLS.value)
     if _PLOT.value:

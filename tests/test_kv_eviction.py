@@ -1,13 +1,15 @@
 """Thinking-KV eviction (`ThinkConfig.thinking_kv_budget`): the slot table keeps every
 prompt, close and answer position and at most K thinking tokens, at every step; budgets
-stay exact; a budget above the thinking length changes nothing; the incrementally kept
-redundancy equals a float64 recomputation from the cached keys."""
+stay exact; a budget above the thinking length changes nothing; the redundancy score equals
+a float64 all-pairs computation from the cached keys and is computed only on steps where a
+row evicts."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -114,14 +116,17 @@ def test_eviction_keeps_prompt_and_answer_and_at_most_k_thinking_tokens(model, k
   final = states[-1]
   # Budgets stay exact: the cut row thought exactly its 60 tokens, then the forced close.
   assert int(final.thinking_tokens[1]) == 60 and final.stop_reason[1] == StopReason.BUDGET
-  # The incrementally kept redundancy equals a recomputation from the cached keys.
+  # The closed-form redundancy equals the all-pairs sum from the cached keys.
   table = final.cache.slots
+  got = np.asarray(kv_eviction.redundancy(jax.tree.map(jnp.asarray, final.cache)))
   for b in range(len(prompts)):
     slots = np.flatnonzero(table.thinking[b])
-    for j in slots[:6]:
+    assert len(slots) == k_budget
+    for j in slots:
       others = slots[slots != j]
       want = _redundancy64([k[b] for k in final.cache.k], j, others)
-      np.testing.assert_allclose(table.redundancy[b, j], want, rtol=1e-4, atol=1e-4)
+      np.testing.assert_allclose(got[b, j], want, rtol=1e-4, atol=1e-4)
+    assert np.all(got[b, ~table.thinking[b]] == 0)
 
 
 def test_think_budgets_are_exact_under_eviction(model):
@@ -136,3 +141,29 @@ def test_think_budgets_are_exact_under_eviction(model):
     if t.stop_reason == "budget":
       assert t.thinking_tokens == budget
   assert sum(t.stop_reason == "budget" for t in out) >= len(rows) - 2
+
+
+def _primitives(jaxpr, inside_cond=False, found=None):
+  """{(primitive name, inside a cond branch)} over a jaxpr and every jaxpr nested in it."""
+  found = set() if found is None else found
+  for eqn in jaxpr.eqns:
+    found.add((eqn.primitive.name, inside_cond))
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      _primitives(sub, inside_cond or eqn.primitive.name == "cond", found)
+  return found
+
+
+@pytest.mark.parametrize("policy", ["rkv", "oldest"])
+def test_key_similarities_are_computed_only_under_the_evict_cond(model, policy):
+  """The redundancy score normalises keys (a sqrt, which nothing else in a step has: the
+  RMSNorms use rsqrt): it must sit only inside the cond branch taken when a row evicts, so
+  steps that evict nothing never read the keys for it. The old incremental redundancy
+  computed two key similarities at the top level of every step."""
+  params, mc = model
+  config = _config(mc, thinking_kv_budget=24, kv_evict_policy=policy)
+  cache = kv_eviction.init_cache(config, 2, jnp.array([5, 7]), 8)
+  jaxpr = jax.make_jaxpr(lambda c: kv_eviction.forward_evicting(
+      params, jnp.array([3, 4]), jnp.array([9, 9]), jnp.array([True, True]), c, config))(cache)
+  found = _primitives(jaxpr.jaxpr)
+  assert ("sqrt", False) not in found
+  assert (("sqrt", True) in found) == (policy == "rkv")

@@ -14,7 +14,7 @@ import pytest
 from o1jax import parallel, tasks
 from o1jax.kernels import reference_attention
 from o1jax.model.attention import attend
-from o1jax.model.cache import KVCache, dequantize, quantize_int8
+from o1jax.model.cache import SCALE_DTYPE, KVCache, dequantize, quantize_int8
 from o1jax.model.config import ModelConfig
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import make_think_config, think_texts
@@ -31,6 +31,16 @@ def test_kv_dtype_is_validated_early():
     ModelConfig(kv_dtype="float32")
 
 
+def _check_half_step(x64, q, scale):
+  """|x - q * scale| <= scale / 2 (float64, from the stored int8 values and scales), plus the
+  float32 rounding of x / scale; returns the per-row steps."""
+  q64 = np.asarray(q).astype(np.float64)
+  step = np.asarray(scale.astype(jnp.float32), np.float64)[..., None]
+  err = np.abs(q64 * step - x64)
+  assert np.all(err <= step * (0.5 + 1e-5)), float(np.max(err / np.maximum(step, 1e-300)))
+  return step[..., 0]
+
+
 def test_quantisation_error_is_at_most_half_a_step():
   rng = np.random.default_rng(0)
   # Rows of very different magnitudes, one all-zero row, outlier channels.
@@ -39,11 +49,52 @@ def test_quantisation_error_is_at_most_half_a_step():
   q, scale = quantize_int8(jnp.asarray(x, jnp.float32))
   assert q.dtype == jnp.int8 and scale.shape == (4, 5)
   assert int(jnp.max(jnp.abs(q.astype(jnp.int32)))) <= 127
+  _check_half_step(x, q, scale)
   err = np.abs(np.asarray(dequantize(q, scale, jnp.float32), np.float64) - x)
-  step = np.asarray(scale, np.float64)[..., None]
-  # Half a step, plus float32 rounding of x / scale (the step is float16, stored as used).
-  assert np.all(err <= step / 2 * (1 + 1e-5) + 1e-12)
   assert np.all(np.asarray(q)[3] == 0) and np.all(err[3] == 0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_quantisation_holds_from_1e_minus_8_to_1e8(dtype):
+  """Every half decade of absmax from 1e-8 to 1e8 (and on to 1e-30 and 1e30): no inf or
+  NaN, at most half a step of error, and a step within 2^-8 of absmax / 127 (a scale
+  blown up to hide the error would fail that). float16 scales failed above ~8.3e6 (an inf
+  scale, NaN values) and below ~1e-4 (a subnormal scale: 3 steps of error at 1e-5, a zero
+  scale below ~4e-6)."""
+  rng = np.random.default_rng(1)
+  decades = np.concatenate([np.arange(-8, 8.01, 0.5), [-30, -20, 20, 30]])
+  x = rng.standard_normal((len(decades), 3, 32)) * 10.0 ** decades[:, None, None]
+  x = np.asarray(jnp.asarray(x, dtype).astype(jnp.float32), np.float64)  # exactly as given
+  q, scale = quantize_int8(jnp.asarray(x, dtype))
+  deq = np.asarray(dequantize(q, scale, dtype).astype(jnp.float32))
+  assert np.all(np.isfinite(deq)) and np.all(np.isfinite(np.asarray(scale, np.float64)))
+  step = _check_half_step(x, q, scale)
+  ideal = np.abs(x).max(-1) / 127
+  np.testing.assert_array_less(np.abs(step / ideal - 1), 2.0 ** -8 + 1e-6)
+  assert np.all(np.abs(np.asarray(q)).max(-1) >= 126)  # the whole int8 range is used
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_quantisation_is_finite_at_the_ends_of_the_dtype(dtype):
+  """The largest, smallest normal and smallest subnormal magnitudes of the input dtype,
+  zero, and mixed rows: scales and dequantised values are finite, within one step at the top
+  (the scale is capped so that 127 * scale stays finite) and within absmax below."""
+  info = jnp.finfo(dtype)
+  ends = [float(info.max), float(info.smallest_normal), float(info.smallest_subnormal), 0.0]
+  x = np.zeros((len(ends) + 1, 8))
+  for i, a in enumerate(ends):
+    x[i] = a * np.linspace(-1, 1, 8)
+  x[-1, :4], x[-1, 4:] = float(info.max), float(info.smallest_subnormal)
+  x = np.asarray(jnp.asarray(x, dtype).astype(jnp.float32), np.float64)
+  q, scale = quantize_int8(jnp.asarray(x, dtype))
+  for out in (dtype, jnp.float32):
+    deq = np.asarray(dequantize(q, scale, out).astype(jnp.float32), np.float64)
+    assert np.all(np.isfinite(deq)), (out, deq)
+  step = np.asarray(scale.astype(jnp.float32), np.float64)[..., None]
+  err = np.abs(np.asarray(q).astype(np.float64) * step - x)
+  assert np.all(err[[0, 4]] <= step[[0, 4]])
+  assert np.all(err[1:4] <= np.abs(x[1:4]).max(-1, keepdims=True))
+  assert np.all(np.asarray(q)[3] == 0) and float(scale[3]) == 0
 
 
 def _reference64(q, k, v, pos):
@@ -137,7 +188,7 @@ def test_int8_cache_memory_and_layout(model):
   f, i8 = KVCache.init(config, 2, 64), KVCache.init(config.replace(kv_dtype="int8"), 2, 64)
   assert i8.quantized and i8.k[0].dtype == jnp.int8 and i8.k_scale[0].shape == (2, 64,
                                                                                config.num_kv_heads)
-  # head_dim 32, float32 compute: 128 bytes per token-head become 32 + a float16 scale.
+  # head_dim 32, float32 compute: 128 bytes per token-head become 32 + a bfloat16 scale.
   assert f.nbytes / i8.nbytes == pytest.approx(4 * config.head_dim / (config.head_dim + 2))
 
 
@@ -233,13 +284,13 @@ def test_tpu_variant_of_the_int8_decode_kernel():
 @pytest.mark.parametrize("platform,lowering", [("gpu", "cuda"), ("tpu", "tpu")])
 def test_int8_decode_kernel_lowers_for_accelerators(platform, lowering):
   """Pallas' own lowering and block-shape checks for Triton and Mosaic (not their
-  compilers): an int8 cache with float16 scales, bf16 queries."""
+  compilers): an int8 cache with its SCALE_DTYPE scales, bf16 queries."""
   from o1jax.kernels import backend, decode_attention
   sds = lambda *s, dt=jnp.bfloat16: jax.ShapeDtypeStruct(s, dt)
   b, h, kvh, d, s = 2, 8, 2, 128, 4096
   args = (sds(b, 4, h, d), sds(b, s, kvh, d, dt=jnp.int8), sds(b, s, kvh, d, dt=jnp.int8),
-          sds(b, 4, dt=jnp.int32), sds(b, s, kvh, dt=jnp.float16),
-          sds(b, s, kvh, dt=jnp.float16))
+          sds(b, 4, dt=jnp.int32), sds(b, s, kvh, dt=SCALE_DTYPE),
+          sds(b, s, kvh, dt=SCALE_DTYPE))
   fn = lambda q, k, v, p, ks, vs: decode_attention(q, k, v, p, k_scale=ks, v_scale=vs)
   with backend.override_target(platform, False):
     text = jax.jit(fn).trace(*args).lower(lowering_platforms=(lowering,)).as_text()

@@ -15,12 +15,19 @@ with the lowest score (R-KV, Cai et al. 2025):
     other cached thinking keys, softmax-normalised over the evictable slots, as in R-KV.
 
 The `window` most recent thinking tokens (R-KV's observation window) and every prompt,
-close and answer token are never evicted. Redundancy is kept incrementally: each new
-thinking key adds its similarities to the others, and an evicted key takes its own out, so
-no step compares all pairs.
+close and answer token are never evicted.
+
+What a step costs beyond attention: importance needs each step's attention weights (the
+model computes them in every layer, one more pass over the keys: they decay into a running
+sum, so no later step can recover them). Redundancy is computed only on steps where some row
+evicts (a `lax.cond`): one pass over every layer's keys, in closed form (each slot's unit
+keys against the sum of the thinking slots' unit keys), so steps that evict nothing, e.g.
+all of them while the thinking is shorter than K, read no keys for it. (It was kept
+incrementally before: two passes over every layer's keys on every step.)
 
 `kv_evict_policy="oldest"` evicts the oldest evictable thinking token instead (a sliding
-window over the thinking, StreamingLLM-like): the baseline the scores must beat.
+window over the thinking, StreamingLLM-like): the baseline the scores must beat. It reads
+neither score, so its steps drop the attention weights (XLA then never computes them).
 """
 
 from __future__ import annotations
@@ -43,74 +50,73 @@ def init_cache(config, batch: int, lengths: jax.Array, width: int) -> KVCache:
   cache = KVCache.init(config.model, batch, slots)
   j = jnp.arange(slots)[None, :]
   positions = jnp.where(j < lengths[:, None], j, -1).astype(jnp.int32)
-  zeros = jnp.zeros((batch, slots), jnp.float32)
   table = SlotTable(positions=positions, thinking=jnp.zeros((batch, slots), bool),
-                    importance=zeros, redundancy=zeros)
+                    importance=jnp.zeros((batch, slots), jnp.float32))
   return cache.replace(slots=table)
 
 
-def _similarity(cache: KVCache, slot: jax.Array) -> jax.Array:
-  """[B, S] cosine similarity of the keys at `slot` [B] with every slot's keys, averaged
-  over layers and KV heads. Scale-free, so an int8 cache needs no dequantising."""
+def redundancy(cache: KVCache) -> jax.Array:
+  """[B, S] each slot's summed cosine similarity to the keys of the other thinking slots
+  (per layer and KV head, averaged over them): unit_j . (sum over thinking i of unit_i -
+  unit_j) for a thinking slot j. One pass over the keys instead of all pairs. Scale-free,
+  so an int8 cache needs no dequantising."""
+  thinking = cache.slots.thinking
   total = 0.0
-  rows = jnp.arange(slot.shape[0])
   for k in cache.k:
     keys = k.astype(jnp.float32)                                       # [B, S, KVH, D]
     unit = keys / (jnp.linalg.norm(keys, axis=-1, keepdims=True) + 1e-6)
-    total = total + jnp.einsum("bshd,bhd->bsh", unit, unit[rows, slot]).mean(-1)
+    unit = jnp.where(thinking[:, :, None, None], unit, 0.0)
+    pooled = unit.sum(1, keepdims=True)                                # [B, 1, KVH, D]
+    total = total + jnp.einsum("bshd,bshd->bsh", unit, pooled - unit,
+                               precision=jax.lax.Precision.HIGHEST).mean(-1)
   return total / len(cache.k)
 
 
-def _scores(table: SlotTable, evictable: jax.Array, n_thinking: jax.Array, weight: float):
+def _scores(table: SlotTable, redundancy: jax.Array, evictable: jax.Array,
+            n_thinking: jax.Array, weight: float):
   big = jnp.float32(1e30)
   importance = jnp.where(evictable, table.importance, 0.0)
   importance = importance / jnp.maximum(importance.sum(-1, keepdims=True), 1e-30)
-  mean_sim = table.redundancy / jnp.maximum(n_thinking - 1, 1)[:, None]
+  mean_sim = redundancy / jnp.maximum(n_thinking - 1, 1)[:, None]
   redundancy = jax.nn.softmax(jnp.where(evictable, mean_sim, -big), axis=-1)
   return jnp.where(evictable, weight * importance - (1 - weight) * redundancy, big)
 
 
 def forward_evicting(params, token, position, is_thinking, cache: KVCache, config):
   """`forward` of one token per row [B] at `position` [B] (-1: nothing fed), choosing its
-  slot first (evicting a thinking token if the budget is full) and updating the slot
-  scores after. Returns what `forward` returns."""
+  slot first (evicting a thinking token if the budget is full) and adding the attention
+  each slot received to its importance after. Returns what `forward` returns."""
   table, budget, window = cache.slots, config.thinking_kv_budget, config.kv_evict_window
   batch, n_slots = jnp.arange(token.shape[0]), cache.slots.positions.shape[1]
   live = position >= 0
-  table = table.replace(importance=table.importance * (1.0 - 1.0 / window))
   n_thinking = table.thinking.sum(-1, dtype=jnp.int32)
   evictable = table.thinking & (table.positions < position[:, None] - window)
   evict = live & is_thinking & (n_thinking >= budget) & evictable.any(-1)
   if config.kv_evict_policy == "oldest":
     victim = jnp.argmin(jnp.where(evictable, table.positions, jnp.iinfo(jnp.int32).max), -1)
   else:
-    victim = jnp.argmin(_scores(table, evictable, n_thinking, config.kv_importance_weight), -1)
+    table = table.replace(importance=table.importance * (1.0 - 1.0 / window))
+    # Only when a row evicts: the scores read every layer's keys.
+    victim = jax.lax.cond(
+        evict.any(),
+        lambda: jnp.argmin(_scores(table, redundancy(cache), evictable, n_thinking,
+                                   config.kv_importance_weight), -1).astype(jnp.int32),
+        lambda: jnp.zeros(token.shape, jnp.int32))
   empty = table.positions < 0
   first_empty = jnp.where(empty.any(-1), jnp.argmax(empty, -1), -1)
   slot = jnp.where(evict, victim, first_empty).astype(jnp.int32)
   write = live & (slot >= 0)     # always true when the slots are sized by `num_slots`
   at = jnp.where(write, slot, n_slots)  # out of range: dropped
 
-  # The victim's keys leave: take their similarity out of the others' redundancy.
-  old_sim = _similarity(cache, jnp.maximum(slot, 0))
-  redundancy = table.redundancy - jnp.where(evict[:, None] & table.thinking, old_sim, 0.0)
   set_at = lambda a, v: a.at[batch, at].set(v, mode="drop")
   table = table.replace(
       positions=set_at(table.positions, position), thinking=set_at(table.thinking, is_thinking),
-      importance=set_at(table.importance, 0.0),
-      redundancy=set_at(redundancy, 0.0))
+      importance=set_at(table.importance, 0.0))
   logits, hidden, cache = forward(params, token[:, None], position[:, None],
                                   cache.replace(slots=table), config.model)
-
-  # The new thinking key joins: its similarity to each other thinking key, both ways.
-  table = cache.slots
-  new_sim = _similarity(cache, jnp.maximum(slot, 0))
-  others = table.thinking & (jnp.arange(table.thinking.shape[1])[None] != slot[:, None])
-  joined = (write & is_thinking)[:, None] & others
-  redundancy = table.redundancy + jnp.where(joined, new_sim, 0.0)
-  redundancy = redundancy.at[batch, jnp.where(write & is_thinking, slot, n_slots)].set(
-      jnp.where(joined, new_sim, 0.0).sum(-1), mode="drop")
-  return logits, hidden, cache.replace(slots=table.replace(redundancy=redundancy))
+  if config.kv_evict_policy == "oldest":  # no scores: the attention received goes unused
+    cache = cache.replace(slots=table)
+  return logits, hidden, cache
 
 
 def check(config) -> None:
