@@ -14,13 +14,16 @@ whenever any row samples). Settings are per-request data, so one compiled progra
 rows of a kind; the sort baseline is compiled by patching the controller's `sample`.
 
 Times are medians of --reps rounds of --steps steps after a warm-up; every round times every
-variant once (interleaved), so load drift on a shared machine hits all alike.
+variant once (interleaved), so load drift on a shared machine hits all alike. Both wall time
+and the process's CPU time (all XLA threads) are recorded: on a machine other jobs share, CPU
+time is the steadier measure of the work a step does; the ratios are quoted in CPU time.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import statistics
 import time
@@ -74,7 +77,6 @@ def main(argv):
   del argv
   import jax
   import jax.numpy as jnp
-  import numpy as np
 
   from o1jax.model import ModelConfig
   from o1jax.model.transformer import count_params, init_params
@@ -122,28 +124,32 @@ def main(argv):
   finally:
     controller.sample = original
 
-  times = {key: [] for key in ((b, s, f) for (b, s) in states for f in fns)}
+  keys = [(b, s, f) for (b, s) in states for f in fns]
+  wall, cpu = {key: [] for key in keys}, {key: [] for key in keys}
   for rep in range(_REPS.value):
     for (b, setting), state in states.items():
       for name, fn in fns.items():
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn(state, params))
-        times[b, setting, name].append((time.perf_counter() - t) / _STEPS.value)
+        wall[b, setting, name].append((time.perf_counter() - t) / _STEPS.value)
+        cpu[b, setting, name].append((time.process_time() - c) / _STEPS.value)
     print(f"round {rep + 1}/{_REPS.value} done", flush=True)
 
   rows = []
+  median_ms = lambda xs: statistics.median(xs) * 1e3
   for b in map(int, _BATCHES.value):
-    greedy = statistics.median(times[b, "greedy", "radix (today)"])
+    greedy = median_ms(cpu[b, "greedy", "radix (today)"])
     for setting in SETTINGS:
       for name in fns:
-        ms = statistics.median(times[b, setting, name]) * 1e3
+        ms, cpu_ms = median_ms(wall[b, setting, name]), median_ms(cpu[b, setting, name])
         rows.append(dict(batch=b, setting=setting, sampler=name, step_ms=round(ms, 2),
-                         vs_greedy=round(ms / (greedy * 1e3), 3)))
-        print(f"batch {b:2d}  {setting:26s} {name:14s} {ms:8.2f} ms/step  "
-              f"{ms / (greedy * 1e3):5.2f}x greedy", flush=True)
+                         step_cpu_ms=round(cpu_ms, 2), vs_greedy_cpu=round(cpu_ms / greedy, 3)))
+        print(f"batch {b:2d}  {setting:26s} {name:14s} {ms:8.2f} ms/step wall "
+              f"{cpu_ms:8.2f} ms CPU  {cpu_ms / greedy:5.2f}x greedy (CPU)", flush=True)
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(dict(date=datetime.date.today().isoformat(), machine=platform.machine(),
+                     load_average=os.getloadavg(),
                      cpus=jax.device_count(), jax=jax.__version__,
                      command="python launch/bench_sampling.py " + (
                          f"--out={_OUT.value}" if _OUT.value else ""),

@@ -219,14 +219,9 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
   run resumes from its last checkpoint). With several processes every process calls this
   (module docstring); only process 0 logs.
   """
-  if jax.process_count() > 1:
-    raise ValueError("GRPO runs in one process (its rollouts are read back on the host); "
-                     "use a mesh over that process's devices")
   for files in (cfg.data_files, cfg.eval_files):  # bad records fail before weights load
     if files:
       rl_data.load_problems(files, cfg.verifier)
-
-
   primary = parallel.is_primary()
   if not primary:
     log = lambda _: None
