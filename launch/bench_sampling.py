@@ -110,17 +110,18 @@ def main(argv):
   def steps_fn():  # a new jit: traced with whatever `controller.sample` is now
     return jax.jit(lambda s, p: run_steps(s, p, config, _STEPS.value)[0])
 
+  states = {(b, setting): start_state(b, setting)
+            for b in map(int, _BATCHES.value) for setting in SETTINGS}
+  # A jit traces at its first call: compile each sampler's program while it is in place.
   fns = {"radix (today)": steps_fn()}
+  for state in states.values():
+    jax.block_until_ready(fns["radix (today)"](state, params))
   original = controller.sample
   controller.sample = sort_based_sample
   try:
     fns["sort (before)"] = steps_fn()
-    states = {}
-    for b in map(int, _BATCHES.value):
-      for setting in SETTINGS:
-        states[b, setting] = start_state(b, setting)
-        for fn in fns.values():  # compile both samplers now, while the patch is in place
-          jax.block_until_ready(fn(states[b, setting], params))
+    for state in states.values():
+      jax.block_until_ready(fns["sort (before)"](state, params))
   finally:
     controller.sample = original
 
