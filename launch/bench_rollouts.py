@@ -10,7 +10,9 @@ closes and answers (up to --max_answer tokens). Both paths decode the same rows 
 same keys; the script checks that their Rollouts are identical, so both generate the same
 tokens, counted the same way (`Rollouts.generated`: thinking, close and answer tokens).
 Rollout tokens/s is the best of --reps timed runs of each path after a warm-up run of each
-(compilation excluded), interleaved. The load average is recorded: the machine is shared.
+(compilation excluded), interleaved. With --uniform (default) the same is measured on a mix
+with no spread (every prompt at the mean length), the control: there no row waits for a
+longer one, and fewer slots only cost. The load average is recorded: the machine is shared.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _CACHE_LEN = flags.DEFINE_integer("cache_len", 320, "Context (cache) length, as 
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
 _REPS = flags.DEFINE_integer("reps", 3, "Timed repetitions (best reported).")
 _SEED = flags.DEFINE_integer("seed", 0, "Problems, the length mix and the sampling keys.")
+_UNIFORM = flags.DEFINE_bool("uniform", True, "Also measure a mix with no spread (every "
+                              "prompt at the mean length): the control.")
 _OUT = flags.DEFINE_string("out", "runs/rollouts_bench.csv", "Output CSV ('' for none).")
 
 
@@ -56,68 +60,73 @@ def main(argv):
                              max_answer_tokens=_MAX_ANSWER.value)
   p, g = _PROMPTS.value, _GROUP.value
   problems = tasks_lib.get_task("addition").generate_problems(_SEED.value, 3, p, split="eval")
-  rng = np.random.default_rng(_SEED.value)
-  lengths = [_SHORT.value if i < p // 2 else _LONG.value for i in range(p)]
-  lengths = [int(x) for x in rng.permutation(lengths)]
   slots = _SLOTS.value or rollouts.default_slots(p * g, g)
-  common = dict(params=params, tokenizer=tok, think_config=config, problems=problems,
-                targets=[None] * p, group_size=g, budget=lengths, seed=_SEED.value,
-                min_thinking=lengths)
-  schedule = {}
-
-  def one_batch():
-    return rollouts.sample_groups_in_one_batch(**common)
-
-  def engine():
-    r, schedule["last"] = rollouts.sample_groups_with_schedule(**common, slots=slots)
-    return r
-
-  paths = {"one_batch": one_batch, "engine_slots": engine}
-  warm = {name: fn() for name, fn in paths.items()}   # compiles; also the equality check
-  a, b = warm["one_batch"], warm["engine_slots"]
-  for field in ("tokens", "loss_mask", "thinking_ctx", "stop_reason", "thinking_tokens"):
-    if not np.array_equal(getattr(a, field), getattr(b, field)):
-      raise SystemExit(f"the two paths differ in {field}: the benchmark compares nothing")
-  thinking = np.asarray(a.thinking_tokens).reshape(p, g)
-  best = {name: float("inf") for name in paths}
-  load_before = os.getloadavg()[0]
-  for _ in range(_REPS.value):
-    for name, fn in paths.items():
-      start = time.perf_counter()
-      r = fn()
-      best[name] = min(best[name], time.perf_counter() - start)
-  load_after = os.getloadavg()[0]
-  tokens = a.generated
-  # The one batch runs until its longest row ends, every step over every row.
-  prompt_len = np.array([len(tok.encode_prompt(x)) for x in a.prompts])
-  one_batch_steps = int(((a.tokens != tok.pad_id).sum(1) - prompt_len).max())
-  sched = schedule["last"]
-  rate = {name: tokens / best[name] for name in paths}
-  speedup = rate["engine_slots"] / rate["one_batch"]
-  date = datetime.date.today().isoformat()
   command = "python launch/bench_rollouts.py " + " ".join(sys.argv[1:])
-  rows = [dict(path=name, prompts=p, group=g, rows=p * g,
-               slots=slots if name == "engine_slots" else p * g,
-               short=_SHORT.value, long=_LONG.value, tokens=tokens,
-               best_s=round(best[name], 3), tokens_per_s=round(rate[name], 1),
-               speedup=round(rate[name] / rate["one_batch"], 3),
-               prefills=p if name == "engine_slots" else p * g,
-               decode_steps=sched.steps if name == "engine_slots" else one_batch_steps,
-               refills=sched.refills if name == "engine_slots" else 0)
-          for name in paths]
+  loads = [os.getloadavg()[0]]
+
+  def measure(mix: str, short: int, long: int) -> list[dict]:
+    rng = np.random.default_rng(_SEED.value)
+    lengths = [int(x) for x in rng.permutation([short] * (p // 2) + [long] * (p - p // 2))]
+    common = dict(params=params, tokenizer=tok, think_config=config, problems=problems,
+                  targets=[None] * p, group_size=g, budget=lengths, seed=_SEED.value,
+                  min_thinking=lengths)
+    schedule = {}
+
+    def engine():
+      r, schedule["last"] = rollouts.sample_groups_with_schedule(**common, slots=slots)
+      return r
+
+    paths = {"one_batch": lambda: rollouts.sample_groups_in_one_batch(**common),
+             "engine_slots": engine}
+    warm = {name: fn() for name, fn in paths.items()}   # compiles; also the equality check
+    a, b = warm["one_batch"], warm["engine_slots"]
+    for field in ("tokens", "loss_mask", "thinking_ctx", "stop_reason", "thinking_tokens"):
+      if not np.array_equal(getattr(a, field), getattr(b, field)):
+        raise SystemExit(f"the two paths differ in {field}: the benchmark compares nothing")
+    thinking = np.asarray(a.thinking_tokens).reshape(p, g)
+    best = {name: float("inf") for name in paths}
+    for _ in range(_REPS.value):
+      for name, fn in paths.items():
+        start = time.perf_counter()
+        fn()
+        best[name] = min(best[name], time.perf_counter() - start)
+    loads.append(os.getloadavg()[0])
+    # The one batch runs until its longest row ends, every step over every row.
+    prompt_len = np.array([len(tok.encode_prompt(x)) for x in a.prompts])
+    one_batch_steps = int(((a.tokens != tok.pad_id).sum(1) - prompt_len).max())
+    sched = schedule["last"]
+    rate = {name: a.generated / best[name] for name in paths}
+    print(f"{mix}: thinking tokens per prompt (its G rows): {thinking[:, 0].tolist()}; "
+          f"every row as forced: {bool((thinking == thinking[:, :1]).all())}")
+    engine_row = lambda name, value, default: value if name == "engine_slots" else default
+    return [dict(mix=mix, path=name, prompts=p, group=g, rows=p * g,
+                 slots=engine_row(name, slots, p * g), short=short, long=long,
+                 tokens=a.generated, best_s=round(best[name], 3),
+                 tokens_per_s=round(rate[name], 1),
+                 speedup=round(rate[name] / rate["one_batch"], 3),
+                 prefills=engine_row(name, sched.prefilled, p * g),
+                 decode_steps=engine_row(name, sched.steps, one_batch_steps),
+                 rounds=engine_row(name, sched.rounds, 1),
+                 refills=engine_row(name, sched.refills, 0))
+            for name in paths]
+
+  rows = measure("10x spread", _SHORT.value, _LONG.value)
+  if _UNIFORM.value:  # the same tokens with no spread: what fewer slots cost when nothing waits
+    mid = (_SHORT.value + _LONG.value) // 2
+    rows += measure("uniform", mid, mid)
   for row in rows:
     print(", ".join(f"{k}={v}" for k, v in row.items()))
-  print(f"thinking tokens per prompt (its G rows): {thinking[:, 0].tolist()}; every row as "
-        f"forced: {bool((thinking == thinking[:, :1]).all())}")
-  print(f"speed-up {speedup:.2f}x (goal >= 1.5x); load average {load_before:.2f} -> "
-        f"{load_after:.2f}; {platform.processor() or platform.machine()}, "
+  speedup = rows[1]["speedup"]
+  print(f"speed-up on the 10x spread {speedup:.2f}x (goal >= 1.5x); load average "
+        f"{' -> '.join(f'{x:.2f}' for x in loads)}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs")
   if _OUT.value:
     os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
     with open(_OUT.value, "w", newline="") as f:
-      f.write(f"# {date}; command: {command}; checkpoint: o1jax/checkpoints/tiny "
-              f"(the embedded reasoner); best of {_REPS.value} after a warm-up; load average "
-              f"{load_before:.2f} -> {load_after:.2f} on {os.cpu_count()} CPUs\n")
+      f.write(f"# {datetime.date.today().isoformat()}; command: {command}; checkpoint: "
+              f"o1jax/checkpoints/tiny (the embedded reasoner); best of {_REPS.value} after a "
+              f"warm-up; load average {' -> '.join(f'{x:.2f}' for x in loads)} on "
+              f"{os.cpu_count()} CPUs\n")
       w = csv.DictWriter(f, fieldnames=list(rows[0]))
       w.writeheader()
       w.writerows(rows)

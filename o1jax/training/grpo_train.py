@@ -31,7 +31,7 @@ from o1jax.training.checkpoint import (TrainCheckpointer, embedded_checkpoint_di
                                        save_pretrained)
 
 # Settings that may change between a run and its resumption: they change no result.
-_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "max_to_keep")
+_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "max_to_keep", "rollout_slots")
 
 
 def _say(line: str) -> None:
@@ -156,7 +156,8 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
     problems, targets = grpo.step_problems(cfg, step)
     with parallel.activate(mesh, model_config):
       r = grpo.sample_groups(state.params, tokenizer, think_config, problems, targets,
-                             cfg.group_size, cfg.max_thinking, grpo.step_seed(cfg.seed, step))
+                             cfg.group_size, cfg.max_thinking, grpo.step_seed(cfg.seed, step),
+                             slots=cfg.rollout_slots or None)
     row_targets = [t for t in targets for _ in range(cfg.group_size)]
     reward, valid = grpo.rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated,
                                          row_targets)
