@@ -65,15 +65,29 @@ def test_engine_rollouts_equal_the_one_batch_path_with_refills(setup, monkeypatc
   assert sched.steps < ends.max() * len(ends) / 4
 
 
-def test_the_equality_check_rejects_wrong_forks(setup):
-  """Wrong variants of the fork, run through the same engine loop: every row of a group
-  keyed alike (a fork without new keys), and rows keyed by slot instead of by row. The
-  comparison above must tell each from the reference."""
-  (params, tok, config, problems, targets, g, budgets, seed), want = setup
-  prompts = rollouts.group_prompts(problems, targets)
+def test_every_result_field_matches_and_wrong_forks_are_told_apart(setup):
+  """Below the layout: the engine loop's whole ThinkResult (the sampler's log-probs, the
+  probe and similarity fields included) equals one think() over every row. Then wrong
+  variants of the fork through the same loop: every row of a group keyed alike (a fork
+  without new keys), and rows keyed by slot instead of by row; the comparison of the test
+  above must tell each from the reference."""
+  args, want = setup
+  params, tok, config, problems, targets, g, budgets, seed = args
+  prompts, reference = rollouts.think_groups(*args, min_thinking=MINS)
   requests = [Request(p, budget=b, min_thinking=m)
               for p, b, m in zip(prompts, budgets, MINS)]
   n = len(prompts) * g
+  result, _ = rollouts.decode_groups(Engine(params, tok, config, 4), requests, g,
+                                     request_keys(seed, np.arange(n)))
+  assert (reference.logprobs < 0).any()
+  for f in dataclasses.fields(reference):
+    got, ref = getattr(result, f.name), getattr(reference, f.name)
+    if f.name == "logprobs":
+      # XLA's CPU matmuls round a row differently at batch 4 than at batch 15 (about 1e-6 in
+      # a logit): the draws agree, their float32 log-probs to that rounding.
+      np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-5, err_msg=f.name)
+    else:
+      np.testing.assert_array_equal(got, ref, err_msg=f.name)
   wrong_keys = {"one key per group": request_keys(seed, np.arange(n) // g * g),
                 "keyed by slot": request_keys(seed, np.arange(n) % 4)}
   for name, keys in wrong_keys.items():

@@ -15,8 +15,10 @@ Two ways to decode them, with the same tokens:
 Row r = prompt * G + sample draws from `request_keys(seed, r)` on both paths, and a row's
 tokens depend only on its prompt, controls and key (the engine's guarantee: a request
 decodes as think() on it alone), so both give the same Rollouts token for token
-(tests/test_rl_rollouts.py). Budgets and minimums are per prompt; the controller carries
-them per row.
+(tests/test_rl_rollouts.py). Not bit for bit below that: XLA rounds a row's float32 logits
+differently at another batch size (about 1e-6 here), so the sampler's log-probs agree to
+that, and a draw at a near-tie could go the other way (either is a sample of the policy).
+Budgets and minimums are per prompt; the controller carries them per row.
 """
 
 from __future__ import annotations
@@ -244,6 +246,16 @@ def sample_groups_in_one_batch(params, tokenizer, think_config: ThinkConfig,
                                ) -> Rollouts:
   """`sample_groups` by one think() over all P * G rows: every row prefills its prompt and
   the batch decodes until its longest row ends."""
+  prompts, result = think_groups(params, tokenizer, think_config, problems, targets,
+                                 group_size, budget, seed, temperature,
+                                 min_thinking=min_thinking)
+  return _layout(problems, prompts, group_size, result, tokenizer, think_config.cache_len)
+
+
+def think_groups(params, tokenizer, think_config: ThinkConfig, problems: Sequence[Problem],
+                 targets: Sequence[int | None], group_size: int, budget, seed: int,
+                 temperature: float | None = None, *, min_thinking=0):
+  """(prompts, host ThinkResult [P * G]) of the one-batch path, before verification."""
   prompts, budgets, mins, settings = _controls(problems, targets, group_size, budget,
                                                min_thinking, temperature)
   rows = [i for i in range(len(prompts)) for _ in range(group_size)]
@@ -251,8 +263,7 @@ def sample_groups_in_one_batch(params, tokenizer, think_config: ThinkConfig,
   inputs = prepare_inputs(tokenizer, pick(prompts), think_config, pick(budgets), pick(mins),
                           **settings)
   inputs = inputs.replace(request_key=request_keys(seed, np.arange(len(rows))))
-  result = jax.tree.map(np.asarray, think(params, inputs, think_config))
-  return _layout(problems, prompts, group_size, result, tokenizer, think_config.cache_len)
+  return prompts, jax.tree.map(np.asarray, think(params, inputs, think_config))
 
 
 # ---- evaluation ----------------------------------------------------------------------------
