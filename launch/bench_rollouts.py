@@ -9,7 +9,9 @@ embedded reasoner: half the prompts (shuffled, fixed seed) get budget = min_thin
 closes and answers (up to --max_answer tokens). Both paths decode the same rows with the
 same keys; the script checks that their Rollouts are identical, so both generate the same
 tokens, counted the same way (`Rollouts.generated`: thinking, close and answer tokens).
-Rollout tokens/s is the best of --reps timed runs of each path after a warm-up run of each
+A third path is the control for batch size: think() over batches of the engine's slot count
+(whole groups), each padded to its own longest row. Rollout tokens/s is the best of --reps
+timed runs of each path after a warm-up run of each
 (compilation excluded), interleaved. With --uniform (default) the same is measured on a mix
 with no spread (every prompt at the mean length), the control: there no row waits for a
 longer one, and fewer slots only cost. The load average is recorded: the machine is shared.
@@ -18,6 +20,7 @@ longer one, and fewer slots only cost. The load average is recorded: the machine
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import os
 import platform
@@ -76,7 +79,19 @@ def main(argv):
       r, schedule["last"] = rollouts.sample_groups_with_schedule(**common, slots=slots)
       return r
 
+    def think_in_slot_sized_batches():
+      # The control: think() batches as small as the engine's slots (whole groups), each
+      # padded to its own longest row: a smaller batch without refills (its rows are keyed
+      # from 0 in each batch: other draws, the same forced thinking lengths).
+      per = max(1, slots // g)
+      out = [rollouts.sample_groups_in_one_batch(
+          **{**common, "problems": problems[i:i + per], "targets": [None] * len(
+              problems[i:i + per]), "budget": lengths[i:i + per],
+             "min_thinking": lengths[i:i + per]}) for i in range(0, p, per)]
+      return dataclasses.replace(out[0], generated=sum(r.generated for r in out))
+
     paths = {"one_batch": lambda: rollouts.sample_groups_in_one_batch(**common),
+             "slot_sized_batches": think_in_slot_sized_batches,
              "engine_slots": engine}
     warm = {name: fn() for name, fn in paths.items()}   # compiles; also the equality check
     a, b = warm["one_batch"], warm["engine_slots"]
@@ -95,18 +110,21 @@ def main(argv):
     prompt_len = np.array([len(tok.encode_prompt(x)) for x in a.prompts])
     one_batch_steps = int(((a.tokens != tok.pad_id).sum(1) - prompt_len).max())
     sched = schedule["last"]
-    rate = {name: a.generated / best[name] for name in paths}
+    rate = {name: warm[name].generated / best[name] for name in paths}
     print(f"{mix}: thinking tokens per prompt (its G rows): {thinking[:, 0].tolist()}; "
           f"every row as forced: {bool((thinking == thinking[:, :1]).all())}")
     engine_row = lambda name, value, default: value if name == "engine_slots" else default
+    batch = {"one_batch": p * g, "slot_sized_batches": max(1, slots // g) * g,
+             "engine_slots": slots}
     return [dict(mix=mix, path=name, prompts=p, group=g, rows=p * g,
-                 slots=engine_row(name, slots, p * g), short=short, long=long,
-                 tokens=a.generated, best_s=round(best[name], 3),
+                 batch_rows=batch[name], short=short, long=long,
+                 tokens=warm[name].generated, best_s=round(best[name], 3),
                  tokens_per_s=round(rate[name], 1),
                  speedup=round(rate[name] / rate["one_batch"], 3),
                  prefills=engine_row(name, sched.prefilled, p * g),
-                 decode_steps=engine_row(name, sched.steps, one_batch_steps),
-                 rounds=engine_row(name, sched.rounds, 1),
+                 decode_steps=engine_row(name, sched.steps,
+                                         one_batch_steps if name == "one_batch" else ""),
+                 rounds=engine_row(name, sched.rounds, 1 if name == "one_batch" else ""),
                  refills=engine_row(name, sched.refills, 0))
             for name in paths]
 
@@ -116,7 +134,7 @@ def main(argv):
     rows += measure("uniform", mid, mid)
   for row in rows:
     print(", ".join(f"{k}={v}" for k, v in row.items()))
-  speedup = rows[1]["speedup"]
+  speedup = rows[2]["speedup"]
   print(f"speed-up on the 10x spread {speedup:.2f}x (goal >= 1.5x); load average "
         f"{' -> '.join(f'{x:.2f}' for x in loads)}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs")
