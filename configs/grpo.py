@@ -57,7 +57,10 @@ def get_config(variant: str = ""):
       checkpoint_every=10,
       max_to_keep=2,
       mesh_shape=(-1, 1, 1),
-      seed=0))
+      seed=0,
+      # Engine slots the rollouts decode in (o1jax/rl/rollouts.py); 0: half the rows, so
+      # finished rows' slots take queued rows (docs/REASONING_TRAINING.md, "rollouts").
+      rollout_slots=0))
   if variant == "budget":
     c.grpo.update(budget_targets=(16, 32, 48), budget_reward="max", budget_alpha=0.5)
   elif variant == "budget_l1":

@@ -2,10 +2,12 @@
 group-normalised advantages and no value model.
 
 One step: draw `prompts_per_step` problems (a pure function of (seed, step)), sample
-`group_size` completions of each with the library's compiled `think()` (per-row budgets and
-PRNG keys are arrays; the thinking budget caps every rollout), score each with its task's
-verifier, normalise the rewards within each group, A = (r - mean) / (std + eps), and take
-`updates_per_batch` optimizer steps on the clipped policy-gradient loss
+`group_size` completions of each with think()'s own step (o1jax/rl/rollouts.py: one prefill
+per prompt forked to its G rows, continuous batching over `rollout_slots` engine slots;
+per-row budgets and PRNG keys are arrays; the thinking budget caps every rollout), score
+each with its task's verifier, normalise the rewards within each group,
+A = (r - mean) / (std + eps), and take `updates_per_batch` optimizer steps on the clipped
+policy-gradient loss
 
     L = sum_t mask_t [-min(rho_t A, clip(rho_t, 1-eps, 1+eps) A) + beta k3_t] / sum_t mask_t
     rho_t = pi(y_t) / pi_old(y_t),  k3_t = pi_ref(y_t)/pi(y_t) - log(pi_ref(y_t)/pi(y_t)) - 1
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,14 +51,14 @@ from o1jax.model.transformer import forward
 from o1jax.rl import data as rl_data
 from o1jax.rl import verifiers
 from o1jax.tasks.base import Problem
-from o1jax.thinking import (Segment, StopReason, ThinkConfig, decode_result, make_think_config,
-                            prepare_inputs, request_keys, think)
+from o1jax.rl.rollouts import (TRUNCATED_REASONS, Rollouts, evaluate_policy,  # noqa: F401
+                               sample_groups)
+from o1jax.thinking import ThinkConfig, make_think_config
 from o1jax.training import budget_prompt
 from o1jax.training import trainer
 
 TRUNCATION_MODES = ("mask", "penalize")
 BUDGET_REWARDS = ("max", "exact")
-TRUNCATED_REASONS = (int(StopReason.BUDGET), int(StopReason.CONTEXT))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +101,7 @@ class GRPOConfig:
   max_to_keep: int = 2
   mesh_shape: tuple[int, ...] = parallel.DEFAULT_MESH_SHAPE
   seed: int = 0
+  rollout_slots: int = 0                      # engine slots rollouts decode in; 0: half the rows
 
   def __post_init__(self):
     for t in self.tasks:
@@ -135,6 +138,9 @@ class GRPOConfig:
                        f"{self.budget_reward!r}")
     for t in self.budget_targets:
       budget_prompt.check_target_budget(t)
+    if not isinstance(self.rollout_slots, int) or self.rollout_slots < 0:
+      raise ValueError(f"rollout_slots must be a non-negative integer (0: half the rows), got "
+                       f"{self.rollout_slots!r}")
     checks = [("temperature", self.temperature > 0), ("max_thinking", self.max_thinking >= 0),
               ("clip_eps", 0 < self.clip_eps < 1), ("kl_coef", self.kl_coef >= 0),
               ("learning_rate", self.learning_rate > 0), ("warmup_steps", self.warmup_steps >= 0),
@@ -326,93 +332,11 @@ def _old_logprobs(params, tokens, thinking_ctx, model_config, temperature, eos_i
   return token_logprobs(params, tokens, thinking_ctx, model_config, temperature, eos_ids)
 
 
-# ---- rollouts ---------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Rollouts:
-  """A step's G completions per prompt, laid out for the loss ([N] host arrays, row =
-  prompt * G + sample)."""
-  prompts: list[str]
-  answers: list[str]
-  correct: np.ndarray
-  thinking_tokens: np.ndarray
-  stop_reason: np.ndarray
-  truncated: np.ndarray
-  tokens: np.ndarray        # [N, L] prompt + generated, padded
-  loss_mask: np.ndarray     # [N, L-1] 1 where token t+1 was sampled by the policy
-  thinking_ctx: np.ndarray  # [N, L-1] True where token t+1 was drawn while thinking
-  generated: int            # tokens generated in all
-
+# ---- rollouts (o1jax/rl/rollouts.py) -----------------------------------------------------
 
 def think_config_for(cfg: GRPOConfig, model_config, tokenizer) -> ThinkConfig:
   return make_think_config(model_config, tokenizer, cfg.cache_len, temperature=cfg.temperature,
                            max_answer_tokens=cfg.max_answer_tokens)
-
-
-def sample_groups(params, tokenizer, think_config: ThinkConfig, problems: Sequence[Problem],
-                  targets: Sequence[int | None], group_size: int, budget: int, seed: int,
-                  temperature: float | None = None, first_row: int = 0,
-                  width: int | None = None) -> Rollouts:
-  """`group_size` completions of each problem by think() (budget-conditioned prompts where
-  a target is given), verified, with the token layout the loss reads.
-
-  These rows are rows [first_row, first_row + N) of the step's batch: a row's PRNG key is
-  that of its batch row, and `width` (the prompt width of the whole batch) fixes the
-  prompt layout, so a row samples the same whichever process samples it (grpo_train.py)."""
-  prompts = [p.prompt if t is None else budget_prompt.with_budget(p.prompt, t)
-             for p, t in zip(problems, targets)]
-  rows = [i for i in range(len(problems)) for _ in range(group_size)]
-  settings = {} if temperature is None else {"temperature": temperature}
-  inputs = prepare_inputs(tokenizer, [prompts[i] for i in rows], think_config,
-                          [budget] * len(rows), width=width, **settings)
-  inputs = inputs.replace(request_key=request_keys(seed, first_row + np.arange(len(rows))))
-  result = jax.tree.map(np.asarray, think(params, inputs, think_config))
-  thoughts = decode_result(result, tokenizer, [prompts[i] for i in rows])
-  correct = np.array([verifiers.verify_problem(problems[i], th.answer)
-                      for i, th in zip(rows, thoughts)])
-  n, length = len(rows), think_config.cache_len
-  tokens = np.full((n, length), tokenizer.pad_id, np.int32)
-  loss_mask = np.zeros((n, length - 1), np.float32)
-  thinking_ctx = np.zeros((n, length - 1), bool)
-  prompt_len, prompt_tokens = np.asarray(inputs.lengths), np.asarray(inputs.tokens)
-  for b in range(n):
-    p, g = int(prompt_len[b]), int(result.num_generated[b])
-    tokens[b, :p] = prompt_tokens[b, :p]
-    tokens[b, p:p + g] = result.tokens[b, :g]
-    seg = result.segments[b, :g]
-    sampled = (seg == Segment.THINKING) | (seg == Segment.ANSWER)
-    close = np.flatnonzero(seg == Segment.CLOSE)
-    natural_close = close[:1] if result.stop_reason[b] == StopReason.NATURAL else close[:0]
-    sampled[natural_close] = True  # the model's own </think>; forced closes stay masked
-    drawn_thinking = seg == Segment.THINKING
-    drawn_thinking[natural_close] = True
-    loss_mask[b, p - 1:p - 1 + g] = sampled   # logits at t predict token t + 1
-    thinking_ctx[b, p - 1:p - 1 + g] = drawn_thinking
-  stop = result.stop_reason[:n].astype(np.int32)
-  return Rollouts(prompts=[prompts[i] for i in rows], answers=[t.answer for t in thoughts],
-                  correct=correct, thinking_tokens=result.thinking_tokens[:n].astype(np.int64),
-                  stop_reason=stop, truncated=np.isin(stop, TRUNCATED_REASONS),
-                  tokens=tokens, loss_mask=loss_mask, thinking_ctx=thinking_ctx,
-                  generated=int(result.num_generated.sum()))
-
-
-def evaluate_policy(params, tokenizer, think_config: ThinkConfig, cfg: GRPOConfig,
-                    problems: Sequence[Problem], seed: int, samples: int = 1,
-                    temperature: float | None = None) -> dict[str, float]:
-  """Mean reward (as training scores it), accuracy, thinking tokens and truncation rate of
-  `samples` completions per problem at `temperature` (default cfg.temperature; 0: greedy);
-  targets cycle through cfg.budget_targets."""
-  targets = [cfg.budget_targets[i % len(cfg.budget_targets)] if cfg.budget_targets else None
-             for i in range(len(problems))]
-  r = sample_groups(params, tokenizer, think_config, problems, targets, samples,
-                    cfg.max_thinking, seed,
-                    cfg.temperature if temperature is None else temperature)
-  rows_targets = [t for t in targets for _ in range(samples)]
-  reward, valid = rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated, rows_targets)
-  return {"reward": float(reward[valid].mean()) if valid.any() else float("nan"),
-          "accuracy": float(r.correct.mean()),
-          "thinking_tokens": float(r.thinking_tokens.mean()),
-          "truncation_rate": float(r.truncated.mean())}
 
 
 def optimizer_for(cfg: GRPOConfig) -> optax.GradientTransformation:

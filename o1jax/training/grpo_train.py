@@ -36,14 +36,13 @@ from o1jax import tasks as tasks_lib
 from o1jax.rl import data as rl_data
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import prepare_inputs
-from o1jax.thinking.api import bucket_width
 from o1jax.training import budget_prompt, grpo
 from o1jax.training import trainer
 from o1jax.training.checkpoint import (TrainCheckpointer, embedded_checkpoint_dir, load_params,
                                        save_pretrained)
 
 # Settings that may change between a run and its resumption: they change no result.
-_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "max_to_keep")
+_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "max_to_keep", "rollout_slots")
 
 
 def _say(line: str) -> None:
@@ -169,13 +168,6 @@ def _sampling_params(params, model_config, sampler_mesh):
                       parallel.param_shardings(model_config, sampler_mesh))
 
 
-def _prompt_width(tokenizer, think_config, problems, targets) -> int:
-  """The prompt width of the whole step's batch (prepare_inputs buckets the longest prompt
-  of the rows it is given): every process lays its rows out as one process would."""
-  longest = max(len(tokenizer.encode_prompt(p)) for p in _prompts(problems, targets))
-  return bucket_width(longest, think_config.cache_len)
-
-
 def _whole_batch(local: dict[str, np.ndarray], mesh, rows: int) -> dict[str, np.ndarray]:
   """Per-row values of every process's rows, in batch order, on every process (the step's
   metrics are over the whole batch). A collective with several processes."""
@@ -267,13 +259,12 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
       break
     t0 = time.time()
     problems, targets = grpo.step_problems(cfg, step)  # the whole batch's, on every process
-    width = _prompt_width(tokenizer, think_config, problems, targets)
     policy_now = _sampling_params(state.params, model_config, sampler_mesh)
     with parallel.activate(sampler_mesh, model_config):
       r = grpo.sample_groups(policy_now, tokenizer, think_config, problems[lo:hi],
                              targets[lo:hi], cfg.group_size, cfg.max_thinking,
                              grpo.step_seed(cfg.seed, step), first_row=lo * cfg.group_size,
-                             width=width)
+                             slots=cfg.rollout_slots or None)
     del policy_now
     row_targets = [t for t in targets[lo:hi] for _ in range(cfg.group_size)]
     reward, valid = grpo.rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated,
