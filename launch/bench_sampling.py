@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 from absl import app, flags
@@ -152,8 +153,7 @@ def main(argv):
       json.dump(dict(date=datetime.date.today().isoformat(), machine=platform.machine(),
                      load_average=os.getloadavg(),
                      cpus=jax.device_count(), jax=jax.__version__,
-                     command="python launch/bench_sampling.py " + (
-                         f"--out={_OUT.value}" if _OUT.value else ""),
+                     command="python " + " ".join(sys.argv),
                      model="Qwen2.5-0.5B-shaped, random weights, f32", vocab=mc.vocab_size,
                      layers=mc.num_layers, steps=_STEPS.value, reps=_REPS.value,
                      rows=rows), f, indent=1)

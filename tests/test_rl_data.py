@@ -290,6 +290,8 @@ def test_grpo_on_a_tiny_qwen3_with_a_jsonl_set(qwen3_dir, tmp_path):
   # wrote (as math-verify reads it), so some rows are right and train() must score them 1.
   records = [json.loads(line) for line in open(FIXTURE)]
   for i, prob in enumerate(problems):
+    if prob.task:   # a built-in task's record keeps its true answer (loading checks it)
+      continue
     for b in range(i * cfg.group_size, (i + 1) * cfg.group_size):
       said = math_verify.parse(r.answers[b])
       if natural[b] and said and str(said[-1]).lstrip("-").isdigit():
