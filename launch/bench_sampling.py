@@ -82,7 +82,8 @@ def main(argv):
   from o1jax.model import ModelConfig
   from o1jax.model.transformer import count_params, init_params
   from o1jax.thinking import ThinkConfig, ThinkInputs, controller
-  from o1jax.thinking.loop import prefill, run_steps
+  from o1jax.thinking.controller import prefill
+  from o1jax.thinking.loop import run_steps
   from o1jax.thinking.state import fill_settings, init_state
 
   mc = ModelConfig(vocab_size=151_936, embed_dim=896, num_layers=_LAYERS.value, num_heads=14,

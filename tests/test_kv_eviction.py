@@ -19,7 +19,8 @@ from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import make_think_config, prepare_inputs, think_texts
 from o1jax.thinking import kv_eviction
 from o1jax.thinking.config import StopReason
-from o1jax.thinking.loop import decode_step, prefill
+from o1jax.thinking.controller import prefill
+from o1jax.thinking.loop import decode_step
 from o1jax.thinking.state import Segment, fill_settings, init_state
 
 TOK = CharTokenizer()

@@ -10,7 +10,8 @@ import pytest
 
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import make_think_config, prepare_inputs
-from o1jax.thinking.loop import prefill, run_steps
+from o1jax.thinking.controller import prefill
+from o1jax.thinking.loop import run_steps
 from o1jax.thinking.state import ThinkState, fill_settings, init_state, reset_rows
 
 TOK = CharTokenizer()

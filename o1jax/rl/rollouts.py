@@ -35,7 +35,7 @@ from o1jax.rl import verifiers
 from o1jax.tasks.base import Problem
 from o1jax.thinking import (Phase, Segment, StopReason, ThinkConfig, decode_result,
                             prepare_inputs, request_keys, think)
-from o1jax.thinking.loop import to_result
+from o1jax.thinking.controller import to_result
 from o1jax.training import budget_prompt
 
 TRUNCATED_REASONS = (int(StopReason.BUDGET), int(StopReason.CONTEXT))

@@ -26,7 +26,8 @@ from flax import struct
 from o1jax.model.heads import head_probability
 from o1jax.model.transformer import forward
 from o1jax.thinking.config import Phase, ThinkConfig
-from o1jax.thinking.loop import decode_step_with_hidden, is_eos, prefill
+from o1jax.thinking.controller import is_eos, prefill
+from o1jax.thinking.loop import decode_step_with_hidden
 from o1jax.thinking.state import (Segment, ThinkInputs, ThinkState, init_state,
                                   reset_rows)
 

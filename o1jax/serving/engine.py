@@ -40,7 +40,8 @@ from o1jax.model.cache import KVCache
 from o1jax.model.heads import apply_head
 from o1jax.thinking.api import parse_budget, prepare_inputs
 from o1jax.thinking.config import Phase, ThinkConfig
-from o1jax.thinking.loop import check_heads, prefill as prefill_prompts, run_steps, to_result
+from o1jax.thinking.controller import check_heads, prefill as prefill_prompts, to_result
+from o1jax.thinking.loop import run_steps
 from o1jax.thinking.state import (REQUEST_SETTINGS, ThinkInputs, ThinkState, fill_settings,
                                   init_state, request_keys, setting_defaults)
 

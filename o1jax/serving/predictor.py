@@ -18,7 +18,7 @@ import numpy as np
 from o1jax import tasks as tasks_lib
 from o1jax.model.heads import HeadConfig, RewardModel, load_head, save_head
 from o1jax.thinking import UNLIMITED, make_think_config, prepare_inputs, think_texts
-from o1jax.thinking.loop import prefill
+from o1jax.thinking.controller import prefill
 from o1jax.training import heads as heads_lib
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints", "tiny",
