@@ -25,7 +25,8 @@ evict_step: the model step alone (no sampling or controller), the embedded model
   eviction (a cache of the config's cache_len, and one of each eviction cache's size) and
   with it at --evict_step_budgets (each with rkv and oldest; a budget above --tokens evicts
   nothing, below it the last --tokens - K steps evict), interleaved: ms per step,
-  minimum and median of --reps (the minimum is the least disturbed by other load).
+  minimum and median of --reps (the minimum is the least disturbed by other load), and the
+  bytes per row of each cache (slot table and rkv's query window included).
 compare: each sweep's rows.csv (launch/sweep.py --out): accuracy per budget, the change in
   points against the first sweep, how many problems kept the same outcome and thinking
   length, and the longest-trace cells (--cells, e.g. countdown 3 and 4) on their own; for
@@ -343,12 +344,18 @@ def evict_step(reps: int, n_tokens: int) -> list[dict]:
       times[name].append(time.perf_counter() - t0)
   rows = []
   for name, (config, init) in variants.items():
-    slots = jax.eval_shape(init).k[0].shape[1]
+    shapes = jax.eval_shape(init)
+    slots = shapes.k[0].shape[1]
+    nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+    window = None if shapes.slots is None else (shapes.slots.queries,
+                                                shapes.slots.query_positions)
     label = f"off, {slots} slots (cache_len)" if name == "off" else name
     k = None if config is None else config.thinking_kv_budget
     rows.append({"variant": label, "model": _STEP_MODEL.value, "thinking_kv_budget": k, "kv_slots": slots,
                  "evicting_steps": 0 if k is None else max(0, n_tokens - k), "batch": batch,
-                 "steps": n_tokens, "ms_per_step_min": 1e3 * min(times[name]) / n_tokens,
+                 "steps": n_tokens, "cache_bytes_per_row": nbytes(shapes) // batch,
+                 "query_window_bytes_per_row": nbytes(window) // batch,
+                 "ms_per_step_min": 1e3 * min(times[name]) / n_tokens,
                  "ms_per_step_median": 1e3 * statistics.median(times[name]) / n_tokens,
                  "loadavg": os.getloadavg()})
     print(json.dumps(rows[-1]), flush=True)

@@ -1,11 +1,13 @@
 """Thinking-KV eviction (`ThinkConfig.thinking_kv_budget`): the slot table keeps every
 prompt, close and answer position and at most K thinking tokens, at every step; budgets
-stay exact; a budget above the thinking length changes nothing; the redundancy score equals
-a float64 all-pairs computation from the cached keys and is computed only on steps where a
-row evicts."""
+stay exact; a budget above the thinking length changes nothing; the window keeps the last W
+queries; importance (the window's attention) and redundancy equal float64 computations from
+the stored queries and cached keys, each eviction takes the float64 argmin of the score, and
+both scores are computed only on steps where a row evicts."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import jax
@@ -22,6 +24,7 @@ from o1jax.thinking.config import StopReason
 from o1jax.thinking.controller import prefill
 from o1jax.thinking.loop import decode_step
 from o1jax.thinking.state import Segment, fill_settings, init_state
+from o1jax.model.transformer import forward
 
 TOK = CharTokenizer()
 
@@ -87,15 +90,74 @@ def _redundancy64(k_layers, slot, others):
   return total / len(k_layers)
 
 
+def _keys64(cache, b):
+  """Row b's cached keys per layer [S, KVH, D], float64 (an int8 cache dequantised)."""
+  keys = [np.asarray(k[b], np.float64) for k in cache.k]
+  if cache.k_scale is not None:
+    keys = [k * np.asarray(s[b], np.float64)[..., None] for k, s in zip(keys, cache.k_scale)]
+  return keys
+
+
+def _importance64(cache, b):
+  """[S] the attention each slot receives from the window's stored queries, averaged over
+  the queries, layers and query heads, in float64 (R-KV's importance)."""
+  table = cache.slots
+  q_pos, k_pos = table.query_positions[b], table.positions[b]
+  valid = q_pos >= 0
+  total = np.zeros(k_pos.shape)
+  for q, k in zip(table.queries, _keys64(cache, b)):
+    q = np.asarray(q[b], np.float64)[valid]                        # [W', H, D]
+    group = q.shape[1] // k.shape[1]
+    k = np.repeat(k, group, axis=1)                                # [S, H, D]
+    scores = np.einsum("whd,shd->hws", q, k) / np.sqrt(q.shape[-1])
+    visible = (k_pos[None, :] >= 0) & (k_pos[None, :] <= q_pos[valid][:, None])  # [W', S]
+    scores = np.where(visible[None], scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs = probs / probs.sum(-1, keepdims=True)
+    total += probs.mean(0).sum(0)
+  return total / (len(table.queries) * max(int(valid.sum()), 1))
+
+
+def _scores64(cache, b, position, window, weight):
+  """Row b's eviction scores [S] (inf: not evictable) for a token at `position`."""
+  table = cache.slots
+  thinking = table.thinking[b]
+  evictable = thinking & (table.positions[b] < position - window)
+  imp = np.where(evictable, _importance64(cache, b), 0.0)
+  imp = imp / max(imp.sum(), 1e-30)
+  slots = np.flatnonzero(thinking)
+  sim = np.zeros(thinking.shape)
+  for j in slots:
+    sim[j] = _redundancy64(_keys64(cache, b), j, slots[slots != j]) / max(len(slots) - 1, 1)
+  red = np.exp(np.where(evictable, sim, -np.inf) - sim[evictable].max())
+  red = red / red.sum()
+  return np.where(evictable, weight * imp - (1 - weight) * red, np.inf)
+
+
 @pytest.mark.parametrize("kv_dtype", [None, "int8"])
 def test_eviction_keeps_prompt_and_answer_and_at_most_k_thinking_tokens(model, kv_dtype):
   params, mc = model
   k_budget = 24
-  config = _config(mc.replace(kv_dtype=kv_dtype), thinking_kv_budget=k_budget)
+  # lambda 0.5: importance weighs as much as redundancy in the argmin checked below
+  config = _config(mc.replace(kv_dtype=kv_dtype), thinking_kv_budget=k_budget,
+                   kv_importance_weight=0.5)
   prompts = _prompts(1)
   budgets = [None, 60]  # the second is cut by its thinking budget, mid-eviction
   lengths, states = _run_stepwise(params, config, prompts, budgets)
-  evicted_any = False
+  evicted_any, checked = False, 0
+  window = config.kv_evict_window
+  for before, s in zip(states, states[1:]):
+    # Every eviction takes the float64 argmin of the score from the cache before the step.
+    old, new = before.cache.slots.positions, s.cache.slots.positions
+    for b, j in zip(*np.nonzero((old != new) & (old >= 0))):
+      scores = _scores64(before.cache, b, int(new[b, j]), window, config.kv_importance_weight)
+      assert scores[j] <= scores.min() + 1e-4, (b, j, scores[j], scores.min())
+      checked += 1
+    for b in range(len(prompts)):  # the window holds the queries of the last W positions
+      fed = int(s.cache.slots.positions[b].max())
+      assert sorted(s.cache.slots.query_positions[b].tolist()) == list(range(fed - window + 1,
+                                                                             fed + 1))
+  assert checked >= 20
   for s in states:
     table = s.cache.slots
     for b in range(len(prompts)):
@@ -117,9 +179,15 @@ def test_eviction_keeps_prompt_and_answer_and_at_most_k_thinking_tokens(model, k
   final = states[-1]
   # Budgets stay exact: the cut row thought exactly its 60 tokens, then the forced close.
   assert int(final.thinking_tokens[1]) == 60 and final.stop_reason[1] == StopReason.BUDGET
-  # The closed-form redundancy equals the all-pairs sum from the cached keys.
+  # The closed-form redundancy equals the all-pairs sum from the cached keys, importance the
+  # float64 attention of the stored queries.
   table = final.cache.slots
-  got = np.asarray(kv_eviction.redundancy(jax.tree.map(jnp.asarray, final.cache)))
+  cache = jax.tree.map(jnp.asarray, final.cache)
+  got = np.asarray(kv_eviction.redundancy(cache))
+  got_importance = np.asarray(kv_eviction.importance(cache))
+  for b in range(len(prompts)):
+    np.testing.assert_allclose(got_importance[b], _importance64(final.cache, b), rtol=1e-3,
+                               atol=1e-6)
   for b in range(len(prompts)):
     slots = np.flatnonzero(table.thinking[b])
     assert len(slots) == k_budget
@@ -145,10 +213,11 @@ def test_think_budgets_are_exact_under_eviction(model):
 
 
 def _primitives(jaxpr, inside_cond=False, found=None):
-  """{(primitive name, inside a cond branch)} over a jaxpr and every jaxpr nested in it."""
-  found = set() if found is None else found
+  """Counter of (primitive name, inside a cond branch) over a jaxpr and every jaxpr nested
+  in it."""
+  found = collections.Counter() if found is None else found
   for eqn in jaxpr.eqns:
-    found.add((eqn.primitive.name, inside_cond))
+    found[(eqn.primitive.name, inside_cond)] += 1
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       _primitives(sub, inside_cond or eqn.primitive.name == "cond", found)
   return found
@@ -159,7 +228,12 @@ def test_key_similarities_are_computed_only_under_the_evict_cond(model, policy):
   """The redundancy score normalises keys (a sqrt, which nothing else in a step has: the
   RMSNorms use rsqrt): it must sit only inside the cond branch taken when a row evicts, so
   steps that evict nothing never read the keys for it. The old incremental redundancy
-  computed two key similarities at the top level of every step."""
+  computed two key similarities at the top level of every step.
+
+  Importance (the window's attention to every slot) must sit there too: outside the cond a
+  step has exactly the exps and dot products of a plain forward on a cache of the same
+  size (the model's own attention). The old running sum added one attention pass per layer
+  on every step."""
   params, mc = model
   config = _config(mc, thinking_kv_budget=24, kv_evict_policy=policy)
   cache = kv_eviction.init_cache(config, 2, jnp.array([5, 7]), 8)
@@ -168,3 +242,10 @@ def test_key_similarities_are_computed_only_under_the_evict_cond(model, policy):
   found = _primitives(jaxpr.jaxpr)
   assert ("sqrt", False) not in found
   assert (("sqrt", True) in found) == (policy == "rkv")
+  plain = _primitives(jax.make_jaxpr(lambda c: forward(
+      params, jnp.array([[3], [4]]), jnp.array([[9], [9]]), c, mc))(
+          cache.replace(slots=None)).jaxpr)
+  for name in ("exp", "dot_general"):
+    assert found[(name, False)] == plain[(name, False)] > 0, name
+  # the window's attention: one softmax per layer, inside the cond
+  assert (found[("exp", True)] >= mc.num_layers) == (policy == "rkv")

@@ -166,8 +166,9 @@ def cudnn_attention(q, k, v, q_positions, scale=None, segment_ids=None,
 
 def attention_received(q, k, q_positions, key_positions, k_scale=None):
   """[B, S] f32: the attention weight each key slot receives, averaged over query heads and
-  summed over the queries (thinking-KV eviction's importance). Recomputed from q and k
-  rather than taken out of `attend`, so no attention implementation has to return it."""
+  summed over the queries. Thinking-KV eviction's importance calls it with the stored
+  queries of its observation window, and only on steps where a row evicts, so no attention
+  implementation has to return its weights."""
   b, t, h, d = q.shape
   kvh = k.shape[2]
   keys = k.astype(jnp.float32)

@@ -46,11 +46,20 @@ class SlotTable:
   (thinking-KV eviction, o1jax/thinking/kv_eviction.py: a thinking token's slot is reused).
 
   Keys are cached after RoPE, so a key keeps its position wherever it sits. Attention sees
-  slot j from a query at position p iff 0 <= positions[b, j] <= p. All [batch, slots].
+  slot j from a query at position p iff 0 <= positions[b, j] <= p. `positions` and
+  `thinking` are [batch, slots].
+
+  `queries`: R-KV's observation window, the queries (after RoPE) of the last W positions
+  fed, per layer [batch, W, heads, head_dim] in the model dtype, at index position % W;
+  `query_positions` [batch, W] says which position each entry holds (-1: none yet). The
+  model writes them every step (`record_queries`: W entries, no pass over the keys); the
+  attention they give each slot is computed only when a row evicts. None when no score
+  needs them (the `oldest` policy).
   """
   positions: jax.Array    # int32, -1: empty
   thinking: jax.Array     # bool: holds a thinking token (the only kind ever evicted)
-  importance: jax.Array   # f32: attention received (the model adds each step's)
+  queries: tuple[jax.Array, ...] | None = None
+  query_positions: jax.Array | None = None
 
 
 @struct.dataclass
@@ -95,15 +104,18 @@ class KVCache:
 
   def layer(self, i: int) -> "LayerKV":
     scales = (self.k_scale[i], self.v_scale[i]) if self.quantized else (None, None)
-    slot_positions = None if self.slots is None else self.slots.positions
-    return LayerKV(self.k[i], self.v[i], *scales, slot_positions)
+    if self.slots is None:
+      return LayerKV(self.k[i], self.v[i], *scales)
+    window = (None, None) if self.slots.queries is None else (self.slots.queries[i],
+                                                              self.slots.query_positions)
+    return LayerKV(self.k[i], self.v[i], *scales, self.slots.positions, *window)
 
   def with_layers(self, layers: list["LayerKV"]) -> "KVCache":
     field = lambda name: tuple(getattr(l, name) for l in layers)
     slots = self.slots
-    if slots is not None:  # the attention each slot received, averaged over the layers
-      received = sum(l.received for l in layers) / len(layers)
-      slots = slots.replace(importance=slots.importance + received)
+    if slots is not None and slots.queries is not None:  # the observation window moved on
+      slots = slots.replace(queries=field("queries"),
+                            query_positions=layers[0].query_positions)
     return self.replace(k=field("k"), v=field("v"),
                         k_scale=field("k_scale") if self.quantized else None,
                         v_scale=field("v_scale") if self.quantized else None, slots=slots)
@@ -135,7 +147,21 @@ class LayerKV(NamedTuple):
   k_scale: jax.Array | None = None
   v_scale: jax.Array | None = None
   slot_positions: jax.Array | None = None  # [B, S] (SlotTable.positions), eviction caches
-  received: jax.Array | None = None        # [B, S] attention received this call (ditto)
+  queries: jax.Array | None = None         # [B, W, H, D] (SlotTable.queries[layer]), ditto
+  query_positions: jax.Array | None = None  # [B, W] (SlotTable.query_positions), ditto
+
+
+def record_queries(layer: LayerKV, q: jax.Array, positions: jax.Array) -> LayerKV:
+  """Writes this call's queries q [B, T, H, D] (after RoPE) at `positions` [B, T] into
+  the layer's observation window, at index position % W. Of a call longer than the window
+  (a prefill) only each row's last W positions are kept, so no two writes share an index."""
+  window = layer.queries.shape[1]
+  newest = positions.max(axis=1, keepdims=True)
+  keep = (positions >= 0) & (positions > newest - window)
+  index = jnp.where(keep, positions % window, window)   # out of range: dropped
+  write = jax.vmap(lambda ring, i, new: ring.at[i].set(new.astype(ring.dtype), mode="drop"))
+  return layer._replace(queries=write(layer.queries, index, q),
+                        query_positions=write(layer.query_positions, index, positions))
 
 
 def quantize_int8(x: jax.Array) -> tuple[jax.Array, jax.Array]:

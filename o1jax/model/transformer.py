@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from o1jax.model.attention import attend, attention_received
-from o1jax.model.cache import KVCache, write_layer
+from o1jax.model.attention import attend
+from o1jax.model.cache import KVCache, record_queries, write_layer
 from o1jax.model.config import ModelConfig
 from o1jax.model.rope import apply_rope, inverse_frequencies
 
@@ -99,9 +99,10 @@ class Attention(nn.Module):
     out = attend(q, keys, values, mask_positions, c.attention_impl,
                  from_cache=cache_kv is not None, segment_ids=segment_ids,
                  key_positions=slot_positions, **scales)
-    if slot_positions is not None:  # eviction caches score their slots by attention
-      new_kv = new_kv._replace(received=attention_received(
-          q, new_kv.k, mask_positions, slot_positions, new_kv.k_scale))
+    if new_kv is not None and new_kv.queries is not None:
+      # Eviction scores slots by the attention of the last W queries: kept here, scored
+      # only when a row evicts (o1jax/thinking/kv_eviction.py).
+      new_kv = record_queries(new_kv, q, positions)
     return _dense(out, wo.astype(dt), contract=2), new_kv
 
 

@@ -9,25 +9,28 @@ with the lowest score (R-KV, Cai et al. 2025):
 
   score = lambda * importance - (1 - lambda) * redundancy
 
-  * importance: attention the slot received from recent queries (averaged over layers and
-    heads), decayed by 1 - 1/window per step, normalised over the evictable slots;
+  * importance: the attention the slot receives from the queries of the last `window`
+    positions (R-KV's observation window), averaged over those queries, layers and query
+    heads, normalised over the evictable slots;
   * redundancy: mean cosine similarity of the slot's keys (every layer and KV head) to the
     other cached thinking keys, softmax-normalised over the evictable slots, as in R-KV.
 
 The `window` most recent thinking tokens (R-KV's observation window) and every prompt,
 close and answer token are never evicted.
 
-What a step costs beyond attention: importance needs each step's attention weights (the
-model computes them in every layer, one more pass over the keys: they decay into a running
-sum, so no later step can recover them). Redundancy is computed only on steps where some row
-evicts (a `lax.cond`): one pass over every layer's keys, in closed form (each slot's unit
-keys against the sum of the thinking slots' unit keys), so steps that evict nothing, e.g.
-all of them while the thinking is shorter than K, read no keys for it. (It was kept
-incrementally before: two passes over every layer's keys on every step.)
+What a step costs beyond attention: the model writes each layer's query into the slot
+table's window (`SlotTable.queries`, W entries per layer, no pass over the keys). Both
+scores are computed only on steps where some row evicts (one `lax.cond`): importance, the
+window's attention against every layer's keys, and redundancy, one pass over every layer's
+keys in closed form (each slot's unit keys against the sum of the thinking slots' unit
+keys). Steps that evict nothing, e.g. all of them while the thinking is shorter than K, read
+no keys for either. (Importance was a running sum before, decayed by 1 - 1/window per step
+and fed by every step's attention weights: one more pass over every layer's keys on every
+step. It is now R-KV's own definition, the window's attention at eviction time.)
 
 `kv_evict_policy="oldest"` evicts the oldest evictable thinking token instead (a sliding
 window over the thinking, StreamingLLM-like): the baseline the scores must beat. It reads
-neither score, so its steps drop the attention weights (XLA then never computes them).
+neither score, so its table keeps no queries.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from o1jax.model.attention import attention_received
 from o1jax.model.cache import KVCache, SlotTable
 from o1jax.model.transformer import forward
 
@@ -50,9 +54,28 @@ def init_cache(config, batch: int, lengths: jax.Array, width: int) -> KVCache:
   cache = KVCache.init(config.model, batch, slots)
   j = jnp.arange(slots)[None, :]
   positions = jnp.where(j < lengths[:, None], j, -1).astype(jnp.int32)
-  table = SlotTable(positions=positions, thinking=jnp.zeros((batch, slots), bool),
-                    importance=jnp.zeros((batch, slots), jnp.float32))
+  table = SlotTable(positions=positions, thinking=jnp.zeros((batch, slots), bool))
+  if config.kv_evict_policy == "rkv":  # the window of queries importance is scored by
+    mc, window = config.model, config.kv_evict_window
+    shape = (batch, window, mc.num_heads, mc.head_dim)
+    table = table.replace(
+        queries=tuple(jnp.zeros(shape, mc.jnp_dtype) for _ in range(mc.num_layers)),
+        query_positions=jnp.full((batch, window), -1, jnp.int32))
   return cache.replace(slots=table)
+
+
+def importance(cache: KVCache) -> jax.Array:
+  """[B, S] the attention each slot receives from the window's queries (the last W
+  positions fed), averaged over the queries, layers and query heads (R-KV's importance).
+  A slot gets attention only from queries at or after its position."""
+  table = cache.slots
+  total = 0.0
+  for i, k in enumerate(cache.k):
+    scale = None if cache.k_scale is None else cache.k_scale[i]
+    total = total + attention_received(table.queries[i], k, table.query_positions,
+                                       table.positions, scale)
+  n_queries = (table.query_positions >= 0).sum(-1, keepdims=True)
+  return total / (len(cache.k) * jnp.maximum(n_queries, 1))
 
 
 def redundancy(cache: KVCache) -> jax.Array:
@@ -72,10 +95,10 @@ def redundancy(cache: KVCache) -> jax.Array:
   return total / len(cache.k)
 
 
-def _scores(table: SlotTable, redundancy: jax.Array, evictable: jax.Array,
+def _scores(importance: jax.Array, redundancy: jax.Array, evictable: jax.Array,
             n_thinking: jax.Array, weight: float):
   big = jnp.float32(1e30)
-  importance = jnp.where(evictable, table.importance, 0.0)
+  importance = jnp.where(evictable, importance, 0.0)
   importance = importance / jnp.maximum(importance.sum(-1, keepdims=True), 1e-30)
   mean_sim = redundancy / jnp.maximum(n_thinking - 1, 1)[:, None]
   redundancy = jax.nn.softmax(jnp.where(evictable, mean_sim, -big), axis=-1)
@@ -84,8 +107,8 @@ def _scores(table: SlotTable, redundancy: jax.Array, evictable: jax.Array,
 
 def forward_evicting(params, token, position, is_thinking, cache: KVCache, config):
   """`forward` of one token per row [B] at `position` [B] (-1: nothing fed), choosing its
-  slot first (evicting a thinking token if the budget is full) and adding the attention
-  each slot received to its importance after. Returns what `forward` returns."""
+  slot first (evicting a thinking token if the budget is full); the model records the
+  token's queries in the window after. Returns what `forward` returns."""
   table, budget, window = cache.slots, config.thinking_kv_budget, config.kv_evict_window
   batch, n_slots = jnp.arange(token.shape[0]), cache.slots.positions.shape[1]
   live = position >= 0
@@ -95,12 +118,12 @@ def forward_evicting(params, token, position, is_thinking, cache: KVCache, confi
   if config.kv_evict_policy == "oldest":
     victim = jnp.argmin(jnp.where(evictable, table.positions, jnp.iinfo(jnp.int32).max), -1)
   else:
-    table = table.replace(importance=table.importance * (1.0 - 1.0 / window))
-    # Only when a row evicts: the scores read every layer's keys.
+    # Only when a row evicts: both scores read every layer's keys.
     victim = jax.lax.cond(
         evict.any(),
-        lambda: jnp.argmin(_scores(table, redundancy(cache), evictable, n_thinking,
-                                   config.kv_importance_weight), -1).astype(jnp.int32),
+        lambda: jnp.argmin(_scores(importance(cache), redundancy(cache), evictable,
+                                   n_thinking, config.kv_importance_weight),
+                           -1).astype(jnp.int32),
         lambda: jnp.zeros(token.shape, jnp.int32))
   empty = table.positions < 0
   first_empty = jnp.where(empty.any(-1), jnp.argmax(empty, -1), -1)
@@ -110,13 +133,9 @@ def forward_evicting(params, token, position, is_thinking, cache: KVCache, confi
 
   set_at = lambda a, v: a.at[batch, at].set(v, mode="drop")
   table = table.replace(
-      positions=set_at(table.positions, position), thinking=set_at(table.thinking, is_thinking),
-      importance=set_at(table.importance, 0.0))
-  logits, hidden, cache = forward(params, token[:, None], position[:, None],
-                                  cache.replace(slots=table), config.model)
-  if config.kv_evict_policy == "oldest":  # no scores: the attention received goes unused
-    cache = cache.replace(slots=table)
-  return logits, hidden, cache
+      positions=set_at(table.positions, position), thinking=set_at(table.thinking, is_thinking))
+  return forward(params, token[:, None], position[:, None], cache.replace(slots=table),
+                 config.model)
 
 
 def check(config) -> None:
