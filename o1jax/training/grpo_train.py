@@ -23,6 +23,8 @@ import numpy as np
 
 from o1jax import parallel
 from o1jax import tasks as tasks_lib
+from o1jax.rl import logprobs as logprobs_lib
+from o1jax.rl import losses
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import prepare_inputs
 from o1jax.training import budget_prompt, grpo
@@ -102,6 +104,82 @@ def _eval_problems(cfg):
                                                            split="eval")]
 
 
+def _attempt_seed(cfg, step: int, attempt: int) -> int:
+  """The seed of a step's sampling round `attempt` (0: the step's own, step_seed)."""
+  if attempt == 0:
+    return grpo.step_seed(cfg.seed, step)
+  return int(np.random.SeedSequence([int(cfg.seed), int(step), int(attempt)]
+                                    ).generate_state(1)[0])
+
+
+def _sample_scored(cfg, params, tokenizer, think_config, mesh, model_config, step: int,
+                   attempt: int):
+  """One sampling round of step `step`: (rollouts, rewards [N], valid [N], advantages
+  [P, G], row targets). Round 0 is the step's problems; later rounds (dynamic sampling's
+  refills) draw fresh problems from a seed that is a pure function of (seed, step, round)."""
+  problems_cfg = cfg if attempt == 0 else dataclasses.replace(
+      cfg, seed=_attempt_seed(cfg, step, attempt))
+  problems, targets = grpo.step_problems(problems_cfg, step)
+  with parallel.activate(mesh, model_config):
+    r = grpo.sample_groups(params, tokenizer, think_config, problems, targets,
+                           cfg.group_size, cfg.max_thinking, _attempt_seed(cfg, step, attempt))
+  row_targets = [t for t in targets for _ in range(cfg.group_size)]
+  reward, valid = grpo.rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated,
+                                       row_targets)
+  shape = (cfg.prompts_per_step, cfg.group_size)
+  adv = np.asarray(grpo.group_advantages(reward.reshape(shape), valid.reshape(shape),
+                                         cfg.adv_eps, scale=cfg.loss_type == "grpo"))
+  return r, reward, valid, adv, row_targets
+
+
+def _loss_rows(settings, r, valid, adv) -> dict[str, np.ndarray]:
+  rows = {"tokens": r.tokens, "thinking_ctx": r.thinking_ctx,
+          "loss_mask": r.loss_mask * valid[:, None],
+          "advantages": adv.reshape(-1).astype(np.float32)}
+  if settings.tis_cap > 0:
+    sampler_logp = getattr(r, "sampler_logp", None)
+    if sampler_logp is None:
+      raise ValueError("tis_cap > 0 needs the sampler's recorded log-probs "
+                       "(Rollouts.sampler_logp); set tis_cap=0 to train without TIS")
+    rows["sampler_logp"] = np.asarray(sampler_logp, np.float32)
+  return rows
+
+
+def _loss_batch(cfg, settings, sample, first):
+  """(host batch for the update, sampling rounds, tokens generated beyond round 0).
+
+  Without dynamic sampling: round 0's rows. With it (DAPO): groups whose advantages are all
+  zero are dropped and the batch is refilled, group by group, from further rounds of fresh
+  problems, at most `dynamic_sampling_tries` more; a batch still short then is completed
+  with dropped groups, masked out of the loss. Then the width is trimmed to the longest
+  trained row, rounded up to `length_bucket` (o1jax/rl/logprobs.py: packed_width)."""
+  r, valid, adv = first
+  g = cfg.group_size
+  rows = _loss_rows(settings, r, valid, adv)
+  rounds, generated = 1, 0
+  if cfg.dynamic_sampling:
+    group = lambda rs, p: {k: v[p * g:(p + 1) * g] for k, v in rs.items()}
+    kept = [group(rows, p) for p in np.flatnonzero(np.asarray(losses.informative_groups(adv)))]
+    dropped = [group(rows, p) for p in np.flatnonzero(~np.asarray(
+        losses.informative_groups(adv)))]
+    while len(kept) < cfg.prompts_per_step and rounds <= cfg.dynamic_sampling_tries:
+      r2, _, valid2, adv2, _ = sample(rounds)
+      rounds, generated = rounds + 1, generated + r2.generated
+      more = _loss_rows(settings, r2, valid2, adv2)
+      kept += [group(more, p)
+               for p in np.flatnonzero(np.asarray(losses.informative_groups(adv2)))]
+    for d in dropped[:max(0, cfg.prompts_per_step - len(kept))]:
+      kept.append({**d, "loss_mask": np.zeros_like(d["loss_mask"]),
+                   "advantages": np.zeros_like(d["advantages"])})
+    rows = {k: np.concatenate([x[k] for x in kept[:cfg.prompts_per_step]])
+            for k in rows}
+  width = logprobs_lib.packed_width(rows["loss_mask"], cfg.length_bucket,
+                                    rows["tokens"].shape[1])
+  rows = {k: v if k == "advantages" else v[:, :width - (k != "tokens")]
+          for k, v in rows.items()}
+  return rows, rounds, generated
+
+
 def _line(step, total, rec, eta_s) -> str:
   kl = "" if rec.get("kl") is None else f" kl {rec['kl']:.4f}"
   return (f"step {step}/{total} reward {rec['reward']:.3f} acc {rec['accuracy']:.3f} "
@@ -127,8 +205,7 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
   optimizer = grpo.optimizer_for(cfg)
   abstract, shardings = grpo.state_shardings(model_config, optimizer, mesh,
                                              cfg.uses_reference)
-  settings = grpo.LossSettings(cfg.temperature, cfg.clip_eps, cfg.kl_coef,
-                               tuple(think_config.eos_ids))
+  settings = grpo.loss_settings_for(cfg, think_config.eos_ids)
   update = grpo.make_update_fn(model_config, optimizer, mesh, settings, cfg.uses_reference)
   _check_prompts_fit(cfg, tokenizer, think_config)
 
@@ -153,38 +230,43 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
     if stop_after is not None and step > stop_after:
       break
     t0 = time.time()
-    problems, targets = grpo.step_problems(cfg, step)
+    sample = lambda attempt: _sample_scored(cfg, state.params, tokenizer, think_config, mesh,
+                                            model_config, step, attempt)
+    r, reward, valid, adv, row_targets = sample(0)
+    rows, rounds, generated = _loss_batch(cfg, settings, sample, (r, valid, adv))
+    generated += r.generated
+    batch = parallel.put_batch(rows, mesh)
     with parallel.activate(mesh, model_config):
-      r = grpo.sample_groups(state.params, tokenizer, think_config, problems, targets,
-                             cfg.group_size, cfg.max_thinking, grpo.step_seed(cfg.seed, step))
-    row_targets = [t for t in targets for _ in range(cfg.group_size)]
-    reward, valid = grpo.rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated,
-                                         row_targets)
-    shape = (cfg.prompts_per_step, cfg.group_size)
-    adv = np.asarray(grpo.group_advantages(reward.reshape(shape), valid.reshape(shape),
-                                           cfg.adv_eps)).reshape(-1)
-    batch = parallel.put_batch({"tokens": r.tokens, "thinking_ctx": r.thinking_ctx,
-                                "loss_mask": r.loss_mask * valid[:, None],
-                                "advantages": adv.astype(np.float32)}, mesh)
-    with parallel.activate(mesh, model_config):
-      batch["old_logp"] = grpo._old_logprobs(state.params, batch["tokens"],
-                                             batch["thinking_ctx"], model_config,
-                                             cfg.temperature, settings.eos_ids)
-      first = None
+      if settings.old_from_batch:
+        batch["old_logp"] = grpo._old_logprobs(state.params, batch["tokens"],
+                                               batch["thinking_ctx"], model_config,
+                                               cfg.temperature, settings.eos_ids,
+                                               chunk=settings.chunk)
+      per_update = []
       for _ in range(cfg.updates_per_batch):
         state, metrics = update(state, batch)
-        first = first or metrics  # KL and clipping as the batch found the policy
-    m = jax.tree.map(float, first)
+        per_update.append(metrics)
+    # KL, loss and TIS as the batch found the policy; clipping over every update (on the
+    # first of a batch the ratio is 1, so only later updates can clip).
+    m = jax.tree.map(float, per_update[0])
+    m["clip_fraction"] = float(np.mean([float(x["clip_fraction"]) for x in per_update]))
+    adv = adv.reshape(-1)
     dt = time.time() - t0
     record = {"step": step, "reward": float(reward[valid].mean()) if valid.any() else None,
               "accuracy": float(r.correct.mean()),
               "thinking_tokens": float(r.thinking_tokens.mean()),
               "truncation_rate": float(r.truncated.mean()),
-              "kl": m.get("kl"), "loss": m["loss"], "pg_loss": m["pg_loss"],
+              "kl": m.get("kl") if cfg.log_kl else None, "loss": m["loss"], "pg_loss": m["pg_loss"],
               "clip_fraction": m["clip_fraction"], "grad_norm": m["grad_norm"],
               "zero_advantage_fraction": float(np.mean(adv == 0)),
-              "tokens_per_s": r.generated / max(dt, 1e-9),
+              "batch_width": int(rows["tokens"].shape[1]),
+              "tokens_per_s": generated / max(dt, 1e-9),
               "elapsed_s": time.time() - t_start}
+    if cfg.dynamic_sampling:
+      record["sampling_rounds"] = rounds
+    if "tis_weight" in m:
+      record["tis_weight"], record["tis_capped_fraction"] = (m["tis_weight"],
+                                                             m["tis_capped_fraction"])
     if cfg.budget_targets:
       record["within_target"] = float(np.mean(r.thinking_tokens <= np.asarray(row_targets)))
     if eval_problems and (step % cfg.eval_every == 0 or step == cfg.steps):
