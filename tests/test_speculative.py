@@ -161,7 +161,7 @@ def _toy_draws(p_logits, q_logits, temperature, top_k, top_p, draws: int):
   keys = jax.random.split(jax.random.key(123), 4 * draws).reshape(4, draws)
   proposal = jax.vmap(jax.random.categorical)(keys[0], jnp.log(q)).astype(jnp.int32)
   token, accepted = accept_or_resample(p, q, proposal, keys[1], keys[2])
-  plain = sample(jnp.repeat(p_logits, draws, 0), keys[3], *settings)
+  plain, _ = sample(jnp.repeat(p_logits, draws, 0), keys[3], *settings)
   return token, accepted, plain, p[0]
 
 

@@ -40,7 +40,7 @@ from o1jax.model.config import ModelConfig
 from o1jax.model.decode import prompt_positions
 from o1jax.model.transformer import forward
 from o1jax.thinking.config import Phase, ThinkConfig
-from o1jax.thinking.loop import (_choose_token, advance_controller, check_heads,
+from o1jax.thinking.controller import (choose_token, advance_controller, check_heads,
                                  controller_logits, prefill, record_token, stop_when_cache_full,
                                  to_result, token_stop_rules)
 from o1jax.thinking.sampling import filter_logits
@@ -109,6 +109,11 @@ def accept_or_resample(p, q, proposal, key_accept, key_residual):
   return jnp.where(accepted, proposal, resampled.astype(jnp.int32)), accepted
 
 
+def bonus_token(p, keys):
+  """The token after gamma acceptances: a fresh draw from the target p [B, V]."""
+  return jax.vmap(jax.random.categorical)(keys, jnp.log(p)).astype(jnp.int32)
+
+
 def _keys(s: ThinkState, n, tag: int):
   """Each request's key for the draw of its n-th token, kind `tag`."""
   return jax.vmap(lambda k, i: jax.random.fold_in(jax.random.fold_in(k, i), tag))(s.keys, n)
@@ -121,7 +126,8 @@ def _positions(position, live, cache_len: int):
 
 def _propose(sp: SpecState, draft_params, draft_model: ModelConfig, config: ThinkConfig,
              table, table_len):
-  """gamma proposals [B, gamma], their distributions q [B, gamma, V], the draft cache."""
+  """gamma proposals [B, gamma] (the tokens the controller would emit), the draft's raw
+  draws they came from [B, gamma], their distributions q [B, gamma, V], the draft cache."""
   s, gamma = sp.think, config.speculative.gamma
   sampling = (s.temperature > 0).any()
   has_catch_up = sp.catch_up >= 0
@@ -139,27 +145,29 @@ def _propose(sp: SpecState, draft_params, draft_model: ModelConfig, config: Thin
     drawn = jax.lax.cond(
         sampling, lambda q: jax.vmap(jax.random.categorical)(_keys(s, n, _DRAFT), jnp.log(q)),
         lambda q: jnp.argmax(q, -1), q).astype(jnp.int32)
-    scratch, token, segment = advance_controller(scratch, drawn, config, table, table_len)
-    return scratch, n + (segment != Segment.PAD), token, q
+    scratch, token, segment, _ = advance_controller(scratch, drawn, config, table, table_len)
+    return scratch, n + (segment != Segment.PAD), token, drawn, q
 
   def body(carry, _):
     scratch, n, position, q_logits, cache = carry
-    scratch, n_next, token, q = choose(scratch, n, q_logits)
+    scratch, n_next, token, drawn, q = choose(scratch, n, q_logits)
     live = n_next > n
     logits, _, cache = forward(draft_params, token[:, None],
                                _positions(position, live, config.cache_len)[:, None], cache,
                                draft_model)
-    return (scratch, n_next, position + live, logits[:, 0], cache), (token, q)
+    return (scratch, n_next, position + live, logits[:, 0], cache), (token, drawn, q)
 
-  small = s.replace(cache=None, tokens=None, segments=None, logits=None)
+  small = s.replace(cache=None, tokens=None, segments=None, logprobs=None, logits=None)
   carry = (small, s.num_generated, s.position + 1, logits[:, 1], cache)
   # gamma - 1 proposals are fed to the draft; the last one only when it is accepted
   # (SpecState.catch_up).
-  (scratch, n, _, q_logits, cache), (tokens, qs) = jax.lax.scan(body, carry, None, gamma - 1)
-  _, _, last, last_q = choose(scratch, n, q_logits)
+  (scratch, n, _, q_logits, cache), (tokens, draws, qs) = jax.lax.scan(body, carry, None,
+                                                                       gamma - 1)
+  _, _, last, last_draw, last_q = choose(scratch, n, q_logits)
   proposals = jnp.concatenate([tokens, last[None]], 0).T                 # [B, gamma]
+  draws = jnp.concatenate([draws, last_draw[None]], 0).T                 # [B, gamma]
   qs = jnp.moveaxis(jnp.concatenate([qs, last_q[None]], 0), 0, 1)        # [B, gamma, V]
-  return proposals, qs, cache
+  return proposals, draws, qs, cache
 
 
 def _select(active, new, old):
@@ -178,8 +186,8 @@ def speculative_step(sp: SpecState, params, draft_params, config: ThinkConfig,
   gamma = config.speculative.gamma
   draft_params, draft_model = draft_of(params, draft_params, config)
   live_rows = sp.think.phase != Phase.DONE
-  proposals, qs, draft_cache = _propose(sp, draft_params, draft_model, config, table,
-                                        table_len)
+  proposals, draws, qs, draft_cache = _propose(sp, draft_params, draft_model, config, table,
+                                               table_len)
 
   s = sp.think
   fed_live = sp.pending_segment != Segment.PAD
@@ -191,8 +199,9 @@ def speculative_step(sp: SpecState, params, draft_params, config: ThinkConfig,
 
   def candidate(carry, x):
     """The token at chunk index j was fed; the controller chooses the one after it."""
-    small, tokens, segments, active, fed_segment, pending, pending_segment, accepted = carry
-    p_logits, fed_hidden, proposed, q, is_bonus = x
+    (small, tokens, segments, logprobs, active, fed_segment, pending, pending_segment,
+     accepted) = carry
+    p_logits, fed_hidden, proposed, draft_draw, q, is_bonus = x
     # decode_step's bookkeeping after its forward, for the fed token.
     cur = small.replace(position=small.position + (active & (fed_segment != Segment.PAD)))
     cur = token_stop_rules(cur, fed_hidden, fed_segment == Segment.THINKING, config, heads)
@@ -203,36 +212,47 @@ def speculative_step(sp: SpecState, params, draft_params, config: ThinkConfig,
 
     def stochastic(m):
       p = token_distribution(m, cur.temperature, cur.top_k, cur.top_p)
-      drawn, _ = accept_or_resample(p, q, jnp.maximum(proposed, 0), _keys(cur, n, _ACCEPT),
-                                    _keys(cur, n, _RESIDUAL))
-      bonus = jax.vmap(jax.random.categorical)(_keys(cur, n, _BONUS), jnp.log(p))
-      drawn = jnp.where(is_bonus, bonus.astype(jnp.int32), drawn)
-      return jnp.where(cur.temperature > 0, drawn, greedy)
+      # Accept or reject the draft's own draw, the token q is the distribution of: the
+      # controller may have emitted something else in its place (a wait string for a close
+      # below the minimum), and the rule is only exact for the draw itself.
+      drawn, _ = accept_or_resample(p, q, jnp.maximum(draft_draw, 0),
+                                    _keys(cur, n, _ACCEPT), _keys(cur, n, _RESIDUAL))
+      drawn = jnp.where(is_bonus, bonus_token(p, _keys(cur, n, _BONUS)), drawn)
+      logprob = jnp.log(jnp.take_along_axis(p, drawn[:, None], -1)[:, 0])
+      sampled = cur.temperature > 0
+      return jnp.where(sampled, drawn, greedy), jnp.where(sampled, logprob, 0.0)
 
-    drawn = jax.lax.cond(sampling, stochastic, lambda m: greedy, masked)
-    new, token, segment = advance_controller(cur, drawn, config, table, table_len)
+    drawn, logprob = jax.lax.cond(sampling, stochastic,
+                                  lambda m: (greedy, jnp.zeros(greedy.shape, jnp.float32)),
+                                  masked)
+    new, token, segment, is_draw = advance_controller(cur, drawn, config, table, table_len)
     segment = jnp.where(active, segment, Segment.PAD)
     # record_token writes the live rows only (inactive rows were given PAD above).
-    recorded, live = record_token(new.replace(tokens=tokens, segments=segments), token, segment)
-    small = _select(active, recorded.replace(tokens=None, segments=None), small)
+    recorded, live = record_token(new.replace(tokens=tokens, segments=segments,
+                                              logprobs=logprobs),
+                                  token, segment, jnp.where(is_draw, logprob, 0.0))
+    small = _select(active, recorded.replace(tokens=None, segments=None, logprobs=None), small)
+    # Emitted tokens decide whether the iteration goes on: the state after the same emitted
+    # token is the same, whichever draw produced it.
     goes_on = active & live & (token == proposed)     # proposed is -1 at the bonus
     ends = active & ~goes_on
-    carry = (small, recorded.tokens, recorded.segments, goes_on, segment,
+    carry = (small, recorded.tokens, recorded.segments, recorded.logprobs, goes_on, segment,
              jnp.where(ends, token, pending), jnp.where(ends, segment, pending_segment),
              accepted + goes_on)
     return carry, None
 
   pad = lambda x, value: jnp.concatenate([x, jnp.full_like(x[:, :1], value)], 1)
-  xs = (logits, hidden, pad(proposals, -1), pad(qs, 0.0),
+  xs = (logits, hidden, pad(proposals, -1), pad(draws, -1), pad(qs, 0.0),
         jnp.arange(gamma + 1)[None, :] == gamma)
   xs = jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), xs)   # candidate-major for the scan
-  small = s.replace(cache=None, tokens=None, segments=None, logits=None)
-  carry = (small, s.tokens, s.segments, fed_live, sp.pending_segment, sp.pending,
+  small = s.replace(cache=None, tokens=None, segments=None, logprobs=None, logits=None)
+  carry = (small, s.tokens, s.segments, s.logprobs, fed_live, sp.pending_segment, sp.pending,
            sp.pending_segment, jnp.zeros_like(sp.accepted))
   carry, _ = jax.lax.scan(candidate, carry, xs)
-  small, tokens, segments, _, _, pending, pending_segment, accepted = carry
+  small, tokens, segments, logprobs, _, _, pending, pending_segment, accepted = carry
 
-  think = small.replace(cache=cache, tokens=tokens, segments=segments, logits=s.logits)
+  think = small.replace(cache=cache, tokens=tokens, segments=segments, logprobs=logprobs,
+                        logits=s.logits)
   return SpecState(
       think=think, draft_cache=draft_cache, pending=pending, pending_segment=pending_segment,
       # After gamma acceptances the draft has not been fed the last proposal yet.
@@ -252,8 +272,8 @@ def start(params, draft_params, inputs: ThinkInputs, config: ThinkConfig) -> Spe
   _, _, draft_cache = forward(draft_params, inputs.tokens,
                               prompt_positions(inputs.lengths, width), draft_cache, draft_model)
   table, table_len = forced_table(config)
-  s, token, segment = _choose_token(s, config, table, table_len)
-  s, _ = record_token(s, token, segment)
+  s, token, segment, logprob = choose_token(s, config, table, table_len)
+  s, _ = record_token(s, token, segment, logprob)
   zeros = jnp.zeros((batch,), jnp.int32)
   return SpecState(think=s, draft_cache=draft_cache, pending=token, pending_segment=segment,
                    catch_up=zeros - 1, drafted=zeros, accepted=zeros,

@@ -130,6 +130,8 @@ class ThinkState:
   # what was generated
   tokens: Array            # [batch, max_new] int32
   segments: Array          # [batch, max_new] int32 (Segment)
+  # log-prob of each token under the distribution it was drawn from; 0: forced, greedy, pad
+  logprobs: Array          # [batch, max_new] f32
   num_generated: Array     # [batch] int32: also the step a request's sampling key folds in
   # budget controller
   phase: Array             # [batch] int32 (Phase)
@@ -170,6 +172,7 @@ class ThinkState:
 class ThinkResult:
   tokens: Array            # [batch, max_new] generated tokens
   segments: Array          # [batch, max_new] Segment of each
+  logprobs: Array          # [batch, max_new] f32 sampling log-prob of each (0: not drawn)
   num_generated: Array     # [batch]
   thinking_tokens: Array   # [batch]
   answer_tokens: Array     # [batch]
@@ -197,6 +200,7 @@ def init_state(inputs: ThinkInputs, logits: Array, cache: KVCache,
       position=inputs.lengths.astype(jnp.int32), keys=inputs.request_key,
       tokens=jnp.full((batch, max_new), config.pad_id, jnp.int32),
       segments=jnp.zeros((batch, max_new), jnp.int32),
+      logprobs=jnp.zeros((batch, max_new), jnp.float32),
       num_generated=zeros,
       phase=jnp.full((batch,), int(Phase.THINKING), jnp.int32),
       cap=cap,
