@@ -83,7 +83,7 @@ class GRPOConfig:
   kl_coef: float = 0.0                        # beta; 0: no KL term and no reference copy
   log_kl: bool = True                         # log the KL when a reference exists (kl_coef > 0)
   updates_per_batch: int = 1                  # optimizer steps per sampled batch (mu)
-  tis_cap: float = 0.0                        # C of the TIS weight min(pi_old/pi_sampler, C); 0: off
+  tis_cap: float = 2.0                        # C of the TIS weight min(pi_old/pi_sampler, C); 0: off
   dynamic_sampling: bool = False              # DAPO: drop zero-advantage groups, refill
   dynamic_sampling_tries: int = 4             # extra sampling rounds per step at most
   logprob_chunk: int = 512                    # positions per logits block; 0: full [B, L, V]
@@ -379,6 +379,7 @@ class Rollouts:
   loss_mask: np.ndarray     # [N, L-1] 1 where token t+1 was sampled by the policy
   thinking_ctx: np.ndarray  # [N, L-1] True where token t+1 was drawn while thinking
   generated: int            # tokens generated in all
+  sampler_logp: np.ndarray | None = None  # [N, L-1] the sampler's log-prob of token t+1
 
 
 def think_config_for(cfg: GRPOConfig, model_config, tokenizer) -> ThinkConfig:
@@ -406,6 +407,7 @@ def sample_groups(params, tokenizer, think_config: ThinkConfig, problems: Sequen
   tokens = np.full((n, length), tokenizer.pad_id, np.int32)
   loss_mask = np.zeros((n, length - 1), np.float32)
   thinking_ctx = np.zeros((n, length - 1), bool)
+  sampler_logp = np.zeros((n, length - 1), np.float32)
   prompt_len, prompt_tokens = np.asarray(inputs.lengths), np.asarray(inputs.tokens)
   for b in range(n):
     p, g = int(prompt_len[b]), int(result.num_generated[b])
@@ -420,12 +422,13 @@ def sample_groups(params, tokenizer, think_config: ThinkConfig, problems: Sequen
     drawn_thinking[natural_close] = True
     loss_mask[b, p - 1:p - 1 + g] = sampled   # logits at t predict token t + 1
     thinking_ctx[b, p - 1:p - 1 + g] = drawn_thinking
+    sampler_logp[b, p - 1:p - 1 + g] = result.logprobs[b, :g]
   stop = result.stop_reason[:n].astype(np.int32)
   return Rollouts(prompts=[prompts[i] for i in rows], answers=[t.answer for t in thoughts],
                   correct=correct, thinking_tokens=result.thinking_tokens[:n].astype(np.int64),
                   stop_reason=stop, truncated=np.isin(stop, TRUNCATED_REASONS),
                   tokens=tokens, loss_mask=loss_mask, thinking_ctx=thinking_ctx,
-                  generated=int(result.num_generated.sum()))
+                  generated=int(result.num_generated.sum()), sampler_logp=sampler_logp)
 
 
 def evaluate_policy(params, tokenizer, think_config: ThinkConfig, cfg: GRPOConfig,
