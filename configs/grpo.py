@@ -12,6 +12,7 @@ about a second or two on the embedded model. Field meanings: o1jax/training/grpo
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config(variant: str = ""):
@@ -30,8 +31,10 @@ def get_config(variant: str = ""):
       cache_len=320,
       max_answer_tokens=16,
       clip_eps=0.2,
-      clip_eps_low=None,             # DAPO clip-higher: e.g. low 0.2, high 0.28 (None: clip_eps)
-      clip_eps_high=None,
+      # DAPO clip-higher: e.g. low 0.2, high 0.28 (unset: clip_eps); float placeholders so
+      # --config.grpo.clip_eps_high=0.28 works
+      clip_eps_low=config_dict.placeholder(float),
+      clip_eps_high=config_dict.placeholder(float),
       loss_type="grpo",              # or "dr_grpo" (no std division, constant normaliser)
       kl_coef=0.0,                   # > 0 adds beta * k3 KL to the frozen start policy
       log_kl=True,                   # log that KL (only exists when kl_coef > 0)
