@@ -15,6 +15,7 @@ about a second or two on the embedded model. Field meanings: o1jax/training/grpo
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config(variant: str = ""):
@@ -36,9 +37,20 @@ def get_config(variant: str = ""):
       cache_len=320,
       max_answer_tokens=16,
       clip_eps=0.2,
+      # DAPO clip-higher: e.g. low 0.2, high 0.28 (unset: clip_eps); float placeholders so
+      # --config.grpo.clip_eps_high=0.28 works
+      clip_eps_low=config_dict.placeholder(float),
+      clip_eps_high=config_dict.placeholder(float),
+      loss_type="grpo",              # or "dr_grpo" (no std division, constant normaliser)
       kl_coef=0.0,                   # > 0 adds beta * k3 KL to the frozen start policy
-      log_kl=True,
+      log_kl=True,                   # log that KL (only exists when kl_coef > 0)
       updates_per_batch=1,
+      tis_cap=2.0,                   # C of truncated importance sampling vs the sampler; 0: off
+      dynamic_sampling=False,        # DAPO: drop zero-advantage groups, refill with new prompts
+      dynamic_sampling_tries=4,
+      logprob_chunk=512,             # positions per logits block (0: full [B, L, V] logits)
+      remat=True,
+      length_bucket=64,              # batch width: longest trained row rounded up to this
       learning_rate=1e-4,
       warmup_steps=10,
       final_lr_fraction=1.0,

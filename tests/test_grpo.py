@@ -227,7 +227,8 @@ def test_resume_after_an_interruption_is_bit_exact(model, tmp_path):
   assert [r["step"] for r in _records(cut)] == [1, 2]
   rec = _records(cut)[-1]
   assert rec["kl"] > 0 and 0 <= rec["truncation_rate"] <= 1 and rec["thinking_tokens"] > 0
-  assert rec["clip_fraction"] == 0      # measured on the first update, where the ratio is 1
+  # The mean over both updates of the batch: the first (ratio 1) never clips, the second does.
+  assert 0 < rec["clip_fraction"] < 0.5
   with pytest.raises(ValueError, match="clip_eps"):          # another config, same workdir
     grpo_train.train(dataclasses.replace(cfg, clip_eps=0.3), cut, policy=policy)
 

@@ -55,6 +55,7 @@ class Rollouts:
   loss_mask: np.ndarray     # [N, L-1] 1 where token t+1 was sampled by the policy
   thinking_ctx: np.ndarray  # [N, L-1] True where token t+1 was drawn while thinking
   generated: int            # tokens generated in all
+  sampler_logp: np.ndarray | None = None  # [N, L-1] the sampler's log-prob of token t+1
 
 
 @dataclasses.dataclass
@@ -108,6 +109,7 @@ def _layout(problems, prompts, group_size: int, result, tokenizer, cache_len: in
   tokens = np.full((n, cache_len), tokenizer.pad_id, np.int32)
   loss_mask = np.zeros((n, cache_len - 1), np.float32)
   thinking_ctx = np.zeros((n, cache_len - 1), bool)
+  sampler_logp = np.zeros((n, cache_len - 1), np.float32)
   prompt_ids = [list(tokenizer.encode_prompt(p)) for p in prompts]
   for b, i in enumerate(rows):
     p, g = len(prompt_ids[i]), int(result.num_generated[b])
@@ -122,12 +124,13 @@ def _layout(problems, prompts, group_size: int, result, tokenizer, cache_len: in
     drawn_thinking[natural_close] = True
     loss_mask[b, p - 1:p - 1 + g] = sampled   # logits at t predict token t + 1
     thinking_ctx[b, p - 1:p - 1 + g] = drawn_thinking
+    sampler_logp[b, p - 1:p - 1 + g] = result.logprobs[b, :g]
   stop = result.stop_reason[:n].astype(np.int32)
   return Rollouts(prompts=row_prompts, answers=[t.answer for t in thoughts],
                   correct=correct, thinking_tokens=result.thinking_tokens[:n].astype(np.int64),
                   stop_reason=stop, truncated=np.isin(stop, TRUNCATED_REASONS),
                   tokens=tokens, loss_mask=loss_mask, thinking_ctx=thinking_ctx,
-                  generated=int(result.num_generated[:n].sum()))
+                  generated=int(result.num_generated[:n].sum()), sampler_logp=sampler_logp)
 
 
 # ---- the engine path -----------------------------------------------------------------------

@@ -16,13 +16,19 @@ averaged over every policy-sampled token of the batch (token-level, as DAPO and 
 normalise, not per sequence first). Masked out: the prompt, forced tokens the policy did not
 sample (the close a budget stop forces, padding), and rows excluded below. Log-probs are of
 the distribution the loop sampled from: logits / temperature with EOS banned while thinking.
-`pi_old` is recomputed with the params that sampled, before the first update; `pi_ref` is
-the frozen starting policy (kept when kl_coef > 0 or log_kl, for the KL metric).
+`pi_old` is the trainer's policy before the batch's first update (recomputed only when
+`updates_per_batch > 1`; with one update it is pi's own value, stop-gradient); `pi_ref` is
+the frozen starting policy, kept only when kl_coef > 0. The losses (`loss_type` "grpo" or
+"dr_grpo", DAPO clip-higher, truncated importance sampling against the sampler's recorded
+log-probs) are o1jax/rl/losses.py; the log-probs are computed chunked over positions with
+the layers rematerialised (o1jax/rl/logprobs.py), never as [B, L, V] logits.
 
 Truncation. A rollout the budget cut (stop reason "budget", or "context" when the cache cut
 it) is flagged and handled by `truncation`: "mask" drops it from the loss and from its
 group's mean and std; "penalize" keeps it with reward `truncation_penalty` whatever its
-forced answer. It is never scored as an ordinary answer.
+forced answer, lowered where budget rewards go below it: a cut rollout scores below the
+lowest reward any closed rollout of its prompt can get (`truncated_reward`), so running into
+the cap never beats closing late. It is never scored as an ordinary answer.
 
 Budget-conditioned rewards (L1-style, `budget_targets` non-empty): every prompt carries a
 target n* drawn from `budget_targets` (o1jax/training/budget_prompt.py) and the reward of a
@@ -39,7 +45,6 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -47,8 +52,9 @@ from flax import struct
 
 from o1jax import parallel
 from o1jax import tasks as tasks_lib
-from o1jax.model.transformer import forward
 from o1jax.rl import data as rl_data
+from o1jax.rl import logprobs as logprobs_lib
+from o1jax.rl import losses
 from o1jax.rl import verifiers
 from o1jax.tasks.base import Problem
 from o1jax.rl.rollouts import (TRUNCATED_REASONS, Rollouts, evaluate_policy,  # noqa: F401
@@ -77,10 +83,19 @@ class GRPOConfig:
   max_thinking: int = 64                      # think()'s hard budget for every rollout
   cache_len: int = 128
   max_answer_tokens: int = 12
-  clip_eps: float = 0.2
-  kl_coef: float = 0.0                        # beta; 0: no KL term in the loss
-  log_kl: bool = True                         # keep the reference anyway, to log the KL
+  clip_eps: float = 0.2                       # symmetric clip range (both sides by default)
+  clip_eps_low: float | None = None           # DAPO clip-higher: 1 - eps_low ... (None: clip_eps)
+  clip_eps_high: float | None = None          # ... 1 + eps_high (DAPO: 0.28; None: clip_eps)
+  loss_type: str = "grpo"                     # "grpo" or "dr_grpo" (o1jax/rl/losses.py)
+  kl_coef: float = 0.0                        # beta; 0: no KL term and no reference copy
+  log_kl: bool = True                         # log the KL when a reference exists (kl_coef > 0)
   updates_per_batch: int = 1                  # optimizer steps per sampled batch (mu)
+  tis_cap: float = 2.0                        # C of the TIS weight min(pi_old/pi_sampler, C); 0: off
+  dynamic_sampling: bool = False              # DAPO: drop zero-advantage groups, refill
+  dynamic_sampling_tries: int = 4             # extra sampling rounds per step at most
+  logprob_chunk: int = 512                    # positions per logits block; 0: full [B, L, V]
+  remat: bool = True                          # recompute each layer in the backward
+  length_bucket: int = 64                     # batch width = longest row rounded up to this
   learning_rate: float = 1e-4
   warmup_steps: int = 0
   final_lr_fraction: float = 1.0              # cosine decay to this fraction (1: constant)
@@ -125,7 +140,7 @@ class GRPOConfig:
                        "(held-out JSONL records), or set eval_problems=0")
     for name in ("steps", "prompts_per_step", "group_size", "cache_len", "max_answer_tokens",
                  "updates_per_batch", "log_every", "checkpoint_every", "eval_every",
-                 "max_to_keep"):
+                 "max_to_keep", "length_bucket", "dynamic_sampling_tries"):
       if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
         raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
     if self.group_size < 2:
@@ -133,6 +148,8 @@ class GRPOConfig:
                        f"got {self.group_size}")
     if self.truncation not in TRUNCATION_MODES:
       raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {self.truncation!r}")
+    if self.loss_type not in losses.LOSS_TYPES:
+      raise ValueError(f"loss_type must be one of {losses.LOSS_TYPES}, got {self.loss_type!r}")
     if self.budget_reward not in BUDGET_REWARDS:
       raise ValueError(f"budget_reward must be one of {BUDGET_REWARDS}, got "
                        f"{self.budget_reward!r}")
@@ -144,6 +161,11 @@ class GRPOConfig:
     checks = [("temperature", self.temperature > 0), ("max_thinking", self.max_thinking >= 0),
               ("clip_eps", 0 < self.clip_eps < 1), ("kl_coef", self.kl_coef >= 0),
               ("learning_rate", self.learning_rate > 0), ("warmup_steps", self.warmup_steps >= 0),
+              ("clip_eps_low", self.clip_eps_low is None or 0 < self.clip_eps_low < 1),
+              ("clip_eps_high", self.clip_eps_high is None or self.clip_eps_high > 0),
+              ("tis_cap", self.tis_cap >= 0), ("logprob_chunk", self.logprob_chunk >= 0),
+              # <= 0 so a cut rollout never outscores a wrong closed one (truncated_reward)
+              ("truncation_penalty", self.truncation_penalty <= 0),
               ("adv_eps", self.adv_eps > 0), ("budget_alpha", self.budget_alpha >= 0),
               ("eval_problems", self.eval_problems >= 0),
               ("final_lr_fraction", 0 <= self.final_lr_fraction <= 1)]
@@ -162,7 +184,9 @@ class GRPOConfig:
 
   @property
   def uses_reference(self) -> bool:
-    return self.kl_coef > 0 or self.log_kl
+    """The frozen reference (a full parameter copy and a forward per update) exists only
+    for the KL term; log_kl reports the KL when it does."""
+    return self.kl_coef > 0
 
   @classmethod
   def from_config_dict(cls, c: ml_collections.ConfigDict) -> "GRPOConfig":
@@ -202,68 +226,68 @@ def step_problems(cfg: GRPOConfig, step: int, shard: tuple[int, int] | None = No
   return problems[part], targets[part]
 
 
+def _budget_reward(cfg: GRPOConfig, correct, n, target):
+  """correct - alpha * gap(n, n*) / max(n*, 1) (module docstring); arrays broadcast."""
+  gap = n - target if cfg.budget_reward == "max" else np.abs(n - target)
+  return correct - cfg.budget_alpha * np.maximum(gap, 0.0) / np.maximum(target, 1.0)
+
+
+def truncated_reward(cfg: GRPOConfig, targets, max_thinking: int | None = None):
+  """The reward of a cut rollout ("penalize") [N]: `truncation_penalty` (<= 0), lowered to
+  the lowest reward a closed rollout with the same target can get plus the penalty, so a
+  cut rollout never outscores one that closed, however late. Without that bound a rollout
+  cut at the cap (-0.5) beat a correct answer closed at 200 tokens against a target of 8
+  (1 - 0.5 * 192 / 8 = -11): running into the cap was rewarded. A closed rollout thinks
+  at most `max_thinking` (default cfg.max_thinking) tokens."""
+  n_rows = len(targets)
+  penalty = np.full(n_rows, cfg.truncation_penalty, np.float64)
+  if not cfg.budget_targets:
+    return penalty   # closed rollouts score correct in {0, 1} >= 0 >= penalty
+  cap = float(cfg.max_thinking if max_thinking is None else max_thinking)
+  target = np.asarray(targets, np.float64)
+  # The worst closed rollout is wrong and, for either form, thinks 0 or `cap` tokens.
+  lowest = np.minimum(_budget_reward(cfg, 0.0, 0.0, target), _budget_reward(cfg, 0.0, cap, target))
+  return np.minimum(penalty, lowest + cfg.truncation_penalty)
+
+
 def rollout_rewards(cfg: GRPOConfig, correct, thinking_tokens, truncated, targets):
   """Rewards [N] and whether each row enters the loss [N] (module docstring)."""
   correct = np.asarray(correct, np.float64)
   reward = correct.copy()
+  n = np.asarray(thinking_tokens, np.float64)
   if cfg.budget_targets:
-    n = np.asarray(thinking_tokens, np.float64)
-    target = np.asarray(targets, np.float64)
-    gap = n - target if cfg.budget_reward == "max" else np.abs(n - target)
-    reward = correct - cfg.budget_alpha * np.maximum(gap, 0.0) / np.maximum(target, 1.0)
+    reward = _budget_reward(cfg, correct, n, np.asarray(targets, np.float64))
   truncated = np.asarray(truncated, bool)
   if cfg.truncation == "penalize":
-    return np.where(truncated, cfg.truncation_penalty, reward), np.ones_like(truncated)
+    cap = max(cfg.max_thinking, int(n.max(initial=0)))
+    return (np.where(truncated, truncated_reward(cfg, targets, cap), reward),
+            np.ones_like(truncated))
   return reward, ~truncated
 
 
-@functools.partial(jax.jit, static_argnames=("eps",))
-def group_advantages(rewards, valid, eps: float):
+def group_advantages(rewards, valid, eps: float, scale: bool = True):
   """(r - mean) / (std + eps) within each group [P, G] over its valid members (population
-  std); invalid members and groups with under two valid members get 0."""
-  rewards = jnp.asarray(rewards, jnp.float32)
-  valid = jnp.asarray(valid, jnp.float32)
-  count = valid.sum(-1, keepdims=True)
-  mean = (rewards * valid).sum(-1, keepdims=True) / jnp.maximum(count, 1.0)
-  var = (((rewards - mean) ** 2) * valid).sum(-1, keepdims=True) / jnp.maximum(count, 1.0)
-  adv = (rewards - mean) / (jnp.sqrt(var) + eps)
-  return jnp.where((valid > 0) & (count >= 2), adv, 0.0)
+  std; `scale=False`: r - mean, Dr. GRPO); invalid members and groups with under two valid
+  members get 0."""
+  return losses.group_advantages(rewards, valid, eps, scale)
 
 
 # ---- the loss ---------------------------------------------------------------------------
 
 def token_logprobs(params, tokens, thinking_ctx, model_config, temperature: float,
-                   eos_ids: tuple[int, ...]):
+                   eos_ids: tuple[int, ...], chunk: int = 512, remat: bool = True):
   """log pi(tokens[:, t+1] | tokens[:, :t+1]) [B, L-1] under the sampling distribution:
-  logits / temperature, EOS banned where the token was drawn while thinking."""
-  positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-  logits = forward(params, tokens, positions, None, model_config)[0][:, :-1]
-  logits = logits.astype(jnp.float32) / temperature
-  eos = jnp.zeros(logits.shape[-1], bool).at[jnp.asarray(eos_ids)].set(True)
-  logits = jnp.where(thinking_ctx[..., None] & eos, -jnp.inf, logits)
-  logp = jax.nn.log_softmax(logits, -1)
-  return jnp.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
+  logits / temperature, EOS banned where the token was drawn while thinking; chunked over
+  positions, never the [B, L, V] logits (o1jax/rl/logprobs.py; chunk 0: the full path)."""
+  return logprobs_lib.token_logprobs(params, tokens, thinking_ctx, model_config, temperature,
+                                     eos_ids, chunk=chunk, remat=remat)
 
 
 def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, kl_coef: float):
-  """The clipped token-level objective and its metrics (module docstring). ref_logp may be
-  None (no reference: no KL)."""
-  mask = mask.astype(jnp.float32)
-  denom = jnp.maximum(mask.sum(), 1.0)
-  ratio = jnp.exp(logp - old_logp)
-  adv = advantages[:, None]
-  pg = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
-  metrics = {"clip_fraction": (((ratio < 1 - clip_eps) | (ratio > 1 + clip_eps)) * mask
-                               ).sum() / denom}
-  per_token = pg
-  if ref_logp is not None:
-    log_r = ref_logp - logp
-    k3 = jnp.exp(log_r) - log_r - 1.0
-    metrics["kl"] = (k3 * mask).sum() / denom
-    if kl_coef > 0:
-      per_token = pg + kl_coef * k3
-  metrics["pg_loss"] = (pg * mask).sum() / denom
-  return (per_token * mask).sum() / denom, metrics
+  """The clipped token-level GRPO objective and its metrics, symmetric clip, no TIS
+  (o1jax/rl/losses.py has the variants). ref_logp may be None (no reference: no KL)."""
+  s = losses.PolicyLoss("grpo", clip_eps, clip_eps, kl_coef)
+  return losses.policy_loss(logp, old_logp, advantages, mask, s, ref_logp=ref_logp)
 
 
 @struct.dataclass
@@ -276,24 +300,62 @@ class GRPOState:
 
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
-  """What the jitted step needs to know statically."""
+  """What the jitted step needs to know statically.
+
+  old_from_batch: the batch carries `old_logp` (the policy before the batch's first update,
+  needed when a batch is used for several updates); False: pi_old is the current policy's
+  own value (stop-gradient), exact for one update per batch, and saves a forward.
+  tis_cap > 0: the batch carries `sampler_logp` and the loss weights tokens by TIS."""
   temperature: float
   clip_eps: float
   kl_coef: float
   eos_ids: tuple[int, ...]
+  loss_type: str = "grpo"
+  clip_eps_low: float | None = None
+  clip_eps_high: float | None = None
+  tis_cap: float = 0.0
+  max_len: int = 0
+  chunk: int = 512
+  remat: bool = True
+  old_from_batch: bool = True
+
+  def policy_loss(self) -> losses.PolicyLoss:
+    low = self.clip_eps if self.clip_eps_low is None else self.clip_eps_low
+    high = self.clip_eps if self.clip_eps_high is None else self.clip_eps_high
+    return losses.PolicyLoss(self.loss_type, low, high, self.kl_coef, self.tis_cap,
+                             self.max_len)
+
+  def batch_keys(self) -> tuple[str, ...]:
+    keys = ("tokens", "thinking_ctx", "loss_mask", "advantages")
+    return (keys + (("old_logp",) if self.old_from_batch else ())
+            + (("sampler_logp",) if self.tis_cap > 0 else ()))
+
+
+def loss_settings_for(cfg: GRPOConfig, eos_ids) -> LossSettings:
+  """The run's LossSettings. Dr. GRPO's constant row length is the most a rollout can
+  generate: max_thinking + max_answer_tokens (plus the close and EOS, a constant)."""
+  return LossSettings(cfg.temperature, cfg.clip_eps, cfg.kl_coef, tuple(eos_ids),
+                      loss_type=cfg.loss_type, clip_eps_low=cfg.clip_eps_low,
+                      clip_eps_high=cfg.clip_eps_high, tis_cap=cfg.tis_cap,
+                      max_len=cfg.max_thinking + cfg.max_answer_tokens + 2,
+                      chunk=cfg.logprob_chunk, remat=cfg.remat,
+                      old_from_batch=cfg.updates_per_batch > 1)
 
 
 def _update(state: GRPOState, batch, model_config, optimizer, s: LossSettings):
+  logprobs = lambda params: token_logprobs(params, batch["tokens"], batch["thinking_ctx"],
+                                           model_config, s.temperature, s.eos_ids,
+                                           chunk=s.chunk, remat=s.remat)
   ref_logp = None
   if state.ref_params is not None:
-    ref_logp = token_logprobs(state.ref_params, batch["tokens"], batch["thinking_ctx"],
-                              model_config, s.temperature, s.eos_ids)
+    ref_logp = jax.lax.stop_gradient(logprobs(state.ref_params))
+  policy = s.policy_loss()
 
   def loss_of(params):
-    logp = token_logprobs(params, batch["tokens"], batch["thinking_ctx"], model_config,
-                          s.temperature, s.eos_ids)
-    return grpo_loss(logp, batch["old_logp"], ref_logp, batch["advantages"],
-                     batch["loss_mask"], s.clip_eps, s.kl_coef)
+    logp = logprobs(params)
+    old = batch["old_logp"] if s.old_from_batch else jax.lax.stop_gradient(logp)
+    return losses.policy_loss(logp, old, batch["advantages"], batch["loss_mask"], policy,
+                              ref_logp=ref_logp, sampler_logp=batch.get("sampler_logp"))
 
   (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -313,23 +375,30 @@ def state_shardings(model_config, optimizer, mesh, with_reference: bool):
                     ref_params=ref(sh.params)))
 
 
+def batch_shardings(mesh, s: LossSettings) -> dict:
+  """The update's batch layout: rows over the batch mesh axes."""
+  return {k: parallel.batch_sharding(mesh, 1 if k == "advantages" else 2)
+          for k in s.batch_keys()}
+
+
 @functools.lru_cache(maxsize=16)
 def make_update_fn(model_config, optimizer, mesh, s: LossSettings, with_reference: bool):
   """The update jitted for `mesh`, state donated and laid out as `state_shardings` (as the
-  trainer's step); call it inside `parallel.activate(mesh, model_config)`. Cached: a
-  resumed or repeated run in one process reuses the compiled step."""
+  trainer's step); call it inside `parallel.activate(mesh, model_config)`. Its batch holds
+  exactly `s.batch_keys()`. Cached: a resumed or repeated run in one process reuses the
+  compiled step."""
   shardings = state_shardings(model_config, optimizer, mesh, with_reference)[1]
   step = functools.partial(_update, model_config=model_config, optimizer=optimizer, s=s)
-  rows = parallel.batch_sharding(mesh, 2)
-  batch_sh = {"tokens": rows, "thinking_ctx": rows, "old_logp": rows, "loss_mask": rows,
-              "advantages": parallel.batch_sharding(mesh, 1)}
-  return jax.jit(step, in_shardings=(shardings, batch_sh),
+  return jax.jit(step, in_shardings=(shardings, batch_shardings(mesh, s)),
                  out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
 
 
-@functools.partial(jax.jit, static_argnames=("model_config", "temperature", "eos_ids"))
-def _old_logprobs(params, tokens, thinking_ctx, model_config, temperature, eos_ids):
-  return token_logprobs(params, tokens, thinking_ctx, model_config, temperature, eos_ids)
+@functools.partial(jax.jit, static_argnames=("model_config", "temperature", "eos_ids",
+                                             "chunk"))
+def _old_logprobs(params, tokens, thinking_ctx, model_config, temperature, eos_ids,
+                  chunk: int = 512):
+  return token_logprobs(params, tokens, thinking_ctx, model_config, temperature, eos_ids,
+                        chunk=chunk, remat=False)
 
 
 # ---- rollouts (o1jax/rl/rollouts.py) -----------------------------------------------------

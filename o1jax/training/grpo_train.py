@@ -34,6 +34,8 @@ from jax.experimental import multihost_utils
 from o1jax import parallel
 from o1jax import tasks as tasks_lib
 from o1jax.rl import data as rl_data
+from o1jax.rl import logprobs as logprobs_lib
+from o1jax.rl import losses
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import prepare_inputs
 from o1jax.training import budget_prompt, grpo
@@ -195,6 +197,90 @@ def _eval_problems(cfg):
                                                            split="eval")]
 
 
+def _attempt_seed(cfg, step: int, attempt: int) -> int:
+  """The seed of a step's sampling round `attempt` (0: the step's own, step_seed)."""
+  if attempt == 0:
+    return grpo.step_seed(cfg.seed, step)
+  return int(np.random.SeedSequence([int(cfg.seed), int(step), int(attempt)]
+                                    ).generate_state(1)[0])
+
+
+def _sample_scored(cfg, params, tokenizer, think_config, mesh, model_config, step: int,
+                   attempt: int, share: tuple[int, int]):
+  """One sampling round of step `step` for this process's prompts [lo, hi) (`share`):
+  (rollouts, rewards [N], valid [N], advantages [P, G], row targets). Round 0 is the step's
+  problems; later rounds (dynamic sampling's refills) draw fresh problems from a seed that
+  is a pure function of (seed, step, round). Every process computes the whole problem list
+  and samples its share, row keys by global row."""
+  lo, hi = share
+  problems_cfg = cfg if attempt == 0 else dataclasses.replace(
+      cfg, seed=_attempt_seed(cfg, step, attempt))
+  problems, targets = grpo.step_problems(problems_cfg, step)
+  problems, targets = problems[lo:hi], targets[lo:hi]
+  with parallel.activate(mesh, model_config):
+    r = grpo.sample_groups(params, tokenizer, think_config, problems, targets,
+                           cfg.group_size, cfg.max_thinking, _attempt_seed(cfg, step, attempt),
+                           first_row=lo * cfg.group_size, slots=cfg.rollout_slots or None)
+  row_targets = [t for t in targets for _ in range(cfg.group_size)]
+  reward, valid = grpo.rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated,
+                                       row_targets)
+  shape = (hi - lo, cfg.group_size)
+  adv = np.asarray(grpo.group_advantages(reward.reshape(shape), valid.reshape(shape),
+                                         cfg.adv_eps, scale=cfg.loss_type == "grpo"))
+  return r, reward, valid, adv, row_targets
+
+
+def _loss_rows(settings, r, valid, adv) -> dict[str, np.ndarray]:
+  rows = {"tokens": r.tokens, "thinking_ctx": r.thinking_ctx,
+          "loss_mask": r.loss_mask * valid[:, None],
+          "advantages": adv.reshape(-1).astype(np.float32)}
+  if settings.tis_cap > 0:
+    sampler_logp = getattr(r, "sampler_logp", None)
+    if sampler_logp is None:
+      raise ValueError("tis_cap > 0 needs the sampler's recorded log-probs "
+                       "(Rollouts.sampler_logp); set tis_cap=0 to train without TIS")
+    rows["sampler_logp"] = np.asarray(sampler_logp, np.float32)
+  return rows
+
+
+def _loss_batch(cfg, settings, sample, first, prompts: int):
+  """(this process's host rows for the update, sampling rounds, tokens generated beyond
+  round 0), for its `prompts` groups.
+
+  Without dynamic sampling: round 0's rows. With it (DAPO): groups whose advantages are all
+  zero are dropped and the batch is refilled, group by group, from further rounds of fresh
+  problems, at most `dynamic_sampling_tries` more; a batch still short then is completed
+  with dropped groups, masked out of the loss. With several processes each refills its own
+  share. Then the width is trimmed to the longest trained row, rounded up to
+  `length_bucket` (o1jax/rl/logprobs.py: packed_width; global_batch pads every process to
+  the widest)."""
+  r, valid, adv = first
+  g = cfg.group_size
+  rows = _loss_rows(settings, r, valid, adv)
+  rounds, generated = 1, 0
+  if cfg.dynamic_sampling:
+    group = lambda rs, p: {k: v[p * g:(p + 1) * g] for k, v in rs.items()}
+    kept = [group(rows, p) for p in np.flatnonzero(np.asarray(losses.informative_groups(adv)))]
+    dropped = [group(rows, p) for p in np.flatnonzero(~np.asarray(
+        losses.informative_groups(adv)))]
+    while len(kept) < prompts and rounds <= cfg.dynamic_sampling_tries:
+      r2, _, valid2, adv2, _ = sample(rounds)
+      rounds, generated = rounds + 1, generated + r2.generated
+      more = _loss_rows(settings, r2, valid2, adv2)
+      kept += [group(more, p)
+               for p in np.flatnonzero(np.asarray(losses.informative_groups(adv2)))]
+    for d in dropped[:max(0, prompts - len(kept))]:
+      kept.append({**d, "loss_mask": np.zeros_like(d["loss_mask"]),
+                   "advantages": np.zeros_like(d["advantages"])})
+    rows = {k: np.concatenate([x[k] for x in kept[:prompts]])
+            for k in rows}
+  width = logprobs_lib.packed_width(rows["loss_mask"], cfg.length_bucket,
+                                    rows["tokens"].shape[1])
+  rows = {k: v if k == "advantages" else v[:, :width - (k != "tokens")]
+          for k, v in rows.items()}
+  return rows, rounds, generated
+
+
 def _line(step, total, rec, eta_s) -> str:
   kl = "" if rec.get("kl") is None else f" kl {rec['kl']:.4f}"
   return (f"step {step}/{total} reward {rec['reward']:.3f} acc {rec['accuracy']:.3f} "
@@ -228,8 +314,7 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
   optimizer = grpo.optimizer_for(cfg)
   abstract, shardings = grpo.state_shardings(model_config, optimizer, mesh,
                                              cfg.uses_reference)
-  settings = grpo.LossSettings(cfg.temperature, cfg.clip_eps, cfg.kl_coef,
-                               tuple(think_config.eos_ids))
+  settings = grpo.loss_settings_for(cfg, think_config.eos_ids)
   update = grpo.make_update_fn(model_config, optimizer, mesh, settings, cfg.uses_reference)
   _check_prompts_fit(cfg, tokenizer, think_config)
 
@@ -258,52 +343,57 @@ def train(cfg: grpo.GRPOConfig, workdir: str, *, policy=None, stop_after: int | 
     if stop_after is not None and step > stop_after:
       break
     t0 = time.time()
-    problems, targets = grpo.step_problems(cfg, step)  # the whole batch's, on every process
     policy_now = _sampling_params(state.params, model_config, sampler_mesh)
-    with parallel.activate(sampler_mesh, model_config):
-      r = grpo.sample_groups(policy_now, tokenizer, think_config, problems[lo:hi],
-                             targets[lo:hi], cfg.group_size, cfg.max_thinking,
-                             grpo.step_seed(cfg.seed, step), first_row=lo * cfg.group_size,
-                             slots=cfg.rollout_slots or None)
+    sample = lambda attempt: _sample_scored(cfg, policy_now, tokenizer, think_config,
+                                            sampler_mesh, model_config, step, attempt, (lo, hi))
+    r, reward, valid, adv, row_targets = sample(0)
+    rows, rounds, generated = _loss_batch(cfg, settings, sample, (r, valid, adv), hi - lo)
     del policy_now
-    row_targets = [t for t in targets[lo:hi] for _ in range(cfg.group_size)]
-    reward, valid = grpo.rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated,
-                                         row_targets)
-    shape = (hi - lo, cfg.group_size)
-    adv = np.asarray(grpo.group_advantages(reward.reshape(shape), valid.reshape(shape),
-                                           cfg.adv_eps)).reshape(-1)
-    batch = parallel.global_batch({"tokens": r.tokens, "thinking_ctx": r.thinking_ctx,
-                                   "loss_mask": r.loss_mask * valid[:, None],
-                                   "advantages": adv.astype(np.float32)}, mesh, cfg.rows,
-                                  fill={})
+    generated = _total_generated(r.generated + generated, mesh, cfg.rows)
+    batch = parallel.global_batch(rows, mesh, cfg.rows,
+                                  fill={"tokens": tokenizer.pad_id, "thinking_ctx": False,
+                                        "loss_mask": 0.0, "sampler_logp": 0.0})
     with parallel.activate(mesh, model_config):
-      batch["old_logp"] = grpo._old_logprobs(state.params, batch["tokens"],
-                                             batch["thinking_ctx"], model_config,
-                                             cfg.temperature, settings.eos_ids)
-      first = None
+      if settings.old_from_batch:
+        batch["old_logp"] = grpo._old_logprobs(state.params, batch["tokens"],
+                                               batch["thinking_ctx"], model_config,
+                                               cfg.temperature, settings.eos_ids,
+                                               chunk=settings.chunk)
+      per_update = []
       for _ in range(cfg.updates_per_batch):
         state, metrics = update(state, batch)
-        first = first or metrics  # KL and clipping as the batch found the policy
-    m = jax.tree.map(float, first)
-    w = _whole_batch({"reward": reward, "valid": valid, "correct": np.asarray(r.correct),
-                      "adv": adv, "thinking_tokens": r.thinking_tokens,
-                      "truncated": r.truncated}, mesh, cfg.rows)
-    generated = _total_generated(r.generated, mesh, cfg.rows)
+        per_update.append(metrics)
+    # KL, loss and TIS as the batch found the policy; clipping over every update (on the
+    # first of a batch the ratio is 1, so only later updates can clip).
+    m = jax.tree.map(float, per_update[0])
+    m["clip_fraction"] = float(np.mean([float(x["clip_fraction"]) for x in per_update]))
+    per_row = {"reward": reward, "valid": valid, "correct": np.asarray(r.correct),
+               "adv": adv.reshape(-1), "thinking_tokens": r.thinking_tokens,
+               "truncated": r.truncated}
+    if cfg.budget_targets:
+      per_row["within_target"] = r.thinking_tokens <= np.asarray(row_targets)
+    w = _whole_batch(per_row, mesh, cfg.rows)
     dt = time.time() - t0
     record = {"step": step,
               "reward": float(w["reward"][w["valid"]].mean()) if w["valid"].any() else None,
               "accuracy": float(w["correct"].mean()),
               "thinking_tokens": float(w["thinking_tokens"].mean()),
               "truncation_rate": float(w["truncated"].mean()),
-              "kl": m.get("kl"), "loss": m["loss"], "pg_loss": m["pg_loss"],
-              "clip_fraction": m["clip_fraction"], "grad_norm": m["grad_norm"],
+              "kl": m.get("kl") if cfg.log_kl else None, "loss": m["loss"],
+              "pg_loss": m["pg_loss"], "clip_fraction": m["clip_fraction"],
+              "grad_norm": m["grad_norm"],
               "zero_advantage_fraction": float(np.mean(w["adv"] == 0)),
+              "batch_width": int(batch["tokens"].shape[1]),
               "rollout_tokens": generated,
               "tokens_per_s": generated / max(dt, 1e-9),
               "elapsed_s": time.time() - t_start}
+    if cfg.dynamic_sampling:
+      record["sampling_rounds"] = rounds
+    if "tis_weight" in m:
+      record["tis_weight"], record["tis_capped_fraction"] = (m["tis_weight"],
+                                                             m["tis_capped_fraction"])
     if cfg.budget_targets:
-      all_targets = np.repeat(np.asarray(targets), cfg.group_size)
-      record["within_target"] = float(np.mean(w["thinking_tokens"] <= all_targets))
+      record["within_target"] = float(np.mean(w["within_target"]))
     if eval_problems and (step % cfg.eval_every == 0 or step == cfg.steps):
       # Every process evaluates all problems on its own copy (as the trainer does).
       policy_now = _sampling_params(state.params, model_config, sampler_mesh)
