@@ -259,7 +259,7 @@ def test_a_short_run_raises_mean_reward(model, tmp_path):
     if greedy["truncation_rate"] == 0:
       break
   for temperature in (2.0, 2.3, 1.7, 2.6):
-    cfg = dataclasses.replace(cfg, steps=5, temperature=temperature, checkpoint_every=100,
+    cfg = dataclasses.replace(cfg, steps=8, temperature=temperature, checkpoint_every=100,
                               log_kl=False)
     before = reward(params, cfg, tc)
     if 0.2 <= before <= 0.7:

@@ -49,10 +49,11 @@ EXACT = ("accuracy", "thinking_tokens", "truncation_rate", "zero_advantage_fract
 def _cfg() -> grpo.GRPOConfig:
   # Level-1 additions with room to close (a reflective trace is ~76 tokens), hot enough
   # that groups mix right, wrong and cut rollouts: the updates have advantages to act on.
+  # A KL term, so the reference copy (only kept when kl_coef > 0) is sharded and compared.
   return grpo.GRPOConfig(tasks=("addition",), difficulties=(1,), steps=2, prompts_per_step=4,
                          group_size=4, temperature=1.5, max_thinking=100, cache_len=128,
                          max_answer_tokens=8, truncation="penalize", updates_per_batch=2,
-                         learning_rate=1e-4, log_kl=True, checkpoint_every=1,
+                         learning_rate=1e-4, kl_coef=0.01, log_kl=True, checkpoint_every=1,
                          mesh_shape=(-1, 1, 2), seed=3)
 
 

@@ -101,7 +101,7 @@ def test_every_result_field_matches_and_wrong_forks_are_told_apart(setup):
 
 def test_grpo_reexports_and_bad_input(setup):
   assert grpo.sample_groups is rollouts.sample_groups
-  assert grpo.evaluate_policy is rollouts.evaluate_policy and grpo.Rollouts is rollouts.Rollouts
+  assert grpo.Rollouts is rollouts.Rollouts
   args, _ = setup
   with pytest.raises(ValueError, match="slots must be a positive integer"):
     rollouts.sample_groups(*args, slots=0)

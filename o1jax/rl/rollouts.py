@@ -270,26 +270,3 @@ def think_groups(params, tokenizer, think_config: ThinkConfig, problems: Sequenc
                           **settings)
   inputs = inputs.replace(request_key=request_keys(seed, np.arange(len(rows))))
   return prompts, jax.tree.map(np.asarray, think(params, inputs, think_config))
-
-
-# ---- evaluation ----------------------------------------------------------------------------
-
-def evaluate_policy(params, tokenizer, think_config: ThinkConfig, cfg,
-                    problems: Sequence[Problem], seed: int, samples: int = 1,
-                    temperature: float | None = None) -> dict[str, float]:
-  """Mean reward (as training scores it), accuracy, thinking tokens and truncation rate of
-  `samples` completions per problem at `temperature` (default cfg.temperature; 0: greedy);
-  targets cycle through cfg.budget_targets. `cfg`: a GRPOConfig."""
-  from o1jax.training.grpo import rollout_rewards  # grpo imports this module
-  targets = [cfg.budget_targets[i % len(cfg.budget_targets)] if cfg.budget_targets else None
-             for i in range(len(problems))]
-  r = sample_groups(params, tokenizer, think_config, problems, targets, samples,
-                    cfg.max_thinking, seed,
-                    cfg.temperature if temperature is None else temperature,
-                    slots=cfg.rollout_slots or None)
-  rows_targets = [t for t in targets for _ in range(samples)]
-  reward, valid = rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated, rows_targets)
-  return {"reward": float(reward[valid].mean()) if valid.any() else float("nan"),
-          "accuracy": float(r.correct.mean()),
-          "thinking_tokens": float(r.thinking_tokens.mean()),
-          "truncation_rate": float(r.truncated.mean())}

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -56,9 +56,9 @@ from o1jax.rl import data as rl_data
 from o1jax.rl import logprobs as logprobs_lib
 from o1jax.rl import losses
 from o1jax.rl import verifiers
-from o1jax.tasks.base import Problem
-from o1jax.rl.rollouts import (TRUNCATED_REASONS, Rollouts, evaluate_policy,  # noqa: F401
+from o1jax.rl.rollouts import (TRUNCATED_REASONS, Rollouts,  # noqa: F401
                                sample_groups)
+from o1jax.tasks.base import Problem
 from o1jax.thinking import ThinkConfig, make_think_config
 from o1jax.training import budget_prompt
 from o1jax.training import trainer
@@ -406,6 +406,26 @@ def _old_logprobs(params, tokens, thinking_ctx, model_config, temperature, eos_i
 def think_config_for(cfg: GRPOConfig, model_config, tokenizer) -> ThinkConfig:
   return make_think_config(model_config, tokenizer, cfg.cache_len, temperature=cfg.temperature,
                            max_answer_tokens=cfg.max_answer_tokens)
+
+
+def evaluate_policy(params, tokenizer, think_config: ThinkConfig, cfg: GRPOConfig,
+                    problems: Sequence[Problem], seed: int, samples: int = 1,
+                    temperature: float | None = None) -> dict[str, float]:
+  """Mean reward (as training scores it), accuracy, thinking tokens and truncation rate of
+  `samples` completions per problem at `temperature` (default cfg.temperature; 0: greedy);
+  targets cycle through cfg.budget_targets."""
+  targets = [cfg.budget_targets[i % len(cfg.budget_targets)] if cfg.budget_targets else None
+             for i in range(len(problems))]
+  r = sample_groups(params, tokenizer, think_config, problems, targets, samples,
+                    cfg.max_thinking, seed,
+                    cfg.temperature if temperature is None else temperature,
+                    slots=cfg.rollout_slots or None)
+  rows_targets = [t for t in targets for _ in range(samples)]
+  reward, valid = rollout_rewards(cfg, r.correct, r.thinking_tokens, r.truncated, rows_targets)
+  return {"reward": float(reward[valid].mean()) if valid.any() else float("nan"),
+          "accuracy": float(r.correct.mean()),
+          "thinking_tokens": float(r.thinking_tokens.mean()),
+          "truncation_rate": float(r.truncated.mean())}
 
 
 def optimizer_for(cfg: GRPOConfig) -> optax.GradientTransformation:

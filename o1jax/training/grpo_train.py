@@ -243,7 +243,7 @@ def _loss_rows(settings, r, valid, adv) -> dict[str, np.ndarray]:
   return rows
 
 
-def _loss_batch(cfg, settings, sample, first, prompts: int):
+def _loss_batch(cfg, settings, sample, first, prompts: int | None = None):
   """(this process's host rows for the update, sampling rounds, tokens generated beyond
   round 0), for its `prompts` groups.
 
@@ -256,6 +256,7 @@ def _loss_batch(cfg, settings, sample, first, prompts: int):
   the widest)."""
   r, valid, adv = first
   g = cfg.group_size
+  prompts = cfg.prompts_per_step if prompts is None else prompts
   rows = _loss_rows(settings, r, valid, adv)
   rounds, generated = 1, 0
   if cfg.dynamic_sampling:
