@@ -6,13 +6,17 @@ runs (phase, cap, minimum, counters, stop-rule statistics) and the request's own
 (temperature, top-k/top-p, thresholds, which stop rules it uses, its PRNG key). Every
 operation is a compiled function of that state:
 
-  prefill(request) -> Prefix     the prompt through the model into a one-row state
-                                 (prefill_batch: a burst of arrivals in one call)
-  insert(prefix, slot)           that row into a slot
+  prefill_batch(requests)        each request encoded (token ids, settings, PRNG key) and,
+    -> [Prefix]                  while the pre-prefill pool has room, prefilled into a
+                                 one-row state of its own; beyond the pool it holds no KV
+  insert(prefix, slot)           that row into a slot; a prefix without KV is prefilled
+                                 straight into the slot's KV rows (chunked)
   generate(k)                    up to k `decode_step`s for every live slot, one call; it
                                  returns early when no slot is live (or, if asked, as soon
                                  as one finishes)
-  evict(slot) -> SavedSlot       the slot's row (KV and controller) copied to host, slot freed
+  evict(slot) -> SavedSlot       the slot's row (KV and controller) set aside, slot freed:
+                                 kept on the device while the pause pool has room, else
+                                 copied to host
   resume(saved, slot)            the row back, bit for bit, in any free slot
   free(slot)                     the slot marked DONE (a cancel, or after reading a result)
 
@@ -20,9 +24,16 @@ operation is a compiled function of that state:
 request's tokens equal `think()` on that request alone (tested), however it was scheduled.
 The slot step is the plain one-token step: a config with `ThinkConfig.speculative` set is
 refused at construction (ValueError), never silently decoded without it.
-Per-request settings are arrays, so one program serves requests with any settings;
-prefill batches and prompt widths are bucketed to powers of two, so prefill compiles once
-per (batch, width) bucket.
+
+Nothing compiles after `warm_up`, whatever the prompts: per-request settings are arrays, and
+prefill runs in chunks of one fixed width (o1jax/serving/chunked_prefill.py) over prompts
+padded to the context, one request at a time, so its programs have one shape each.
+
+Device memory is bounded by configuration, not by the queue: the slots, at most
+`prefill_pool` prefilled rows waiting for a slot, and at most `pause_pool` paused rows
+(beyond it a paused row goes to host). A waiting request past the pool holds its token
+ids on host and a PRNG key; it costs a prefill when it gets a slot (and, with a budget
+head, one more at `prefill_batch` for its prediction, whose KV is dropped).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import weakref
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -37,10 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from o1jax.model.cache import KVCache
-from o1jax.model.heads import apply_head
+from o1jax.serving.chunked_prefill import padded_width, prefill_into, prefill_row
 from o1jax.thinking.api import parse_budget, prepare_inputs
 from o1jax.thinking.config import Phase, ThinkConfig
-from o1jax.thinking.controller import check_heads, prefill as prefill_prompts, to_result
+from o1jax.thinking.controller import check_heads, to_result
 from o1jax.thinking.loop import run_steps
 from o1jax.thinking.state import (REQUEST_SETTINGS, ThinkInputs, ThinkState, fill_settings,
                                   init_state, request_keys, setting_defaults)
@@ -58,18 +70,35 @@ class Request:
   id: str = ""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)   # identity: the engine counts the live ones holding KV
 class Prefix:
-  """A prefilled request, ready for a slot: row `row` of a prefill batch's loop state (the
-  batch's rows share one state until each is inserted)."""
+  """A request ready for a slot.
+
+  `state`: its one-row loop state (row `row`), KV cache included, when it was prefilled
+  (`has_kv`); otherwise a stub whose only field is `keys`, the request's PRNG key (a fork
+  may replace it, as o1jax/rl/rollouts.py does), every other field None: the request then
+  holds only `inputs`, its token ids and settings on host, and is prefilled into the slot
+  it is inserted into. Dropping a prefix frees its place in the engine's pre-prefill pool.
+  """
   state: ThinkState
   row: int
   prompt_tokens: int
   predicted_thinking: float     # the budget head's prediction; nan without a head
+  inputs: ThinkInputs | None = None   # one row on host (numpy), tokens at the padded width
+
+  @property
+  def has_kv(self) -> bool:
+    return self.state.cache is not None
 
 
-# A slot's row on the host (numpy leaves; PRNG keys as their raw key data): what evict()
-# returns and resume() takes.
+def _stub(keys) -> ThinkState:
+  """A loop state holding only PRNG keys: a prefix that has no KV yet."""
+  return ThinkState(**{f.name: None for f in dataclasses.fields(ThinkState)}).replace(
+      keys=keys)
+
+
+# A slot's row set aside by evict(): a one-row ThinkState whose PRNG keys are their raw key
+# data, its leaves on the device (the pause pool) or numpy on host. resume() takes either.
 SavedSlot = ThinkState
 
 
@@ -79,13 +108,17 @@ def _rows(state: ThinkState, slot, n: int = 1) -> ThinkState:
 
 @functools.partial(jax.jit, donate_argnames=("state",))
 def _insert(state: ThinkState, rows: ThinkState, row, slot) -> ThinkState:
-  """Row `row` of `rows` (a prefill batch, or a saved slot) into slot `slot`."""
+  """Row `row` of `rows` (a prefilled request, or a saved slot) into slot `slot`."""
   return jax.tree.map(
       lambda a, r: jax.lax.dynamic_update_slice_in_dim(
           a, jax.lax.dynamic_slice_in_dim(r, row, 1, 0), slot, 0), state, rows)
 
 
-_take = jax.jit(_rows)
+@jax.jit
+def _take(state: ThinkState, slot) -> ThinkState:
+  """The slot's row, PRNG keys as raw key data (what host numpy can hold)."""
+  row = _rows(state, slot)
+  return row.replace(keys=jax.random.key_data(row.keys))
 
 
 @functools.partial(jax.jit, donate_argnames=("state",))
@@ -93,20 +126,18 @@ def _free(state: ThinkState, slot) -> ThinkState:
   return state.replace(phase=state.phase.at[slot].set(Phase.DONE))
 
 
+@functools.partial(jax.jit, donate_argnames=("state",))
+def _resume(state: ThinkState, saved: SavedSlot, slot) -> ThinkState:
+  """A saved row (raw key data; device or host arrays) back into slot `slot`."""
+  impl = jax.random.key_impl(state.keys)
+  row = saved.replace(keys=jax.random.wrap_key_data(saved.keys, impl=impl))
+  return jax.tree.map(lambda a, r: jax.lax.dynamic_update_slice_in_dim(a, r, slot, 0),
+                      state, row)
+
+
 @functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
 def _generate(state: ThinkState, params, config: ThinkConfig, k, return_on_finish, heads):
   return run_steps(state, params, config, k, heads, return_on_finish)
-
-
-@functools.partial(jax.jit, static_argnames=("config",))
-def _prefill(params, inputs: ThinkInputs, config: ThinkConfig, budget_head):
-  inputs = fill_settings(inputs, config)  # shapes and dtypes only: every setting is given
-  logits, hidden, cache = prefill_prompts(params, inputs, config)
-  if budget_head is None:
-    predicted = jnp.full(hidden.shape[:1], jnp.nan)
-  else:  # the head predicts log(1 + thinking tokens) from the hidden state at <think>
-    predicted = jnp.expm1(jnp.maximum(apply_head(budget_head, hidden), 0.0))
-  return init_state(inputs, logits, cache, config), predicted
 
 
 @functools.partial(jax.jit, static_argnames=("config", "slots"))
@@ -150,11 +181,24 @@ class Engine:
   (the scheduler) calls it."""
 
   def __init__(self, params, tokenizer, config: ThinkConfig, slots: int, *, heads=None,
-               budget_head=None, mesh=None):
+               budget_head=None, mesh=None, prefill_chunk: int = 64,
+               prefill_pool: int | None = None, pause_pool: int | None = None):
     """`mesh` (optional): slots split over its batch axes (data, fsdp), weights by the rule
-    table (o1jax/parallel/rules.py); every slot function is traced under it."""
+    table (o1jax/parallel/rules.py); every slot function is traced under it.
+    `prefill_chunk`: tokens per prefill chunk. `prefill_pool`: prefilled requests that may
+    wait for a slot holding KV (default slots // 4, at least 1; 0: every request is
+    prefilled when it is inserted). `pause_pool`: paused rows kept on the device (default
+    slots // 4, at least 1; further ones go to host)."""
     if slots < 1:
       raise ValueError(f"slots must be >= 1, got {slots}")
+    if prefill_chunk < 1:
+      raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+    default_pool = max(1, slots // 4)
+    prefill_pool = default_pool if prefill_pool is None else prefill_pool
+    pause_pool = default_pool if pause_pool is None else pause_pool
+    for name, value in (("prefill_pool", prefill_pool), ("pause_pool", pause_pool)):
+      if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
     if config.speculative is not None:
       # A slot's row is a ThinkState and the slot step the plain one-token decode_step;
       # the speculative loop's carry adds the draft's KV cache and a pending, not yet fed
@@ -175,6 +219,19 @@ class Engine:
     self.slots = slots
     self.budget_head = budget_head         # predicts log(1 + thinking tokens) at <think>
     self.mesh = mesh
+    self.prefill_chunk, self.prefill_pool, self.pause_pool = (prefill_chunk, prefill_pool,
+                                                              pause_pool)
+    self._width = padded_width(config.cache_len, prefill_chunk)
+    self._pooled: weakref.WeakSet[Prefix] = weakref.WeakSet()   # live prefixes with KV
+    self._paused: list[weakref.ref] = []                         # saved rows on the device
+    # Host dtypes of a filled one-row input, so every request reaches the prefill programs
+    # with the same avals (an int temperature must not compile a second program).
+    spec = jax.eval_shape(lambda: fill_settings(ThinkInputs(
+        tokens=jnp.zeros((1, self._width), jnp.int32), lengths=jnp.ones((1,), jnp.int32),
+        budget=jnp.zeros((1,), jnp.int32), min_thinking=jnp.zeros((1,), jnp.int32),
+        request_key=jax.random.split(jax.random.key(0), 1)), self._compiled))
+    self._input_dtypes = {k: v.dtype for k, v in vars(spec).items()
+                          if k != "request_key"}
     if mesh is not None:
       from o1jax import parallel
       shards = parallel.shards_of(mesh, "batch")
@@ -197,38 +254,76 @@ class Engine:
 
   def validate(self, request: Request) -> ThinkInputs:
     """Encodes and checks a request (clear errors: prompt plus budget beyond the context,
-    negative budget, bad settings) before any compute."""
+    negative budget, bad settings) before any compute. At the engine's one padded width:
+    even the host-to-device copy of the ids has one shape (a conversion compiled per width
+    otherwise)."""
     budget = parse_budget(request.budget)
     return prepare_inputs(self.tokenizer, [request.prompt], self.config, [budget],
-                          [request.min_thinking], **dict(request.settings))
+                          [request.min_thinking], width=self._width, **dict(request.settings))
+
+  def _encode(self, request: Request) -> ThinkInputs:
+    """One row on host, every setting given (defaults filled here), tokens padded to the
+    engine's one width; the PRNG key as think_texts(seed=[...]) derives it."""
+    defaults = setting_defaults(self.config)
+    settings = {k: [request.settings.get(k, defaults[k])] for k in REQUEST_SETTINGS}
+    inputs = prepare_inputs(self.tokenizer, [request.prompt], self.config,
+                            [parse_budget(request.budget)], [request.min_thinking],
+                            width=self._width, **settings)
+    host = jax.device_get(inputs.replace(request_key=None))
+    host = host.replace(**{k: np.asarray(getattr(host, k), dtype)
+                           for k, dtype in self._input_dtypes.items()})
+    return host.replace(request_key=request_keys([request.seed], 0))
 
   def prefill(self, request: Request) -> Prefix:
     return self.prefill_batch([request])[0]
 
   def prefill_batch(self, requests: Sequence[Request]) -> list[Prefix]:
-    """Prefills several requests in one call (a burst of arrivals costs one prefill). The
-    batch is padded to a power of two and the width bucketed, so this compiles a handful
-    of times. Each request is keyed by its own seed, as think_texts(seed=[...]) keys it."""
-    n = len(requests)
-    size = 1 << (n - 1).bit_length()
-    rows = list(requests) + [requests[0]] * (size - n)
-    # Every setting given per row (defaults filled here), so nothing is left to fill and the
-    # whole batch goes to the device as a few arrays.
-    defaults = setting_defaults(self.config)
-    settings = {k: [r.settings.get(k, defaults[k]) for r in rows] for k in REQUEST_SETTINGS}
-    inputs = prepare_inputs(self.tokenizer, [r.prompt for r in rows], self.config,
-                            [parse_budget(r.budget) for r in rows],
-                            [r.min_thinking for r in rows], **settings)
-    inputs = inputs.replace(request_key=request_keys([r.seed for r in rows], 0))
+    """Encodes every request (all checked before any compute), then prefills each, in
+    order, while the pre-prefill pool has room (`prefill_room`); the others hold token ids
+    only and are prefilled when inserted. One program serves every prompt length."""
+    encoded = [self._encode(r) for r in requests]
+    out = []
+    for inputs in encoded:
+      length = int(inputs.lengths[0])
+      if self.prefill_room() > 0:
+        state, predicted = self._prefill_row(inputs)
+        prefix = Prefix(state, 0, length, float(np.asarray(predicted)[0]), inputs)
+        self._pooled.add(prefix)
+      else:
+        predicted = (np.nan if self.budget_head is None else
+                     float(np.asarray(self._prefill_row(inputs)[1])[0]))  # KV dropped
+        prefix = Prefix(_stub(inputs.request_key), 0, length, predicted, inputs)
+      out.append(prefix)
+    return out
+
+  def _prefill_row(self, inputs: ThinkInputs):
     with self._on_mesh():
-      state, predicted = _prefill(self.params, inputs, self._compiled, self.budget_head)
-    lengths, predicted = np.asarray(inputs.lengths), np.asarray(predicted)
-    return [Prefix(state, i, int(lengths[i]), float(predicted[i])) for i in range(n)]
+      return prefill_row(self.params, inputs, self._compiled, self.prefill_chunk,
+                         self.budget_head)
+
+  def prefill_room(self) -> int:
+    """How many more requests `prefill_batch` / `prefetch` would prefill now (the pool's
+    free places: a place frees when its prefix is dropped)."""
+    return self.prefill_pool - len(self._pooled)
+
+  def prefetch(self, prefix: Prefix) -> bool:
+    """Prefills a prefix that has no KV yet, if the pool has room (for the request next in
+    line when a slot is about to free: its insert is then a copy). True if it holds KV."""
+    if not prefix.has_kv and self.prefill_room() > 0:
+      inputs = prefix.inputs.replace(request_key=prefix.state.keys)
+      prefix.state = self._prefill_row(inputs)[0]
+      self._pooled.add(prefix)
+    return prefix.has_kv
 
   def insert(self, prefix: Prefix, slot: int) -> None:
     self._check_slot(slot)
     with self._on_mesh():
-      self.state = _insert(self.state, prefix.state, jnp.int32(prefix.row), jnp.int32(slot))
+      if prefix.has_kv:
+        self.state = _insert(self.state, prefix.state, jnp.int32(prefix.row), jnp.int32(slot))
+      else:   # its prompt goes straight into the slot's KV rows
+        inputs = prefix.inputs.replace(request_key=prefix.state.keys)   # one row: row 0
+        self.state = prefill_into(self.state, self.params, inputs, jnp.int32(slot),
+                                  self._compiled, self.prefill_chunk)
 
   # -- decoding ---------------------------------------------------------------------------
 
@@ -246,22 +341,30 @@ class Engine:
 
   # -- slots ------------------------------------------------------------------------------
 
-  def evict(self, slot: int) -> SavedSlot:
-    """The slot's row (KV cache and controller) copied to host; the slot is freed."""
+  def evict(self, slot: int, to_host: bool | None = None) -> SavedSlot:
+    """The slot's row (KV cache and controller) set aside; the slot is freed. It stays on
+    the device while the pause pool has room (`pause_room`), else (or with `to_host`) it
+    is copied to host. Dropping a saved row frees its place in the pool."""
     self._check_slot(slot)
     with self._on_mesh():
       row = _take(self.state, jnp.int32(slot))
-    saved = jax.device_get(row.replace(keys=jax.random.key_data(row.keys)))
+    if to_host or (to_host is None and self.pause_room() <= 0):
+      row = jax.device_get(row)
+    else:
+      self._paused.append(weakref.ref(row))
     self.free(slot)
-    return saved
+    return row
+
+  def pause_room(self) -> int:
+    """Places left in the device pool for paused rows."""
+    self._paused = [r for r in self._paused if r() is not None]
+    return self.pause_pool - len(self._paused)
 
   def resume(self, saved: SavedSlot, slot: int) -> None:
     """Puts an evicted row back (into any free slot); decoding continues bit for bit."""
     self._check_slot(slot)
-    impl = jax.random.key_impl(self.state.keys)
-    row = saved.replace(keys=jax.random.wrap_key_data(saved.keys, impl=impl))
     with self._on_mesh():
-      self.state = _insert(self.state, row, jnp.int32(0), jnp.int32(slot))
+      self.state = _resume(self.state, saved, jnp.int32(slot))
 
   def free(self, slot: int) -> None:
     self._check_slot(slot)
@@ -275,25 +378,25 @@ class Engine:
   # -- compilation ------------------------------------------------------------------------
 
   def warm_up(self, prompts: Sequence[Any], max_batch: int | None = None) -> dict[str, int]:
-    """Compiles what serving these prompts will use, so no request waits for it: prefill
-    at every batch bucket up to `max_batch` (default 2x slots, the scheduler's largest)
-    for every prompt-width bucket among `prompts`, then insert, generate, view, evict,
-    resume and free. Leaves every slot free; returns `compilations()`."""
-    from o1jax.thinking.api import bucket_width
-    max_batch = max_batch or 2 * self.slots
-    width = lambda p: bucket_width(len(self.tokenizer.encode_prompt(p)), self.config.cache_len)
-    shortest = min(prompts, key=width)
-    for w in sorted({width(p) for p in prompts}):
-      longest = next(p for p in prompts if width(p) == w)
-      b = 1
-      while b <= max_batch:
-        prefixes = self.prefill_batch([Request(longest, budget=1)] +
-                                      [Request(shortest, budget=1)] * (b - 1))
-        b *= 2
-    self.insert(prefixes[0], 0)
+    """Compiles every program serving will use, so no request waits for one: a prefill
+    into the pool and one into a slot (each serves any prompt length), insert, generate,
+    view, evict and resume (device and host rows), free. `prompts[0]` is the request it
+    runs (its width does not matter; `max_batch` is accepted and ignored: prefill has no
+    batch buckets any more). Leaves every slot free and the pools empty; returns
+    `compilations()`."""
+    del max_batch
+    request = Request(prompts[0], budget=1)
+    inputs = self._encode(request)
+    # The pool path (also the budget head's prediction), then the into-a-slot path.
+    pooled = Prefix(self._prefill_row(inputs)[0], 0, int(inputs.lengths[0]), np.nan, inputs)
+    self.insert(pooled, 0)
+    self.free(0)
+    self.insert(Prefix(_stub(inputs.request_key), 0, pooled.prompt_tokens, np.nan, inputs),
+                0)
     self.generate(1, return_on_finish=True)
     self.view()
-    self.resume(self.evict(0), 0)
+    for to_host in (False, True):
+      self.resume(self.evict(0, to_host=to_host), 0)
     self.free(0)
     return self.compilations()
 
@@ -307,12 +410,20 @@ class Engine:
       return 2 * m.num_layers * m.num_kv_heads * per_head
     return 2 * m.num_layers * m.num_kv_heads * m.head_dim * jnp.dtype(m.jnp_dtype).itemsize
 
+  def waiting_kv_bytes(self) -> int:
+    """Device bytes of KV held outside the slots: prefilled prefixes still referenced and
+    paused rows kept on the device. At most (prefill_pool + pause_pool) rows."""
+    rows = [p.state.cache for p in list(self._pooled)]
+    rows += [r().cache for r in self._paused if r() is not None]
+    return sum(c.nbytes for c in rows)
+
   @staticmethod
   def compilations() -> dict[str, int]:
     """Programs compiled so far by each slot function (all engines in the process)."""
     return {name: fn._cache_size() for name, fn in
-            (("prefill", _prefill), ("insert", _insert), ("generate", _generate),
-             ("evict", _take), ("free", _free), ("view", _view))}
+            (("prefill", prefill_row), ("prefill_into", prefill_into), ("insert", _insert),
+             ("generate", _generate), ("evict", _take), ("resume", _resume), ("free", _free),
+             ("view", _view))}
 
 
 def requests_from(prompts: Sequence[Any], **kw) -> list[Request]:
