@@ -13,8 +13,8 @@ warm-up (`Engine.warm_up` with the prompts o1jax/serving/http.py warms up with):
     compile), and the tiny request alone;
   * a stream of 20 distinct prompt lengths up to the context, one request at a time:
     backend compilations (jax.monitoring) and each request's latency;
-  * 58 requests queued behind busy slots: device bytes of every live array above the
-    engine's idle state (the KV the queue holds), against one slot row's KV.
+  * 58 requests queued behind busy slots, after 3 rounds: device bytes of every live array
+    above the engine's idle state (the KV the queue holds), against one slot row's KV.
 
 Only the API both engines share is used (Engine, Scheduler, warm_up), so `--repo` can point
 at an older checkout. Timings are wall time on this machine, one run each.
@@ -40,6 +40,8 @@ _SLOTS = flags.DEFINE_integer("slots", 4, "Engine slots.")
 _MODELS = flags.DEFINE_list("models", ["tiny", "hf"], "tiny: the embedded checkpoint; hf: a "
                             "random tiny Qwen2 built here.")
 _OUT = flags.DEFINE_string("out", None, "Write the JSON here.")
+_TABLE = flags.DEFINE_list("table", None, "BEFORE.json,AFTER.json: print the markdown table "
+                           "of docs/SERVING.md from two runs instead of measuring.")
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -167,11 +169,13 @@ def _bench(name: str, compiles: _Compiles, slots: int) -> dict:
                        median_latency_s=statistics.median(latencies))
 
   # 58 requests behind busy slots: the device bytes the queue holds after a few rounds.
+  # (Prompts from the shortest quarter, so every one has room to think its 200 tokens.)
+  short = fits[:max(1, len(fits) // 4)]
   base = _device_bytes()
   for i in range(58):
-    sched.submit(Request(by_length[fits[(7 * i) % len(fits)]], budget=64, min_thinking=64,
-                         seed=i, id=f"q{i}"))
-  for _ in range(6):
+    sched.submit(Request(by_length[short[(7 * i) % len(short)]], budget=200,
+                         min_thinking=200, seed=i, id=f"q{i}"))
+  for _ in range(3):   # at most 3 x 64 steps: every slot still busy
     sched.step()
   row = engine.kv_bytes_per_token() * config.cache_len
   grown = _device_bytes() - base
@@ -182,8 +186,49 @@ def _bench(name: str, compiles: _Compiles, slots: int) -> dict:
   return out
 
 
+_ROWS = (  # (label, path in a model's result, format)
+    ("compilations during warm-up", ("warm_up_compiles",), "{:d}"),
+    ("warm-up time", ("warm_up_s",), "{:.1f} s"),
+    ("compilations: a ~100-token prompt (new width) + a tiny request",
+     ("tiny_beside_new_width", "compiles"), "{:d}"),
+    ("tiny request's latency beside it, first time", ("tiny_beside_new_width",
+                                                      "tiny_latency_s"), "{:.3f} s"),
+    ("the same pair again", ("tiny_beside_new_width", "tiny_latency_again_s"), "{:.3f} s"),
+    ("tiny request alone", ("tiny_beside_new_width", "tiny_alone_s"), "{:.3f} s"),
+    ("compilations over 20 prompt lengths up to the context", ("stream", "compiles"), "{:d}"),
+    ("slowest / median request of those 20", ("stream",), None),
+    ("device bytes the queue holds (58 queued, 4 slots busy)", ("queue",), None),
+)
+
+
+def _cell(model: dict, path, fmt) -> str:
+  value = model
+  for key in path:
+    value = value[key]
+  if path == ("stream",):
+    return f"{value['max_latency_s']:.2f} / {value['median_latency_s']:.2f} s"
+  if path == ("queue",):
+    return (f"{value['device_bytes_above_idle'] / 2**20:.1f} MiB = {value['rows']:.1f} "
+            "slot rows")
+  return fmt.format(value)
+
+
+def _table(before_path: str, after_path: str) -> str:
+  before, after = (json.load(open(p)) for p in (before_path, after_path))
+  lines = []
+  for b, a in zip(before["models"], after["models"]):
+    lines += [f"\n{a['model']} (context {a['cache_len']}, {a['slots']} slots) | before | "
+              "after", "--- | --- | ---"]
+    lines += [f"{label} | {_cell(b, path, fmt)} | {_cell(a, path, fmt)}"
+              for label, path, fmt in _ROWS]
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
+  if _TABLE.value:
+    print(_table(*_TABLE.value))
+    return
   if _REPO.value:
     sys.path.insert(0, os.path.abspath(_REPO.value))
   else:
@@ -196,7 +241,7 @@ def main(argv):
                           capture_output=True, text=True).stdout.strip()
   dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "o1jax"],
                          capture_output=True, text=True).stdout.strip()
-  results = dict(commit=commit + ("+changes" if dirty else ""),
+  results = dict(commit=(commit + ("+changes" if dirty else "")) or "not a git checkout",
                  machine=f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}",
                  date=time.strftime("%Y-%m-%d"), models=[])
   for name in _MODELS.value:
