@@ -68,7 +68,7 @@ def _one_row(tok, prompt, config, width):
   return inputs.replace(request_key=jax.random.split(jax.random.key(0), 1))
 
 
-@pytest.mark.parametrize("n_tokens", [5, 16, 17, 70])
+@pytest.mark.parametrize("n_tokens", [16, 17, 70])   # one chunk exactly, one past, several
 def test_chunked_prefill_equals_unchunked_and_step_by_step(model, config, n_tokens):
   params, mc = model
   prompt = _prompt(n_tokens)
@@ -208,6 +208,29 @@ def test_waiting_requests_hold_no_kv_beyond_the_pool(model, config, queued):
   # A waiting request without KV holds its token ids on host and a PRNG key on the device.
   grown = _device_bytes() - base
   assert grown <= pool * row_bytes + 64 * queued + (1 << 16), (grown, row_bytes)
+
+
+def test_pool_places_free_when_prefixes_drop_and_prefetch_fills_them(model, config):
+  params, _ = model
+  engine = Engine(params, TOK, config, SLOTS, prefill_chunk=CHUNK, prefill_pool=1)
+  first, second, third = engine.prefill_batch([Request(_prompt(n), seed=n) for n in (9, 30, 12)])
+  assert [p.has_kv for p in (first, second, third)] == [True, False, False]
+  assert second.inputs.tokens.shape[1] % CHUNK == 0 and second.state.keys.shape == (1,)
+  assert engine.prefill_room() == 0 and not engine.prefetch(second)
+  del first                                    # its place frees with it
+  assert engine.prefill_room() == 1 and engine.prefetch(second) and engine.prefill_room() == 0
+  # The prefetched row and a row prefilled at insert decode as rows prefilled at once do
+  # (test_whole_outputs_... compares those paths with think()).
+  def decode(engine, prefixes):
+    for slot, prefix in enumerate(prefixes):
+      engine.insert(prefix, slot)
+    engine.generate(config.cache_len)
+    v = engine.view()
+    return [v.tokens[s, :v.num_generated[s]].tolist() for s in range(SLOTS)]
+
+  eager = Engine(params, TOK, config, SLOTS, prefill_chunk=CHUNK, prefill_pool=2)
+  want = decode(eager, eager.prefill_batch([Request(_prompt(n), seed=n) for n in (30, 12)]))
+  assert decode(engine, [second, third]) == want and want[0] != want[1]
 
 
 def test_paused_rows_stay_on_the_device_up_to_the_pool_then_go_to_host(model, config):
