@@ -306,40 +306,27 @@ def test_load_test_small(server):
   assert rep["answered"] == 8 and not rep["lost"] and rep["latency_p99_s"] is not None
 
 
-class _Recording:
-  """The engine's tokenizer, recording which thread encodes which prompt."""
-
-  def __init__(self, tokenizer):
-    self._tokenizer, self.encoded = tokenizer, []
-
-  def encode_prompt(self, prompt):
-    self.encoded.append((threading.current_thread(), len(prompt)))
-    return self._tokenizer.encode_prompt(prompt)
-
-  def __getattr__(self, name):
-    return getattr(self._tokenizer, name)
-
-
-def test_prompts_are_tokenized_off_the_event_loop(server):
+def test_prompts_are_tokenized_off_the_event_loop(server, monkeypatch):
   """Tokenizing (and the engine's own check) runs in a worker thread, never on the server's
   event loop; a prompt whose characters alone cannot fit is refused before it is tokenized,
   with the numbers."""
-  engine = server.app.state.engine
-  recording = engine.tokenizer = _Recording(engine.tokenizer)
-  try:
-    r = server.client().chat.completions.create(model=MODEL, messages=_user("3 5 2 to 16"),
-                                                reasoning_effort="low")
-    assert r.choices[0].message.content
-    threads = {t for t, n in recording.encoded if n == len("3 5 2 to 16")}
-    assert threads and server.thread not in threads   # the loop runs in server.thread
-    recording.encoded.clear()
-    long = "1" * 20_000   # under the body limit; 704 tokens hold at most 671 x 8 characters
-    with pytest.raises(openai.BadRequestError, match=r"20000 characters.*704 tokens.*671 "
-                       r"prompt tokens of at most 8 characters"):
-      server.client().chat.completions.create(model=MODEL, messages=_user(long))
-    assert not [n for _, n in recording.encoded if n == len(long)]
-  finally:
-    engine.tokenizer = recording._tokenizer
+  encoded, encode_prompt = [], CharTokenizer.encode_prompt
+
+  def recording(self, prompt):
+    encoded.append((threading.current_thread(), len(prompt)))
+    return encode_prompt(self, prompt)
+
+  monkeypatch.setattr(CharTokenizer, "encode_prompt", recording)
+  r = server.client().chat.completions.create(model=MODEL, messages=_user("3 5 2 to 16"),
+                                              reasoning_effort="low")
+  assert r.choices[0].message.content
+  threads = {t for t, n in encoded if n == len("3 5 2 to 16")}
+  assert threads and server.thread not in threads   # the loop runs in server.thread
+  long = "1" * 20_000   # under the body limit; 704 tokens hold at most 671 x 8 characters
+  with pytest.raises(openai.BadRequestError, match=r"20000 characters.*704 tokens.*671 "
+                     r"prompt tokens of at most 8 characters"):
+    server.client().chat.completions.create(model=MODEL, messages=_user(long))
+  assert not [n for _, n in encoded if n == len(long)]
 
 
 @pytest.mark.parametrize("fields, param", [
@@ -623,5 +610,13 @@ def test_chat_template_model_gets_the_messages(tmp_path):
     assert "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks
                    ) == msg.reasoning
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == msg.content
+    # chat_template_kwargs.enable_thinking=false (as vLLM clients send it for Qwen3): no
+    # thinking, the answer think_texts gives at budget 0.
+    off = s.client().chat.completions.create(**{**kw, "extra_body": {
+        "thinking_token_budget": 20, "chat_template_kwargs": {"enable_thinking": False}}})
+    ref = think_texts(params, tokenizer, [msgs], config, budgets=[0], seed=1)[0]
+    assert off.usage.completion_tokens_details.reasoning_tokens == 0 == ref.thinking_tokens
+    assert (off.choices[0].message.reasoning, off.choices[0].message.content) == (
+        "", ref.answer)
   finally:
     s.stop()

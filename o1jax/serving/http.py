@@ -34,12 +34,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
-from o1jax.serving import openai_schema as oa
+from o1jax.serving import openai_schema as oa, prompt_limits
 from o1jax.serving.driver import Driver, DriverStopped, Metrics
 from o1jax.serving.engine import Engine, Request
 from o1jax.serving.scheduler import Completion, QueueFull, Scheduler, SchedulerConfig
 from o1jax.serving.transcript import Transcript
-from o1jax.tasks.tokenizer import END_THINK_TEXT, CharTokenizer
 from o1jax.thinking.api import UNLIMITED
 
 log = logging.getLogger("o1jax.serving")
@@ -164,7 +163,6 @@ def create_app(engine: Engine, scheduler_config: SchedulerConfig = SchedulerConf
   state.engine, state.scheduler, state.driver, state.metrics = engine, scheduler, driver, metrics
   state.options, state.draining = options, False
   state.exchanges = {}                     # id -> _Exchange of requests not yet answered
-  state.chars_per_token = _max_chars_per_token(engine.tokenizer)
 
   def reject(e: oa.ApiError) -> JSONResponse:
     metrics.rejections.labels(_REJECTION_REASONS.get(e.status, str(e.status))).inc()
@@ -336,50 +334,16 @@ async def _off_loop(fn, *args):
     raise
 
 
-def _max_chars_per_token(tokenizer) -> int | None:
-  """At most how many characters of a message one token covers (None: unknown), so that a
-  prompt of more than (prompt tokens that fit) x this many characters is refused without
-  tokenizing it. Char tokenizer: "</think>" is its longest token. HF: the longest vocabulary
-  string (byte-level and SentencePiece vocabularies spell a token with at least as many
-  symbols as it decodes to characters), times 4 for a normalizer that shrinks text before
-  it is split (NFC composes a letter and its marks into one character)."""
-  if isinstance(tokenizer, CharTokenizer):
-    return len(END_THINK_TEXT)
-  inner = getattr(tokenizer, "_tok", None)
-  vocab = getattr(inner, "get_vocab", None)
-  if vocab is None:
-    return None
-  longest = max((len(t) for t in vocab(with_added_tokens=True)), default=0)
-  return 4 * longest if longest else None
-
-
 def _prepare(state, body: bytes, loop) -> _Exchange:
   """Everything between the body and the scheduler (in a worker thread): JSON, the request's
-  fields, a character count against the context, the prompt's tokens, the budget plan, and
-  the submit (which checks the request again in the engine). ApiError if not accepted."""
+  fields, the prompt's size against the context (prompt_limits), its tokens, the budget
+  plan, and the submit (which checks the request again in the engine). ApiError if not
+  accepted."""
   try:
     payload = json.loads(body)
   except (ValueError, UnicodeDecodeError) as e:
     raise oa.bad_request(f"the request body is not valid JSON: {e}")
   return _admit(state, oa.parse_chat_request(payload), loop)
-
-
-def _check_length(state, chat: oa.ChatRequest, template: bool) -> None:
-  """Refuses a prompt whose characters alone show it cannot fit, before tokenizing it. Only
-  user messages count (a chat template may drop parts of others, as R1's drops earlier
-  thinking); the plain tokenizer reads the last one."""
-  per_token = state.chars_per_token
-  if per_token is None:
-    return
-  users = [m["content"] for m in chat.messages if m["role"] == "user"]
-  chars = sum(map(len, users)) if template else len(users[-1]) if users else 0
-  config = state.engine.config
-  room = config.cache_len - config.reserve   # the most prompt tokens the context holds
-  if chars > room * per_token:
-    raise oa.bad_request(
-        f"the prompt is too long: its user text alone has {chars} characters, and the "
-        f"context ({config.cache_len} tokens) holds at most {room} prompt tokens of at most "
-        f"{per_token} characters each", "messages")
 
 
 def _admit(state, chat: oa.ChatRequest, loop) -> _Exchange:
@@ -390,14 +354,17 @@ def _admit(state, chat: oa.ChatRequest, loop) -> _Exchange:
                       f"{options.model_name!r}", param="model", code="model_not_found")
   if state.draining:
     raise oa.ApiError(503, "the server is shutting down", type="server_error")
-  template = getattr(engine.tokenizer, "use_chat_template", False)
-  _check_length(state, chat, template)
+  config, tokenizer = engine.config, engine.tokenizer
+  template = getattr(tokenizer, "use_chat_template", False)
+  room = config.cache_len - config.reserve   # the most prompt tokens the context holds
+  # Before tokenizing it all: a huge prompt is refused at a cost bounded by the context.
+  prompt_limits.check_characters(tokenizer, chat, template, room, config.cache_len)
   prompt = oa.prompt_of(chat, template)
   try:
-    prompt_tokens = len(engine.tokenizer.encode_prompt(prompt))
+    prompt_limits.check_prefix_tokens(tokenizer, prompt, room, config.cache_len)
+    prompt_tokens = len(tokenizer.encode_prompt(prompt))
   except ValueError as e:   # text the tokenizer cannot represent, a template error
     raise oa.bad_request(str(e), "messages")
-  config = engine.config
   plan = oa.plan_budget(chat, prompt_tokens=prompt_tokens, cache_len=config.cache_len,
                         close_tokens=config.reserve - config.max_answer_tokens,
                         max_answer_tokens=config.max_answer_tokens,
