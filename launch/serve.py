@@ -10,7 +10,7 @@ Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model as given by --m
 SIGTERM (or Ctrl-C) drains: /health answers 503 "draining" and new requests 503 while
 in-flight ones get --drain_timeout_s to finish (those still running then get an error, a
 stream an error event and [DONE]); then the server stops listening and exits 0. A second
-signal stops at once.
+signal cuts the drain short.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ _DRAIN = flags.DEFINE_float("drain_timeout_s", 60.0, "On SIGTERM, how long in-fl
                             "requests may take to finish before they get an error.")
 _ROUND_DELAY = flags.DEFINE_float("round_delay_s", 0.0, "Testing: pause between scheduler "
                                   "rounds, to hold requests in flight.")
+_SWITCH_INTERVAL = flags.DEFINE_float("switch_interval_s", 0.001, "Python's GIL switch "
+                                      "interval (sys.setswitchinterval; default 0.005).")
 _LOG_LEVEL = flags.DEFINE_enum("log_level", "info", ["debug", "info", "warning", "error"],
                                "Log level.")
 
@@ -134,6 +136,10 @@ def main(argv):
   import uvicorn
   # absl has put its handler on the root logger already; the level is set on ours.
   logging.getLogger("o1jax").setLevel(_LOG_LEVEL.value.upper())
+  # Request parsing and tokenizing run in worker threads (o1jax/serving/http.py); while one
+  # holds the GIL, the event loop waits up to this long for it at each step of an answer
+  # (Python's default is 5 ms, several of which add up under large bodies).
+  sys.setswitchinterval(_SWITCH_INTERVAL.value)
   try:
     _check_policy()
     application = build_app()

@@ -256,7 +256,7 @@ async def drain(app: FastAPI, timeout_s: float | None = None) -> None:
 class Server(uvicorn.Server):
   """uvicorn with a drain phase. The first SIGTERM / Ctrl-C (or `request_drain()`, from any
   thread) runs `drain` while the server still accepts connections, then uvicorn's own
-  shutdown; a second signal stops at once. Plain uvicorn would stop listening first, so
+  shutdown; a second signal cuts the drain short (uvicorn's shutdown starts at once). Plain uvicorn would stop listening first, so
   /health could never say "draining", and at its timeout cut streams without an error event
   and answer waiting requests with a plain-text 500."""
 
