@@ -465,8 +465,10 @@ def test_sigterm_drains_in_flight_requests():
       except openai.APIConnectionError:
         assert time.monotonic() < deadline, "serve.py did not start"
         time.sleep(0.3)
+    # 60 thinking tokens at 4 a round, 0.3 s apart: in flight for about 5 s after the signal.
     stream = client.chat.completions.create(model=MODEL, messages=_user(HARD[0]), stream=True,
-                                            stream_options={"include_usage": True})
+                                            stream_options={"include_usage": True},
+                                            extra_body={"thinking_token_budget": 60})
     chunks = [next(stream), next(stream)]   # the role, then thinking: the request is live
     proc.send_signal(signal.SIGTERM)
     health = lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=5)
