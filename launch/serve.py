@@ -110,7 +110,7 @@ def _check_policy() -> None:
 
 
 def _server_class():
-  from o1jax.serving.http import Server as DrainingServer
+  from o1jax.serving.drain import Server as DrainingServer
 
   class Server(DrainingServer):
     """uvicorn re-raises a caught SIGTERM after its graceful shutdown, so the process dies

@@ -24,7 +24,8 @@ import uvicorn
 from o1jax import tasks
 from o1jax.serving import Engine, SchedulerConfig
 from o1jax.serving import openai_schema as oa
-from o1jax.serving.http import Server, ServeOptions, create_app
+from o1jax.serving.drain import Server
+from o1jax.serving.http import ServeOptions, create_app
 from o1jax.serving.predictor import load_thinking_head
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.thinking import make_think_config, think_texts
@@ -38,7 +39,7 @@ HARD = [p.prompt for p in tasks.get_task("countdown").generate_problems(0, 4, 4,
 
 
 class LiveServer:
-  """uvicorn (with the drain phase, http.Server) serving `app` in a thread on a free
+  """uvicorn (with the drain phase, o1jax/serving/drain.py) serving `app` in a thread on a free
   loopback port."""
 
   def __init__(self, app):

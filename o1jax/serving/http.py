@@ -11,8 +11,8 @@ The engine runs in one background thread (`Driver`); each request registers a ca
 hands the scheduler's events to its handler's asyncio queue. The event loop only reads
 bodies and writes answers: parsing, tokenizing and checking a request run in a worker
 thread, after a character count has refused prompts that cannot fit. `create_app` returns
-the app, importable and testable in-process; `Server` serves it with a drain phase;
-launch/serve.py runs that. The wire contract is in docs/SERVING_API.md.
+the app, importable and testable in-process; `Server` (o1jax/serving/drain.py) serves it
+with a drain phase; launch/serve.py runs that. The wire contract is in docs/SERVING_API.md.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import secrets
 import time
 import uuid
 
-import uvicorn
 from fastapi import FastAPI, Request as HttpRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
 from o1jax.serving import openai_schema as oa, prompt_limits
+from o1jax.serving.drain import ServerShutdown
 from o1jax.serving.driver import Driver, DriverStopped, Metrics
 from o1jax.serving.engine import Engine, Request
 from o1jax.serving.scheduler import Completion, QueueFull, Scheduler, SchedulerConfig
@@ -104,10 +104,6 @@ class _Exchange:
 
 def _error(e: oa.ApiError) -> JSONResponse:
   return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
-
-
-class ServerShutdown(RuntimeError):
-  """The server shut down before the request finished (it outlived the drain)."""
 
 
 def _failure(error: BaseException) -> oa.ApiError:
@@ -223,63 +219,6 @@ def create_app(engine: Engine, scheduler_config: SchedulerConfig = SchedulerConf
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
   return app
-
-
-async def drain(app: FastAPI, timeout_s: float | None = None) -> None:
-  """The first half of a graceful stop, while the server still listens: /health answers 503
-  "draining" (a load balancer takes the server out) and new completions 503; requests in
-  flight get up to `timeout_s` (default --drain_timeout_s) to finish; those still open then
-  are answered with a 503 error (a stream: an error event, then [DONE]) and cancelled."""
-  state = app.state
-  timeout_s = state.options.drain_timeout_s if timeout_s is None else timeout_s
-  state.draining = True
-  loop = asyncio.get_running_loop()
-  log.info("draining: %d request(s) in flight, up to %g s", len(state.exchanges), timeout_s)
-  deadline = loop.time() + timeout_s
-  while state.exchanges and loop.time() < deadline:
-    await asyncio.sleep(0.02)
-  left = list(state.exchanges.values())
-  if not left:
-    return
-  log.warning("drain timed out after %g s: failing %d request(s): %s", timeout_s, len(left),
-              ", ".join(ex.id for ex in left))
-  error = ServerShutdown(f"the server shut down before the request finished (it was still "
-                         f"running at the end of the {timeout_s:g} s drain, --drain_timeout_s)")
-  for ex in left:
-    ex.queue.put_nowait(("error", error))
-    state.driver.cancel(ex.id)
-  deadline = loop.time() + 5.0   # the handlers write their errors
-  while state.exchanges and loop.time() < deadline:
-    await asyncio.sleep(0.02)
-
-
-class Server(uvicorn.Server):
-  """uvicorn with a drain phase. The first SIGTERM / Ctrl-C (or `request_drain()`, from any
-  thread) runs `drain` while the server still accepts connections, then uvicorn's own
-  shutdown; a second signal cuts the drain short (uvicorn's shutdown starts at once). Plain uvicorn would stop listening first, so
-  /health could never say "draining", and at its timeout cut streams without an error event
-  and answer waiting requests with a plain-text 500."""
-
-  def __init__(self, config: uvicorn.Config):
-    super().__init__(config)
-    self.drain_requested = False
-    self._drain: asyncio.Task | None = None
-
-  def request_drain(self) -> None:
-    self.drain_requested = True   # picked up within a tick (0.1 s) on the server's loop
-
-  def handle_exit(self, sig, frame) -> None:
-    if self.drain_requested or self.should_exit or not isinstance(self.config.app, FastAPI):
-      super().handle_exit(sig, frame)
-    else:
-      self.drain_requested = True
-
-  async def on_tick(self, counter: int) -> bool:
-    if self.drain_requested and self._drain is None:
-      self._drain = asyncio.create_task(drain(self.config.app))
-    if self._drain is not None and self._drain.done():
-      self.should_exit = True
-    return await super().on_tick(counter)
 
 
 def _warm_up(scheduler: Scheduler) -> None:
