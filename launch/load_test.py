@@ -9,6 +9,13 @@ p50/p99 latency, time to the first answer token when streaming, tokens/s, accura
 by type. Every request must end answered (200) or explicitly rejected (429, 4xx, 503);
 one that times out, loses its connection, gets a 5xx or a malformed answer is *lost*, and
 the exit status is then 1. Requests the time limit left unsent are reported, not lost.
+
+  python launch/load_test.py --big_bodies=6 --big_body_bytes=1000000
+
+instead measures the event loop under large bodies: N bodies of that size sent at once
+(one user message each) while GET /health is polled every 10 ms and small streamed
+requests run back to back; it reports /health latency and the longest gap between an
+unrelated stream's chunks while the big bodies are in (docs/SERVING_API.md).
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ _STREAM = flags.DEFINE_enum("stream", "mixed", ["mixed", "all", "none"], "Stream
 _SEED = flags.DEFINE_integer("seed", 0, "Which held-out problems.")
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "Prompts to cycle instead of task problems.")
 _JSON = flags.DEFINE_bool("json", False, "Print the report as one JSON object.")
+_BIG_BODIES = flags.DEFINE_integer("big_bodies", 0, "If > 0: the large-body probe instead "
+                                   "(this many bodies at once).")
+_BIG_BODY_BYTES = flags.DEFINE_integer("big_body_bytes", 1_000_000, "Size of each big body.")
 
 _EFFORTS = ("low", "medium", "high", None)
 
@@ -178,6 +188,81 @@ def report(outcomes, wall: float) -> dict:
   }
 
 
+def probe_big_bodies(client, model, n: int, size: int) -> dict:
+  """/health latency and unrelated streams' chunk gaps while n bodies of `size` bytes are
+  sent at once; baseline figures from the same probes before they are sent."""
+  import http.client
+  import urllib.parse
+  url = urllib.parse.urlparse(_URL.value)
+  base = url.path.rsplit("/v1", 1)[0]
+  headers = {"Authorization": f"Bearer {_API_KEY.value}", "Content-Type": "application/json"}
+  stop = threading.Event()
+  health: list[tuple[float, float]] = []   # (start, seconds)
+  gaps: list[tuple[float, float]] = []     # (arrival, seconds since the previous chunk)
+
+  def poll_health():
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    while not stop.is_set():
+      t = time.monotonic()
+      conn.request("GET", base + "/health")
+      conn.getresponse().read()
+      health.append((t, time.monotonic() - t))
+      time.sleep(0.01)
+    conn.close()
+
+  def stream_small():
+    while not stop.is_set():
+      last = None
+      for _ in client.chat.completions.create(
+          model=model, messages=[{"role": "user", "content": "3 5 2 to 16"}], stream=True,
+          extra_body={"thinking_token_budget": 300}):
+        now = time.monotonic()
+        if last is not None:
+          gaps.append((now, now - last))
+        last = now
+
+  content = "1" * (size - 100)
+  body = json.dumps({"model": model, "messages": [{"role": "user", "content": content}]})
+  results = []
+
+  def send_big():
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    t = time.monotonic()
+    conn.request("POST", base + "/v1/chat/completions", body=body, headers=headers)
+    r = conn.getresponse()
+    r.read()
+    results.append((r.status, time.monotonic() - t))
+    conn.close()
+
+  probes = [threading.Thread(target=f) for f in (poll_health, stream_small)]
+  for t in probes:
+    t.start()
+  time.sleep(2.0)   # baseline
+  start = time.monotonic()
+  senders = [threading.Thread(target=send_big) for _ in range(n)]
+  for t in senders:
+    t.start()
+  for t in senders:
+    t.join()
+  end = time.monotonic()
+  time.sleep(0.5)
+  stop.set()
+  for t in probes:
+    t.join()
+  during = [d for t, d in health if t + d >= start and t <= end]   # overlapping the bodies
+  before = [d for t, d in health if t + d < start]
+  gap_during = [d for t, d in gaps if start <= t <= end + 0.5]
+  r = lambda x: None if x is None else round(x, 4)
+  return {"bodies": n, "body_bytes": len(body), "statuses": sorted(s for s, _ in results),
+          "bodies_wall_s": r(end - start),
+          "health_before_p50_s": r(_percentile(before, 50)),
+          "health_before_max_s": r(max(before, default=None)),
+          "health_during_n": len(during), "health_during_p50_s": r(_percentile(during, 50)),
+          "health_during_max_s": r(max(during, default=None)),
+          "stream_gap_before_max_s": r(max((d for t, d in gaps if t < start), default=None)),
+          "stream_gap_during_max_s": r(max(gap_during, default=None))}
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -193,6 +278,11 @@ def main(argv):
     model = _MODEL.value or client.models.list(timeout=10).data[0].id
   except openai.OpenAIError as e:
     sys.exit(f"error: cannot reach {_URL.value}: {e}")
+  if _BIG_BODIES.value > 0:
+    print(json.dumps({"url": _URL.value, "model": model,
+                      **probe_big_bodies(client, model, _BIG_BODIES.value,
+                                         _BIG_BODY_BYTES.value)}))
+    return
   work = _work(_REQUESTS.value, _SEED.value)
   outcomes, wall = run(client, model, work, _CLIENTS.value, _TIME_LIMIT.value)
   rep = {"url": _URL.value, "model": model, "clients": _CLIENTS.value, **report(outcomes, wall)}

@@ -7,8 +7,10 @@
 
 Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model as given by --model_name
 (default: o1jax-tiny for the embedded model, the directory's name for --hf_dir).
-SIGTERM (or Ctrl-C) stops accepting, lets in-flight requests finish (--drain_timeout_s),
-and exits 0.
+SIGTERM (or Ctrl-C) drains: /health answers 503 "draining" and new requests 503 while
+in-flight ones get --drain_timeout_s to finish (those still running then get an error, a
+stream an error event and [DONE]); then the server stops listening and exits 0. A second
+signal cuts the drain short.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (loopback
 _PORT = flags.DEFINE_integer("port", 8000, "Port.")
 _SLOTS = flags.DEFINE_integer("slots", 8, "Decode slots (requests thinking at once).")
 _POLICY = flags.DEFINE_enum("policy", "fcfs", ["fcfs", "preempt", "pools", "spf"],
-                            "Scheduling policy (o1jax/serving/scheduler.py).")
+                            "Scheduling policy (o1jax/serving/scheduler.py). pools and spf "
+                            "need the budget head, which only the embedded model ships.")
 _MAX_QUEUE = flags.DEFINE_integer("max_queue", 64, "Requests waiting for a slot before new "
                                   "ones get 429.")
 _API_KEY = flags.DEFINE_string("api_key", None, "Require 'Authorization: Bearer <key>' "
@@ -47,9 +50,11 @@ _DEFAULT_BUDGET = flags.DEFINE_string("default_budget", "inf", "Thinking budget 
                                       "that sets none: an integer or 'inf' (the context).")
 _MAX_BODY = flags.DEFINE_integer("max_body_bytes", 1 << 20, "Larger request bodies get 413.")
 _DRAIN = flags.DEFINE_float("drain_timeout_s", 60.0, "On SIGTERM, how long in-flight "
-                            "requests may take to finish.")
+                            "requests may take to finish before they get an error.")
 _ROUND_DELAY = flags.DEFINE_float("round_delay_s", 0.0, "Testing: pause between scheduler "
                                   "rounds, to hold requests in flight.")
+_SWITCH_INTERVAL = flags.DEFINE_float("switch_interval_s", 0.001, "Python's GIL switch "
+                                      "interval (sys.setswitchinterval; default 0.005).")
 _LOG_LEVEL = flags.DEFINE_enum("log_level", "info", ["debug", "info", "warning", "error"],
                                "Log level.")
 
@@ -93,10 +98,21 @@ def build_app():
                     options)
 
 
-def _server_class():
-  import uvicorn
+def _check_policy() -> None:
+  """pools and spf route by the budget head's predicted thinking; only the embedded model
+  ships a head (o1jax/serving/predictor.py), so with another model they would silently act
+  as fcfs. Refused before any weights load."""
+  if _POLICY.value in ("pools", "spf") and (_HF_DIR.value or _CHECKPOINT.value):
+    model_flag = "--hf_dir" if _HF_DIR.value else "--checkpoint"
+    raise ValueError(f"--policy={_POLICY.value} needs a budget head (predicted thinking per "
+                     f"request), and only the embedded model ships one: with {model_flag} "
+                     "it would act as fcfs; use --policy=fcfs or --policy=preempt")
 
-  class Server(uvicorn.Server):
+
+def _server_class():
+  from o1jax.serving.drain import Server as DrainingServer
+
+  class Server(DrainingServer):
     """uvicorn re-raises a caught SIGTERM after its graceful shutdown, so the process dies
     by the signal (exit -15). Here SIGTERM *is* the orderly stop: the drain has finished, so
     exit 0 (supervisors and tests read a non-zero status as a crash)."""
@@ -120,13 +136,20 @@ def main(argv):
   import uvicorn
   # absl has put its handler on the root logger already; the level is set on ours.
   logging.getLogger("o1jax").setLevel(_LOG_LEVEL.value.upper())
+  # Request parsing and tokenizing run in worker threads (o1jax/serving/http.py); while one
+  # holds the GIL, the event loop waits up to this long for it at each step of an answer
+  # (Python's default is 5 ms, several of which add up under large bodies).
+  sys.setswitchinterval(_SWITCH_INTERVAL.value)
   try:
+    _check_policy()
     application = build_app()
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
+  # The drain (Server) has answered every request before uvicorn's own shutdown starts:
+  # its grace period only covers writing those answers.
   config = uvicorn.Config(application, host=_HOST.value, port=_PORT.value,
                           log_level=_LOG_LEVEL.value, lifespan="on",
-                          timeout_graceful_shutdown=_DRAIN.value)
+                          timeout_graceful_shutdown=10)
   server = _server_class()(config)
   server.run()
   if not server.started:

@@ -5,6 +5,7 @@ the fault: malformed JSON, an oversized body, a dropped connection)."""
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import http.client
 import json
 import os
@@ -23,6 +24,7 @@ import uvicorn
 from o1jax import tasks
 from o1jax.serving import Engine, SchedulerConfig
 from o1jax.serving import openai_schema as oa
+from o1jax.serving.drain import Server
 from o1jax.serving.http import ServeOptions, create_app
 from o1jax.serving.predictor import load_thinking_head
 from o1jax.tasks.tokenizer import CharTokenizer
@@ -37,12 +39,13 @@ HARD = [p.prompt for p in tasks.get_task("countdown").generate_problems(0, 4, 4,
 
 
 class LiveServer:
-  """uvicorn serving `app` in a thread on a free loopback port."""
+  """uvicorn (with the drain phase, o1jax/serving/drain.py) serving `app` in a thread on a free
+  loopback port."""
 
   def __init__(self, app):
     self.app, self.port = app, portpicker.pick_unused_port()
-    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                log_level="warning", lifespan="on"))
+    self.server = Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                        log_level="warning", lifespan="on"))
     self.thread = threading.Thread(target=self.server.run, daemon=True)
     self.thread.start()
     deadline = time.monotonic() + 120
@@ -304,6 +307,147 @@ def test_load_test_small(server):
   assert rep["answered"] == 8 and not rep["lost"] and rep["latency_p99_s"] is not None
 
 
+def test_prompts_are_tokenized_off_the_event_loop(server, monkeypatch):
+  """Tokenizing (and the engine's own check) runs in a worker thread, never on the server's
+  event loop; a prompt whose characters alone cannot fit is refused before it is tokenized,
+  with the numbers."""
+  encoded, encode_prompt = [], CharTokenizer.encode_prompt
+
+  def recording(self, prompt):
+    encoded.append((threading.current_thread(), len(prompt)))
+    return encode_prompt(self, prompt)
+
+  monkeypatch.setattr(CharTokenizer, "encode_prompt", recording)
+  r = server.client().chat.completions.create(model=MODEL, messages=_user("3 5 2 to 16"),
+                                              reasoning_effort="low")
+  assert r.choices[0].message.content
+  threads = {t for t, n in encoded if n == len("3 5 2 to 16")}
+  assert threads and server.thread not in threads   # the loop runs in server.thread
+  long = "1" * 20_000   # under the body limit; 704 tokens hold at most 671 x 8 characters
+  with pytest.raises(openai.BadRequestError, match=r"20000 characters.*704 tokens.*671 "
+                     r"prompt tokens of at most 8 characters"):
+    server.client().chat.completions.create(model=MODEL, messages=_user(long))
+  assert not [n for _, n in encoded if n == len(long)]
+
+
+@pytest.mark.parametrize("fields, param", [
+    (dict(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice="required"),
+     "tool_choice"),
+    (dict(tools=[{"type": "function", "function": {"name": "f"}}],
+          tool_choice={"type": "function", "function": {"name": "f"}}), "tool_choice"),
+    (dict(logprobs=True, top_logprobs=2), "logprobs"),
+    (dict(response_format={"type": "json_object"}), "response_format"),
+    (dict(extra_body={"chat_template_kwargs": {"thinking_mode": "fast"}}),
+     "chat_template_kwargs.thinking_mode"),
+])
+def test_fields_that_change_the_meaning_are_400(server, fields, param):
+  """A forced tool call, log-probabilities, JSON output, a template option this server does
+  not read: a 400 naming the field, not a 200 whose only hint is a header."""
+  with pytest.raises(openai.BadRequestError) as e:
+    server.client().chat.completions.create(model=MODEL, messages=_user("1+1="), **fields)
+  assert e.value.body["param"] == param and param in e.value.body["message"]
+
+
+def test_ignorable_fields_and_enable_thinking(server, model):
+  """tools with tool_choice auto, logprobs false and text output only change nothing: 200,
+  listed in X-Ignored-Fields. chat_template_kwargs.enable_thinking=false thinks 0 tokens:
+  the answer think_texts gives at budget 0."""
+  client = server.client()
+  r = client.chat.completions.with_raw_response.create(
+      model=MODEL, messages=_user("1+1="), tools=[{"type": "function", "function": {
+          "name": "f"}}], tool_choice="auto", logprobs=False, response_format={"type": "text"})
+  assert r.headers["x-ignored-fields"] == "logprobs,response_format,tool_choice,tools"
+  assert r.parse().choices[0].message.content
+  prompt = HARD[3]
+  off = client.chat.completions.create(model=MODEL, messages=_user(prompt),
+                                       extra_body={"chat_template_kwargs": {
+                                           "enable_thinking": False}})
+  ref = _reference(model, prompt, 0)
+  assert off.usage.completion_tokens_details.reasoning_tokens == 0 == ref.thinking_tokens
+  assert off.choices[0].message.content == ref.answer and off.choices[0].message.reasoning == ""
+  assert off.o1jax["budget_source"] == "chat_template_kwargs.enable_thinking"
+  on = client.chat.completions.create(model=MODEL, messages=_user(prompt),
+                                      extra_body={"chat_template_kwargs": {
+                                          "enable_thinking": True}})
+  assert on.usage.completion_tokens_details.reasoning_tokens > 0
+  assert on.o1jax["budget_source"] == "default"
+
+
+def test_unknown_routes_answer_openai_errors(server):
+  status, _, raw = server.raw("GET", "/v1/nowhere")
+  error = json.loads(raw)["error"]
+  assert status == 404 and error["code"] == "not_found"
+  assert "GET /v1/nowhere" in error["message"] and "POST /v1/chat/completions" in error["message"]
+  status, headers, raw = server.raw("GET", "/v1/chat/completions")
+  error = json.loads(raw)["error"]
+  assert status == 405 and error["code"] == "method_not_allowed" and "POST" in error["message"]
+  assert set(json.loads(raw)) == {"error"} and headers.get("allow") == "POST"
+  with pytest.raises(openai.NotFoundError, match="no route POST /v1/completions"):
+    server.client().completions.create(model=MODEL, prompt="1+1=")
+
+
+def test_pools_without_a_budget_head_is_refused(model):
+  params, tokenizer, config = model
+  engine = Engine(params, tokenizer, config, 2)
+  for policy in ("pools", "spf"):
+    with pytest.raises(ValueError, match=f"policy '{policy}'.*no budget head.*'fcfs'"):
+      create_app(engine, SchedulerConfig(policy=policy))
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "launch", "serve.py"), "--policy=spf",
+       f"--checkpoint={embedded_checkpoint_dir()}"], capture_output=True, text=True,
+      timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+  assert out.returncode == 1 and "--policy=spf needs a budget head" in out.stderr
+  assert "--checkpoint" in out.stderr
+
+
+def _sse(sock_file):
+  """The data lines of an SSE response read from a socket file, headers skipped."""
+  while sock_file.readline() not in (b"\r\n", b""):
+    pass
+  events = []
+  for line in sock_file:
+    if line.startswith(b"data: "):
+      events.append(line[6:].strip().decode())
+      if events[-1] == "[DONE]":
+        return events
+  return events
+
+
+def test_drain_says_so_then_answers_with_errors(server):
+  """Runs last on the module's server (it stops it). A drain: /health answers 503
+  "draining" and a new request 503 while the server still listens; at the drain timeout a
+  waiting request gets an OpenAI-shaped 503 and a stream an error event, then [DONE]."""
+  state = server.app.state
+  state.options = dataclasses.replace(state.options, drain_timeout_s=1.5)
+  state.driver.round_delay_s = 0.3   # hold both requests in flight past the drain
+  body = lambda stream: json.dumps({"model": MODEL, "messages": _user(HARD[0]),
+                                    "stream": stream, "thinking_token_budget": 400})
+  sock = socket.create_connection(("127.0.0.1", server.port))
+  sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}"
+                f"\r\nContent-Type: application/json\r\nContent-Length: {len(body(True))}\r\n\r\n"
+                f"{body(True)}").encode())
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    waiting = pool.submit(server.raw, "POST", "/v1/chat/completions", body(False))
+    _wait(lambda: len(state.scheduler.live) == 2)
+    server.server.request_drain()
+    _wait(lambda: state.draining)
+    status, _, raw = server.raw("GET", "/health")
+    assert status == 503 and json.loads(raw)["status"] == "draining"
+    with pytest.raises(openai.InternalServerError, match="shutting down"):
+      server.client().chat.completions.create(model=MODEL, messages=_user("1+1="))
+    status, _, raw = waiting.result(timeout=30)
+  error = json.loads(raw)["error"]
+  assert status == 503 and error["code"] == "server_shutdown" and "drain" in error["message"]
+  events = _sse(sock.makefile("rb"))
+  sock.close()
+  assert events[-1] == "[DONE]"
+  error = json.loads(events[-2])["error"]
+  assert error["code"] == "server_shutdown" and error["type"] == "server_error"
+  assert any("reasoning" in e for e in events[:-2])   # it had been streaming
+  server.thread.join(30)
+  assert not server.thread.is_alive()
+
+
 def test_sigterm_drains_in_flight_requests():
   port = portpicker.pick_unused_port()
   proc = subprocess.Popen(
@@ -322,13 +466,27 @@ def test_sigterm_drains_in_flight_requests():
       except openai.APIConnectionError:
         assert time.monotonic() < deadline, "serve.py did not start"
         time.sleep(0.3)
+    # 60 thinking tokens at 4 a round, 0.3 s apart: in flight for about 5 s after the signal.
     stream = client.chat.completions.create(model=MODEL, messages=_user(HARD[0]), stream=True,
-                                            stream_options={"include_usage": True})
+                                            stream_options={"include_usage": True},
+                                            extra_body={"thinking_token_budget": 60})
     chunks = [next(stream), next(stream)]   # the role, then thinking: the request is live
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    with pytest.raises(ConnectionRefusedError):   # no longer accepting...
-      socket.create_connection(("127.0.0.1", port), timeout=5)
+    health = lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    deadline = time.monotonic() + 10
+    while True:   # still listening, but says it is draining (a load balancer's cue)...
+      conn = health()
+      conn.request("GET", "/health")
+      r = conn.getresponse()
+      status, body = r.status, json.loads(r.read())
+      conn.close()
+      if status == 503:
+        break
+      assert time.monotonic() < deadline, "no draining status"
+      time.sleep(0.05)
+    assert body["status"] == "draining" and body["in_flight"] == 1
+    with pytest.raises(openai.InternalServerError, match="shutting down"):   # ...refuses new
+      client.chat.completions.create(model=MODEL, messages=_user("1+1="))
     chunks += list(stream)                        # ...but the request in flight finishes
     assert chunks[-2].choices[0].finish_reason == "stop"
     assert chunks[-1].usage.completion_tokens_details.reasoning_tokens > 0
@@ -368,7 +526,7 @@ def test_budget_plan_rules():
 
 
 def test_request_fields():
-  chat = _chat(seed=-1, top_k=-1, stop="x", logprobs=True, max_tokens=9,
+  chat = _chat(seed=-1, top_k=-1, stop="x", logprobs=False, max_tokens=9,
                max_completion_tokens=7, messages=[
                    {"role": "system", "content": "be brief"},
                    {"role": "user", "content": [{"type": "text", "text": "2x"},
@@ -455,5 +613,13 @@ def test_chat_template_model_gets_the_messages(tmp_path):
     assert "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks
                    ) == msg.reasoning
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == msg.content
+    # chat_template_kwargs.enable_thinking=false (as vLLM clients send it for Qwen3): no
+    # thinking, the answer think_texts gives at budget 0.
+    off = s.client().chat.completions.create(**{**kw, "extra_body": {
+        "thinking_token_budget": 20, "chat_template_kwargs": {"enable_thinking": False}}})
+    ref = think_texts(params, tokenizer, [msgs], config, budgets=[0], seed=1)[0]
+    assert off.usage.completion_tokens_details.reasoning_tokens == 0 == ref.thinking_tokens
+    assert (off.choices[0].message.reasoning, off.choices[0].message.content) == (
+        "", ref.answer)
   finally:
     s.stop()

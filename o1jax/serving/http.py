@@ -4,13 +4,15 @@
                               `reasoning_content`; usage.completion_tokens_details.
                               reasoning_tokens is the loop's own thinking count
   GET  /v1/models             the one served model
-  GET  /health                200 while serving, 503 draining or failed
+  GET  /health                200 while serving, 503 starting, draining or failed
   GET  /metrics               Prometheus text
 
 The engine runs in one background thread (`Driver`); each request registers a callback that
-hands the scheduler's events to its handler's asyncio queue. `create_app` returns the app,
-importable and testable in-process; launch/serve.py serves it. The wire contract is in
-docs/SERVING_API.md.
+hands the scheduler's events to its handler's asyncio queue. The event loop only reads
+bodies and writes answers: parsing, tokenizing and checking a request run in a worker
+thread, after a character count has refused prompts that cannot fit. `create_app` returns
+the app, importable and testable in-process; `Server` (o1jax/serving/drain.py) serves it
+with a drain phase; launch/serve.py runs that. The wire contract is in docs/SERVING_API.md.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import uuid
 from fastapi import FastAPI, Request as HttpRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
-from o1jax.serving import openai_schema as oa
+from o1jax.serving import openai_schema as oa, prompt_limits
+from o1jax.serving.drain import ServerShutdown
 from o1jax.serving.driver import Driver, DriverStopped, Metrics
 from o1jax.serving.engine import Engine, Request
 from o1jax.serving.scheduler import Completion, QueueFull, Scheduler, SchedulerConfig
@@ -48,6 +52,7 @@ class ServeOptions:
   effort_scale: float = 0.1             # reasoning_effort budgets = the article's x this
   default_budget: int = UNLIMITED       # thinking budget when a request sets none
   drain_timeout_s: float = 60.0         # shutdown: how long in-flight requests may finish
+                                        # before they are answered with an error
   round_delay_s: float = 0.0            # see Driver.round_delay_s
   warmup: bool = True                   # compile before accepting requests
 
@@ -55,7 +60,8 @@ class ServeOptions:
 class _Exchange:
   """One HTTP request's view of its scheduler request."""
 
-  def __init__(self, app_state, chat: oa.ChatRequest, plan: oa.BudgetPlan):
+  def __init__(self, app_state, chat: oa.ChatRequest, plan: oa.BudgetPlan,
+               loop: asyncio.AbstractEventLoop):
     engine: Engine = app_state.engine
     self.id = f"chatcmpl-{uuid.uuid4().hex}"
     self.created = int(time.time())
@@ -64,7 +70,7 @@ class _Exchange:
     self.transcript = Transcript(engine.tokenizer, engine.config.eos_ids, chat.stop)
     self.queue: asyncio.Queue = asyncio.Queue()
     self.done = False
-    self._loop = asyncio.get_running_loop()
+    self._loop = loop
 
   def on_event(self, kind: str, payload) -> None:
     """From the driving thread: hand the event to the handler's loop."""
@@ -100,17 +106,31 @@ def _error(e: oa.ApiError) -> JSONResponse:
   return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
 
-def _server_error(error: BaseException) -> dict:
-  return oa.ApiError(500, f"the request failed on the server: {error!r}",
-                     type="server_error").body()
+def _failure(error: BaseException) -> oa.ApiError:
+  """The error answered for a request that failed after it was accepted."""
+  if isinstance(error, ServerShutdown):
+    return oa.ApiError(503, str(error), type="server_error", code="server_shutdown")
+  if isinstance(error, DriverStopped):
+    return oa.ApiError(503, f"the request did not finish: {error}", type="server_error",
+                       code="server_shutdown")
+  return oa.ApiError(500, f"the request failed on the server: {error!r}", type="server_error")
 
 
 _REJECTION_REASONS = {400: "invalid", 401: "unauthorized", 404: "model_not_found",
                       413: "too_large", 429: "queue_full", 503: "unavailable"}
 
 
+_ROUTES = "POST /v1/chat/completions, GET /v1/models, GET /health, GET /metrics"
+
+
 def create_app(engine: Engine, scheduler_config: SchedulerConfig = SchedulerConfig(),
                options: ServeOptions = ServeOptions()) -> FastAPI:
+  if scheduler_config.policy in ("pools", "spf") and engine.budget_head is None:
+    raise ValueError(
+        f"policy {scheduler_config.policy!r} schedules by the budget head's predicted thinking, "
+        "and this engine has no budget head (Engine(budget_head=...)): every request would be "
+        f"predicted alike and {scheduler_config.policy!r} would act as 'fcfs'; use 'fcfs' or "
+        "'preempt', or give the engine a head")
   scheduler = Scheduler(engine, scheduler_config)
   metrics = Metrics(scheduler)
   driver = Driver(scheduler, metrics, options.round_delay_s)
@@ -125,8 +145,9 @@ def create_app(engine: Engine, scheduler_config: SchedulerConfig = SchedulerConf
     try:
       yield
     finally:
-      # uvicorn has stopped accepting and waited for open responses; finish what the
-      # scheduler still holds (bounded), then stop its thread.
+      # uvicorn has stopped accepting and waited for open responses (after `drain`, when
+      # served by `Server`); finish what the scheduler still holds (bounded), then stop its
+      # thread: whatever is left gets an error event, never silence.
       app.state.draining = True
       if not await asyncio.to_thread(driver.drain, options.drain_timeout_s):
         log.warning("drain timed out after %.0f s", options.drain_timeout_s)
@@ -137,26 +158,41 @@ def create_app(engine: Engine, scheduler_config: SchedulerConfig = SchedulerConf
   state = app.state
   state.engine, state.scheduler, state.driver, state.metrics = engine, scheduler, driver, metrics
   state.options, state.draining = options, False
+  state.exchanges = {}                     # id -> _Exchange of requests not yet answered
 
   def reject(e: oa.ApiError) -> JSONResponse:
     metrics.rejections.labels(_REJECTION_REASONS.get(e.status, str(e.status))).inc()
     return _error(e)
 
+  @app.exception_handler(HTTPException)
+  async def route_error(http: HttpRequest, e: HTTPException):
+    """Unknown routes and methods answer in OpenAI's error shape, not FastAPI's."""
+    if e.status_code == 404:
+      message = f"no route {http.method} {http.url.path}; this server serves {_ROUTES}"
+      code = "not_found"
+    elif e.status_code == 405:
+      message = (f"{http.method} is not allowed on {http.url.path} (allowed: "
+                 f"{(e.headers or {}).get('Allow', '?')})")
+      code = "method_not_allowed"
+    else:
+      message, code = str(e.detail), None
+    return _error(oa.ApiError(e.status_code, message, code=code, headers=e.headers))
+
   @app.post("/v1/chat/completions")
   async def chat_completions(http: HttpRequest):
     try:
       _authorize(http, options.api_key)
-      chat = oa.parse_chat_request(await _read_json(http, options.max_body_bytes))
-      ex = _admit(state, chat)
+      body = await _read_body(http, options.max_body_bytes)
+      ex = await _off_loop(_prepare, state, body, asyncio.get_running_loop())
     except oa.ApiError as e:
       return reject(e)
     headers = {"X-Request-Id": ex.id}
-    if chat.ignored:
-      headers["X-Ignored-Fields"] = ",".join(chat.ignored)
-    if chat.stream:
-      return StreamingResponse(_stream(ex, driver), media_type="text/event-stream",
+    if ex.chat.ignored:
+      headers["X-Ignored-Fields"] = ",".join(ex.chat.ignored)
+    if ex.chat.stream:
+      return StreamingResponse(_stream(ex, state), media_type="text/event-stream",
                                headers={**headers, "Cache-Control": "no-cache"})
-    return await _complete(ex, driver, http, headers)
+    return await _complete(ex, state, http, headers)
 
   @app.get("/v1/models")
   async def models(http: HttpRequest):
@@ -208,7 +244,7 @@ def _authorize(http: HttpRequest, api_key: str | None) -> None:
                       "server's --api_key", code="invalid_api_key")
 
 
-async def _read_json(http: HttpRequest, limit: int):
+async def _read_body(http: HttpRequest, limit: int) -> bytes:
   too_large = oa.ApiError(413, f"the request body is larger than {limit} bytes",
                           code="request_too_large")
   length = http.headers.get("content-length", "")
@@ -220,13 +256,36 @@ async def _read_json(http: HttpRequest, limit: int):
     if size > limit:
       raise too_large
     parts.append(part)
+  return b"".join(parts)
+
+
+async def _off_loop(fn, *args):
+  """fn(*args) in a worker thread, so the event loop keeps serving meanwhile. If the handler
+  is cancelled while it runs, a request it still managed to submit is cancelled too."""
+  task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
   try:
-    return json.loads(b"".join(parts))
+    return await asyncio.shield(task)
+  except asyncio.CancelledError:
+    def abandon(t: asyncio.Future):
+      if not t.cancelled() and t.exception() is None:
+        _abandon(t.result(), args[0], "handler cancelled")
+    task.add_done_callback(abandon)
+    raise
+
+
+def _prepare(state, body: bytes, loop) -> _Exchange:
+  """Everything between the body and the scheduler (in a worker thread): JSON, the request's
+  fields, the prompt's size against the context (prompt_limits), its tokens, the budget
+  plan, and the submit (which checks the request again in the engine). ApiError if not
+  accepted."""
+  try:
+    payload = json.loads(body)
   except (ValueError, UnicodeDecodeError) as e:
     raise oa.bad_request(f"the request body is not valid JSON: {e}")
+  return _admit(state, oa.parse_chat_request(payload), loop)
 
 
-def _admit(state, chat: oa.ChatRequest) -> _Exchange:
+def _admit(state, chat: oa.ChatRequest, loop) -> _Exchange:
   """Plans the request's budget and submits it; ApiError if it cannot be accepted."""
   engine, options, driver = state.engine, state.options, state.driver
   if chat.model != options.model_name:
@@ -234,12 +293,17 @@ def _admit(state, chat: oa.ChatRequest) -> _Exchange:
                       f"{options.model_name!r}", param="model", code="model_not_found")
   if state.draining:
     raise oa.ApiError(503, "the server is shutting down", type="server_error")
-  prompt = oa.prompt_of(chat, getattr(engine.tokenizer, "use_chat_template", False))
+  config, tokenizer = engine.config, engine.tokenizer
+  template = getattr(tokenizer, "use_chat_template", False)
+  room = config.cache_len - config.reserve   # the most prompt tokens the context holds
+  # Before tokenizing it all: a huge prompt is refused at a cost bounded by the context.
+  prompt_limits.check_characters(tokenizer, chat, template, room, config.cache_len)
+  prompt = oa.prompt_of(chat, template)
   try:
-    prompt_tokens = len(engine.tokenizer.encode_prompt(prompt))
+    prompt_limits.check_prefix_tokens(tokenizer, prompt, room, config.cache_len)
+    prompt_tokens = len(tokenizer.encode_prompt(prompt))
   except ValueError as e:   # text the tokenizer cannot represent, a template error
     raise oa.bad_request(str(e), "messages")
-  config = engine.config
   plan = oa.plan_budget(chat, prompt_tokens=prompt_tokens, cache_len=config.cache_len,
                         close_tokens=config.reserve - config.max_answer_tokens,
                         max_answer_tokens=config.max_answer_tokens,
@@ -249,13 +313,16 @@ def _admit(state, chat: oa.ChatRequest) -> _Exchange:
                                 ("top_k", chat.top_k)) if v is not None}
   if plan.answer_cap < config.max_answer_tokens:
     settings["max_answer_tokens"] = plan.answer_cap
-  ex = _Exchange(state, chat, plan)
+  ex = _Exchange(state, chat, plan, loop)
   # Without a seed, sampling varies from request to request, as OpenAI's does; with one, a
   # request samples what think_texts(..., seed=seed) samples.
   seed = secrets.randbits(32) if chat.seed is None else chat.seed
   request = Request(prompt=prompt, budget=plan.budget, seed=seed, settings=settings, id=ex.id)
+  state.exchanges[ex.id] = ex   # before submit: a drain starting now waits for it
+  accepted = False
   try:
     driver.submit(request, ex.on_event)
+    accepted = True
   except QueueFull as e:
     raise oa.ApiError(429, f"{e}; retry later", type="rate_limit_error", code="queue_full",
                       headers={"Retry-After": str(_retry_after(state))})
@@ -263,6 +330,9 @@ def _admit(state, chat: oa.ChatRequest) -> _Exchange:
     raise oa.ApiError(503, str(e), type="server_error")
   except ValueError as e:   # the engine's own check (context, settings), with its numbers
     raise oa.bad_request(str(e))
+  finally:
+    if not accepted:
+      state.exchanges.pop(ex.id, None)
   log.debug("accepted %s (user %r): budget %s from %s", ex.id, chat.user, plan.budget,
             plan.source)
   return ex
@@ -277,7 +347,7 @@ def _retry_after(state) -> int:
   return int(min(60, max(1, math.ceil(latency * waves))))
 
 
-async def _complete(ex: _Exchange, driver: Driver, http: HttpRequest, headers: dict):
+async def _complete(ex: _Exchange, state, http: HttpRequest, headers: dict):
   """Waits for the whole answer, watching for the client going away meanwhile."""
   next_check = time.monotonic() + 0.25
   try:
@@ -289,7 +359,7 @@ async def _complete(ex: _Exchange, driver: Driver, http: HttpRequest, headers: d
       if time.monotonic() >= next_check:
         next_check = time.monotonic() + 0.25
         if await http.is_disconnected():
-          _abandon(ex, driver, "client disconnected")
+          _abandon(ex, state, "client disconnected")
           return Response(status_code=499)
       if kind == "tokens":
         ex.transcript.add(*payload)
@@ -298,13 +368,14 @@ async def _complete(ex: _Exchange, driver: Driver, http: HttpRequest, headers: d
         return JSONResponse(ex.body(payload), headers=headers)
       elif kind == "error":
         ex.done = True
-        return JSONResponse(_server_error(payload), status_code=500, headers=headers)
+        return _error(_failure(payload))
   finally:
-    _abandon(ex, driver, "handler cancelled")
+    _abandon(ex, state, "handler cancelled")
 
 
-async def _stream(ex: _Exchange, driver: Driver):
-  """SSE: a role chunk, thinking deltas, answer deltas, the finish chunk, usage, [DONE]."""
+async def _stream(ex: _Exchange, state):
+  """SSE: a role chunk, thinking deltas, answer deltas, the finish chunk, usage, [DONE]; on a
+  failure (the engine's, or the end of a drain) an error event, then [DONE]."""
   try:
     yield ex.chunk({"role": "assistant", "content": ""})
     while True:
@@ -331,16 +402,18 @@ async def _stream(ex: _Exchange, driver: Driver):
         return
       elif kind == "error":
         ex.done = True
-        yield f"data: {json.dumps(_server_error(payload))}\n\n"
+        yield f"data: {json.dumps(_failure(payload).body())}\n\n"
         yield "data: [DONE]\n\n"
         return
   finally:
-    _abandon(ex, driver, "client disconnected")
+    _abandon(ex, state, "client disconnected")
 
 
-def _abandon(ex: _Exchange, driver: Driver, why: str) -> None:
-  """Cancels a request nobody will read any more (frees its slot); logged, never silent."""
+def _abandon(ex: _Exchange, state, why: str) -> None:
+  """The handler is done with its request: forgets it, and cancels it if nobody will read it
+  any more (frees its slot); logged, never silent."""
+  state.exchanges.pop(ex.id, None)
   if not ex.done:
     ex.done = True
     log.info("cancelling %s: %s", ex.id, why)
-    driver.cancel(ex.id)
+    state.driver.cancel(ex.id)

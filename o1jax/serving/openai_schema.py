@@ -39,12 +39,15 @@ def effort_table(scale: float) -> dict[str, int | str]:
 
 
 # Fields this server reads. `thinking_token_budget` is vLLM's name for an explicit cap on
-# thinking; `top_k` is vLLM's sampling extension.
+# thinking; `top_k` is vLLM's sampling extension; `chat_template_kwargs` is vLLM's too (only
+# `enable_thinking` is read).
 KNOWN_FIELDS = ("model", "messages", "max_completion_tokens", "max_tokens", "reasoning_effort",
                 "thinking_token_budget", "temperature", "top_p", "top_k", "seed", "stream",
-                "stream_options", "stop", "user", "n")
+                "stream_options", "stop", "user", "n", "chat_template_kwargs")
 # Documented OpenAI fields that do not apply to this server: accepted, ignored, and listed
-# in the X-Ignored-Fields response header so a client can see they had no effect.
+# in the X-Ignored-Fields response header so a client can see they had no effect. A value
+# that would change what the answer means (a forced tool call, log-probabilities, JSON
+# output, audio) is a 400 instead (`_unsupported`): ignoring it would answer another question.
 IGNORED_FIELDS = ("frequency_penalty", "presence_penalty", "logit_bias", "logprobs",
                   "top_logprobs", "metadata", "modalities", "parallel_tool_calls", "prediction",
                   "prompt_cache_key", "prompt_cache_retention", "response_format",
@@ -88,6 +91,7 @@ class ChatRequest:
   include_usage: bool = False
   stop: tuple[str, ...] = ()
   user: str | None = None
+  enable_thinking: bool | None = None    # chat_template_kwargs.enable_thinking
   ignored: tuple[str, ...] = ()          # ignored fields the client sent
 
 
@@ -157,6 +161,49 @@ def _stop(body) -> tuple[str, ...]:
   return tuple(stops)
 
 
+def _unsupported(body) -> None:
+  """400 for an ignorable field sent with a value that changes the request's meaning."""
+  def refuse(field, why):
+    raise bad_request(f"{field}={body[field]!r} is not supported: {why}", field)
+
+  choice = body.get("tool_choice")
+  if choice == "required" or isinstance(choice, dict):
+    refuse("tool_choice", "this server never calls tools (tools are ignored; send "
+           "tool_choice 'auto' or 'none', or no tool_choice)")
+  if isinstance(body.get("function_call"), dict):
+    refuse("function_call", "this server never calls functions")
+  if body.get("logprobs"):
+    refuse("logprobs", "this server returns no log-probabilities")
+  if body.get("top_logprobs"):
+    refuse("top_logprobs", "this server returns no log-probabilities")
+  fmt = body.get("response_format")
+  if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
+    refuse("response_format", "only {'type': 'text'} (no JSON mode or schema)")
+  modalities = body.get("modalities")
+  if modalities is not None and modalities != ["text"]:
+    refuse("modalities", "text only")
+  if body.get("audio") is not None:
+    refuse("audio", "text only")
+
+
+def _enable_thinking(body) -> bool | None:
+  kwargs = body.get("chat_template_kwargs")
+  if kwargs is None:
+    return None
+  if not isinstance(kwargs, dict):
+    raise bad_request(f"chat_template_kwargs must be an object, got {kwargs!r}",
+                      "chat_template_kwargs")
+  other = sorted(set(kwargs) - {"enable_thinking"})
+  if other:
+    raise bad_request(f"chat_template_kwargs.{other[0]} is not supported: only "
+                      "enable_thinking is read", f"chat_template_kwargs.{other[0]}")
+  value = kwargs.get("enable_thinking")
+  if value is not None and not isinstance(value, bool):
+    raise bad_request(f"chat_template_kwargs.enable_thinking must be a boolean, got {value!r}",
+                      "chat_template_kwargs.enable_thinking")
+  return value
+
+
 def parse_chat_request(body: Any) -> ChatRequest:
   """Checks a decoded JSON body; ApiError(400) names the first offending field."""
   if not isinstance(body, dict):
@@ -165,6 +212,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
   if unknown:
     raise bad_request(f"unknown field{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}"
                       f"; this server reads: {', '.join(KNOWN_FIELDS)}", unknown[0])
+  _unsupported(body)
   model = body.get("model")
   if not isinstance(model, str) or not model:
     raise bad_request(f"model must be a non-empty string, got {model!r}", "model")
@@ -204,7 +252,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
       # The loop's PRNG keys take 32-bit seeds; any integer maps onto one.
       seed=None if seed is None else seed % 2**32,
       stream=stream, include_usage=include_usage, stop=_stop(body), user=user,
-      ignored=tuple(sorted(set(body) & set(IGNORED_FIELDS))))
+      enable_thinking=_enable_thinking(body), ignored=tuple(sorted(set(body) & set(IGNORED_FIELDS))))
 
 
 def prompt_of(request: ChatRequest, chat_template: bool):
@@ -260,6 +308,8 @@ def plan_budget(request: ChatRequest, *, prompt_tokens: int, cache_len: int, clo
           "thinking_token_budget")
     if request.reasoning_effort is None or b < budget:
       budget, source = b, "thinking_token_budget"
+  if request.enable_thinking is False:
+    budget, source = 0, "chat_template_kwargs.enable_thinking"
   answer_cap = max_answer_tokens
   m = request.max_completion_tokens
   if m is not None:
