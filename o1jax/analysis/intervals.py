@@ -1,0 +1,87 @@
+"""Confidence intervals for the docs' tables (issue 34): Wilson for accuracies, a
+percentile bootstrap for everything else (savings, p99 latencies, ratios).
+
+Both are numpy only and deterministic (the bootstrap takes a seed), so a regenerated table
+prints the same interval for the same data."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def z_for(confidence: float) -> float:
+  """The two-sided normal quantile: 1.959964 for 0.95."""
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+  return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+  """Wilson score interval for k successes in n trials (95% at the default z).
+
+  Unlike the normal interval it stays inside [0, 1] and is not empty at k = 0 or k = n,
+  which the docs' cells (24 problems, often all right) hit constantly."""
+  if n <= 0:
+    raise ValueError(f"n must be positive, got {n}")
+  if not 0 <= k <= n:
+    raise ValueError(f"k must be in [0, n={n}], got {k}")
+  if z <= 0:
+    raise ValueError(f"z must be positive, got {z}")
+  p = k / n
+  denom = 1 + z * z / n
+  centre = (p + z * z / (2 * n)) / denom
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+  # At k = 0 (k = n) the lower (upper) end is exactly 0 (1); rounding can leave 1e-17.
+  lo = 0.0 if k == 0 else max(0.0, centre - half)
+  hi = 1.0 if k == n else min(1.0, centre + half)
+  return lo, hi
+
+
+def bootstrap_ci(stat_fn: Callable[..., float], samples, n_boot: int = 2000,
+                 seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
+  """Percentile bootstrap interval of stat_fn over `samples`, resampled with replacement.
+
+  samples: one array (resampled along axis 0), or a tuple of arrays of equal length that are
+  resampled together, row by row (paired data: a problem's tokens with and without a stop
+  rule), and passed to stat_fn as separate arguments; stat_fn returns a float."""
+  if n_boot < 100:
+    raise ValueError(f"n_boot must be >= 100 for a percentile interval, got {n_boot}")
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+  paired = isinstance(samples, tuple)
+  arrays = [np.asarray(a) for a in (samples if paired else (samples,))]
+  n = len(arrays[0])
+  if n < 2:
+    raise ValueError(f"need at least 2 samples, got {n}")
+  if any(len(a) != n for a in arrays):
+    raise ValueError(f"paired samples differ in length: {[len(a) for a in arrays]}")
+  rng = np.random.default_rng(seed)
+  idx = rng.integers(0, n, size=(n_boot, n))
+  stats = np.array([stat_fn(*(a[i] for a in arrays)) for i in idx], dtype=np.float64)
+  alpha = (1 - confidence) / 2
+  lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+  return float(lo), float(hi)
+
+
+def ratio_of_means(a: Sequence[float], b: Sequence[float]) -> float:
+  """mean(a) / mean(b): e.g. tokens with a stop rule over tokens without, per problem."""
+  return float(np.mean(a) / np.mean(b))
+
+
+def saving(with_rule: Sequence[float], without: Sequence[float]) -> float:
+  """Fraction of `without`'s total that `with_rule` saves (paired per problem)."""
+  return float(1.0 - np.sum(with_rule) / np.sum(without))
+
+
+def p99(x: Sequence[float]) -> float:
+  return float(np.quantile(np.asarray(x, dtype=np.float64), 0.99))
+
+
+def format_pct_ci(k: int, n: int) -> str:
+  """'87.5% [69.0-95.7], n=24': an accuracy as the docs print it."""
+  lo, hi = wilson(k, n)
+  return f"{100 * k / n:.1f}% [{100 * lo:.1f}-{100 * hi:.1f}], n={n}"
