@@ -62,7 +62,8 @@ PARTS: dict[str, Part] = {
   "sweep": Part("sweep", "docs/RESULTS.md", (
     Step("python launch/sweep.py --out={docs}/sweep",
          " --num_problems=1 --difficulties=1 --tasks=addition,equation --budgets=0,16,inf"
-         " --nostop_rule_sweep --batch_size=8"),)),
+         " --nostop_rule_sweep --batch_size=8"),
+    Step("python launch/intervals.py --sweep={docs}/sweep", " --n_boot=200"),)),
   "search": Part("search", "docs/SEARCH.md", (
     Step("python launch/search.py --out={docs}/search",
          " --strategies=majority,beam --n=4 --tasks=countdown --difficulty=3 --num_problems=2"

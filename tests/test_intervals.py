@@ -113,3 +113,41 @@ def test_bootstrap_resamples_pairs_together_and_is_deterministic():
     intervals.bootstrap_ci(intervals.saving, (a, a[:-1]))
   with pytest.raises(ValueError, match="n_boot"):
     intervals.bootstrap_ci(np.mean, a, n_boot=10)
+
+
+def read_csv(path):
+  import csv
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_sweep_intervals_match_the_sweep_tables_and_the_shipped_file():
+  """The intervals' point estimates are the sweep's own numbers (so they describe the same
+  runs), every interval holds its estimate, and docs/sweep/intervals.csv is what
+  launch/intervals.py computes from docs/sweep/rows.csv."""
+  import pathlib
+  docs = pathlib.Path(__file__).resolve().parents[1] / "docs" / "sweep"
+  table = intervals.sweep_intervals(read_csv(docs / "rows.csv"))
+  got = {(r["table"], r["setting"], r["scope"], r["metric"]): r for r in table}
+  for row in read_csv(docs / "accuracy_vs_budget.csv"):
+    r = got["accuracy_vs_budget", f"budget={row['budget']}", "all", "accuracy"]
+    assert r["estimate"] == pytest.approx(float(row["accuracy"]), abs=1e-12)
+    assert r["n"] == int(row["n"])
+    assert (r["lo"], r["hi"]) == intervals.wilson(round(r["estimate"] * r["n"]), r["n"])
+  for row in read_csv(docs / "stop_rules.csv"):
+    for metric in ("tokens_saved_pct", "accuracy_delta_pts"):
+      r = got["stop_rules", f"rules={row['setting']}", "all", metric]
+      assert r["estimate"] == pytest.approx(float(row[metric]), abs=1e-9)
+  for row in read_csv(docs / "tokens_by_difficulty.csv"):
+    r = got["tokens_by_difficulty", "budget=inf", f"{row['task']} {row['difficulty']}",
+            "accuracy"]
+    assert r["estimate"] == pytest.approx(float(row["accuracy"]), abs=1e-12)
+  for r in table:
+    assert r["lo"] - 1e-12 <= r["estimate"] <= r["hi"] + 1e-12, r
+  shipped = read_csv(docs / "intervals.csv")
+  assert len(shipped) == len(table)
+  for s, r in zip(shipped, table):
+    assert (s["table"], s["setting"], s["scope"], s["metric"]) == (
+        r["table"], r["setting"], r["scope"], r["metric"])
+    for k in ("estimate", "lo", "hi"):
+      assert float(s[k]) == pytest.approx(r[k], rel=1e-5, abs=1e-9), (s, r)

@@ -137,5 +137,8 @@ def test_fast_sweep_regenerates_and_stamps_a_docs_folder(tmp_path):
   assert provenance.check_folder(folder, root=ROOT, entries={}) == []
   timings = json.loads((tmp_path / "reproduce_timings.json").read_text())
   assert timings["fast"] and timings["parts"]["sweep"]["wall_s"] > 0
-  assert timings["parts"]["sweep"]["steps"][0]["files"] == sorted(
-      provenance.data_files(folder))
+  written = [f for step in timings["parts"]["sweep"]["steps"] for f in step["files"]]
+  assert sorted(written) == provenance.data_files(folder)
+  assert "intervals.csv" in written
+  assert provenance.read_stamp(folder)["files"]["intervals.csv"]["command"].startswith(
+      "python launch/intervals.py")

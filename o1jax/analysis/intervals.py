@@ -85,3 +85,76 @@ def format_pct_ci(k: int, n: int) -> str:
   """'87.5% [69.0-95.7], n=24': an accuracy as the docs print it."""
   lo, hi = wilson(k, n)
   return f"{100 * k / n:.1f}% [{100 * lo:.1f}-{100 * hi:.1f}], n={n}"
+
+
+# ------------------------------------------------------- intervals for the sweep's tables
+
+REFERENCE_RULE = "rules=natural+budget"
+
+
+def _wilson_row(table, setting, scope, correct, method="wilson") -> dict:
+  k, n = int(np.sum(correct)), len(correct)
+  lo, hi = wilson(k, n)
+  return {"table": table, "setting": setting, "scope": scope, "metric": "accuracy",
+          "estimate": k / n, "lo": lo, "hi": hi, "n": n, "method": method}
+
+
+def _boot_row(table, setting, scope, metric, fn, pair, n_boot, seed) -> dict:
+  lo, hi = bootstrap_ci(fn, pair, n_boot=n_boot, seed=seed)
+  return {"table": table, "setting": setting, "scope": scope, "metric": metric,
+          "estimate": fn(*pair), "lo": lo, "hi": hi, "n": len(pair[0]),
+          "method": f"paired bootstrap, {n_boot} resamples, seed {seed}"}
+
+
+def sweep_intervals(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> list[dict]:
+  """95% intervals for the tables launch/sweep.py writes, from its rows.csv (as dicts):
+  Wilson for every accuracy (by budget overall and per task, by task and level at budgets 0
+  and unlimited, by level at every budget, per stop rule), and a bootstrap over problems,
+  paired with the natural+budget run of the same prompt, for each stop rule's tokens saved
+  (%) and accuracy change (points), and for acc(8) - acc(0)."""
+  by_setting: dict[str, dict[tuple, dict]] = {}
+  for r in rows:
+    by_setting.setdefault(r["setting"], {})[(r["task"], str(r["difficulty"]), r["prompt"])] = r
+
+  def correct(rs):
+    return np.array([str(r["correct"]) == "True" for r in rs], dtype=np.float64)
+
+  out = []
+  budgets = [s for s in by_setting if s.startswith("budget=")]
+  for s in budgets:
+    rs = list(by_setting[s].values())
+    out.append(_wilson_row("accuracy_vs_budget", s, "all", correct(rs)))
+    for task in sorted({r["task"] for r in rs}):
+      out.append(_wilson_row("accuracy_vs_budget", s, task,
+                             correct([r for r in rs if r["task"] == task])))
+    for level in sorted({str(r["difficulty"]) for r in rs}, key=int):
+      out.append(_wilson_row("accuracy_by_level", s, f"level {level}",
+                             correct([r for r in rs if str(r["difficulty"]) == level])))
+  for s in ("budget=inf", "budget=0"):
+    if s not in by_setting:
+      continue
+    cells = sorted({(k[0], k[1]) for k in by_setting[s]})
+    for task, level in cells:
+      rs = [r for k, r in by_setting[s].items() if (k[0], k[1]) == (task, level)]
+      out.append(_wilson_row("tokens_by_difficulty", s, f"{task} {level}", correct(rs)))
+  if "budget=8" in by_setting and "budget=0" in by_setting:
+    keys = sorted(by_setting["budget=0"])
+    pair = (correct([by_setting["budget=8"][k] for k in keys]),
+            correct([by_setting["budget=0"][k] for k in keys]))
+    out.append(_boot_row("budget_goal", "acc(8) - acc(0)", "all", "accuracy_delta_pts",
+                         lambda a, b: 100.0 * float(np.mean(a) - np.mean(b)), pair, n_boot,
+                         seed))
+  ref = by_setting.get(REFERENCE_RULE)
+  for s in (s for s in by_setting if s.startswith("rules=") and ref is not None):
+    keys = sorted(ref)
+    rule = [by_setting[s][k] for k in keys]
+    base = [ref[k] for k in keys]
+    tokens = (np.array([float(r["thinking_tokens"]) for r in rule]),
+              np.array([float(r["thinking_tokens"]) for r in base]))
+    out.append(_wilson_row("stop_rules", s, "all", correct(rule)))
+    out.append(_boot_row("stop_rules", s, "all", "tokens_saved_pct",
+                         lambda a, b: 100.0 * saving(a, b), tokens, n_boot, seed))
+    out.append(_boot_row("stop_rules", s, "all", "accuracy_delta_pts",
+                         lambda a, b: 100.0 * float(np.mean(a) - np.mean(b)),
+                         (correct(rule), correct(base)), n_boot, seed))
+  return out
