@@ -67,7 +67,7 @@ PARTS: dict[str, Part] = {
   "search": Part("search", "docs/SEARCH.md", (
     Step("python launch/search.py --out={docs}/search",
          " --strategies=majority,beam --n=4 --tasks=countdown --difficulty=3 --num_problems=2"
-         " --bins=1"),
+         " --bins=1 --rows_per_batch=8"),
     Step("python launch/bench_search.py --out={docs}/search/bench_search.json",
          " --n=4 --problems=2 --reps=1"),
     Step("python launch/train.py --config=configs/tiny.py --workdir={runs}/tenth_2l"
@@ -203,9 +203,9 @@ def run_step(cmd: str, folder: pathlib.Path, step: Step, stamp: bool,
   after = _snapshot(folder)
   written = sorted(f for f, s in after.items() if before.get(f) != s)
   if stamp and written:
-    provenance.write_stamp(folder, f"{made_by} && {cmd}" if made_by else cmd, ROOT / provenance.SHIPPED_CHECKPOINT
-                           if step.checkpoint else None, files=written, note=step.note,
-                           root=ROOT)
+    ckpt = ROOT / provenance.SHIPPED_CHECKPOINT if step.checkpoint else None
+    provenance.write_stamp(folder, f"{made_by} && {cmd}" if made_by else cmd, ckpt,
+                           files=written, note=step.note, root=ROOT)
   print(f"[reproduce]   {wall:.1f}s, wrote {len(written)} file(s) in {folder.name}/",
         flush=True)
   return {"command": cmd, "wall_s": round(wall, 1), "files": written}
@@ -226,9 +226,9 @@ def stamp_folder(part: Part, docs: str, runs: str) -> None:
   claims = {}
   for f in provenance.data_files(folder):
     path = f"{docs}/{part.folder}/{f}"
-    for rank, match in enumerate((lambda o: o == path,
-                                  lambda o: path.startswith(o + "."),
-                                  lambda o: o.rstrip("/") == f"{docs}/{part.folder}")):
+    for match in (lambda o: o == path,
+                  lambda o: path.startswith(o + "."),
+                  lambda o: o.rstrip("/") == f"{docs}/{part.folder}"):
       steps = [s for s in part.steps
                if any(match(o) for o in _outputs(render(s, docs, runs, False)))]
       if steps:
@@ -279,6 +279,8 @@ def main(argv):
         print(f"    --fast: {'skipped' if s.fast is None else s.fast.strip() or 'as is'}")
     return
   if FLAGS.write_docs or FLAGS.stamp_only:
+    if FLAGS.fast:
+      raise app.UsageError("--fast is a smoke run: it never writes into docs/")
     if FLAGS.out:
       raise app.UsageError("--out is for runs without --write_docs / --stamp_only")
     docs, runs = "docs", FLAGS.runs or "runs"
