@@ -68,8 +68,8 @@ PARTS: dict[str, Part] = {
     Step("python launch/search.py --out={docs}/search",
          " --strategies=majority,beam --n=4 --tasks=countdown --difficulty=3 --num_problems=2"
          " --bins=1 --rows_per_batch=8"),
-    Step("python launch/bench_search.py --out={docs}/search/bench_search.json",
-         " --n=4 --problems=2 --reps=1"),
+    # No flag shrinks its 256-row batches of temperature-1.5 samples: 12+ min even at N=4.
+    Step("python launch/bench_search.py --out={docs}/search/bench_search.json", None),
     Step("python launch/train.py --config=configs/tiny.py --workdir={runs}/tenth_2l"
          " --config.model.num_layers=2 --config.train.steps=680 --config.train.batch_size=9"
          " --config.train.warmup_steps=30",
