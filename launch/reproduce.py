@@ -135,7 +135,8 @@ PARTS: dict[str, Part] = {
     Step("python launch/train.py --config=configs/policy25m.py --workdir={runs}/policy25m"
          " --config.train.export_dir={runs}/policy25m/export", None),
     Step("python launch/bench_speculative.py --policy_25m={runs}/policy25m/export"
-         " --out={docs}/speculative/bench.json", ""),
+         " --out={docs}/speculative/bench.json",
+         " --models=tiny --batches=1 --reps=1 --budget=32"),
     *(Step(f"python launch/bench_speculative.py --policy_25m={{runs}}/policy25m/export"
            f" --models=25m --batches=1 --gamma={g} --out={{docs}}/speculative/gamma{g}.json",
            None) for g in (2, 4, 6)),
