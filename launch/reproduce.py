@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -189,7 +190,7 @@ def _snapshot(folder: pathlib.Path) -> dict[str, tuple[float, int]]:
 def run_step(cmd: str, folder: pathlib.Path, step: Step, stamp: bool,
              made_by: str | None = None) -> dict:
   """Runs one command from the repository root; stamps the files it wrote in folder with
-  it (after `made_by`, the command that made a copied file's source)."""
+  it (after `made_by`, the commands that made its inputs)."""
   before = _snapshot(folder)
   argv = shlex.split(cmd)
   argv[0] = sys.executable if argv[0] == "python" else argv[0]
@@ -219,6 +220,17 @@ def _outputs(cmd: str) -> list[str]:
   return outs + ([argv[-1]] if argv[0] == "cp" else [])
 
 
+def _made_by(cmd: str, made: dict[str, str]) -> str | None:
+  """The earlier commands whose outputs this one reads (a cp's source, compare's --sweeps),
+  joined with &&, so a stamp says how its inputs were made too."""
+  used = []
+  for out, by in made.items():
+    if by != cmd and by not in used and re.search(
+        rf"(?<![\w/.-]){re.escape(out)}(?![\w.-])", cmd):
+      used.append(by)
+  return " && ".join(used) or None
+
+
 def stamp_folder(part: Part, docs: str, runs: str) -> None:
   """Stamps every file in docs/<folder> with the (full) command that writes it: the step
   whose output is that file, or a path prefix of it (--out=.../thinking_vs_training writes
@@ -239,11 +251,10 @@ def stamp_folder(part: Part, docs: str, runs: str) -> None:
       print(f"[reproduce] no command of part {part.folder} writes {f}: left as stamped")
   for step, files in claims.items():
     cmd = render(step, docs, runs, False)
-    argv = shlex.split(cmd)
-    if argv[0] == "cp":            # say how the copied file's source was made
-      src_dir = os.path.dirname(argv[1])
-      cmd = " && ".join([render(s, docs, runs, False) for s in part.steps
-                         if src_dir in _outputs(render(s, docs, runs, False))] + [cmd])
+    made = {o.rstrip("/"): render(s, docs, runs, False) for s in part.steps
+            for o in _outputs(render(s, docs, runs, False)) if not o.startswith(docs)}
+    by = _made_by(cmd, made)
+    cmd = f"{by} && {cmd}" if by else cmd
     provenance.write_stamp(folder, cmd, ROOT / provenance.SHIPPED_CHECKPOINT
                            if step.checkpoint else None, files=files, note=step.note,
                            root=ROOT)
@@ -311,10 +322,8 @@ def main(argv):
         steps.append({"command": render(step, docs, runs, False), "skipped": True})
         continue
       cmd = render(step, docs, runs, FLAGS.fast)
-      argv = shlex.split(cmd)
-      source = made.get(os.path.dirname(argv[1])) if argv[0] == "cp" else None
-      steps.append(run_step(cmd, folder, step, stamp=True, made_by=source))
-      made.update((o.rstrip("/"), cmd) for o in _outputs(cmd))
+      steps.append(run_step(cmd, folder, step, stamp=True, made_by=_made_by(cmd, made)))
+      made.update((o.rstrip("/"), cmd) for o in _outputs(cmd) if not o.startswith(docs))
     wall = time.time() - t0
     record["parts"][name] = {"wall_s": round(wall, 1), "steps": steps}
     print(f"[reproduce] part {name}: {wall:.1f}s", flush=True)

@@ -115,6 +115,19 @@ def test_stamp_only_stamps_each_file_with_its_command(reproduce, tmp_path, monke
   assert files["stray.txt"]["command"].startswith("python launch/eval_budget.py")
 
 
+def test_stamps_name_the_commands_that_made_their_inputs(reproduce):
+  kv = reproduce.PARTS["kv"]
+  made = {o.rstrip("/"): reproduce.render(s, "docs", "runs", False) for s in kv.steps
+          for o in reproduce._outputs(reproduce.render(s, "docs", "runs", False))
+          if not o.startswith("docs")}
+  compare = next(reproduce.render(s, "docs", "runs", False) for s in kv.steps
+                 if "/kv/eviction.json" in s.cmd)
+  by = reproduce._made_by(compare, made)
+  # The 12 eviction sweeps and the float reference; rkv16 is not mistaken for rkv160.
+  assert by.count("launch/sweep.py") == 13 and "--out=runs/kv/int8" not in by
+  assert by.count("--out=runs/kv/rkv16 ") + by.endswith("--out=runs/kv/rkv16") == 1
+
+
 def test_fast_sweep_regenerates_and_stamps_a_docs_folder(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   proc = subprocess.run(
