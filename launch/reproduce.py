@@ -64,7 +64,8 @@ PARTS: dict[str, Part] = {
     Step("python launch/sweep.py --out={docs}/sweep",
          " --num_problems=1 --difficulties=1 --tasks=addition,equation --budgets=0,16,inf"
          " --nostop_rule_sweep --batch_size=8"),
-    Step("python launch/intervals.py --sweep={docs}/sweep", " --n_boot=200"),)),
+    Step("python launch/intervals.py --sweep={docs}/sweep --out={docs}/sweep/intervals.csv",
+         " --n_boot=200"),)),
   "search": Part("search", "docs/SEARCH.md", (
     Step("python launch/search.py --out={docs}/search",
          " --strategies=majority,beam --n=4 --tasks=countdown --difficulty=3 --num_problems=2"
@@ -152,6 +153,9 @@ PARTS: dict[str, Part] = {
          " --config.star.finetune_steps=1 --config.star.eval_problems=1"
          " --config.star.on_empty=skip", **_NO_CKPT,
          note="experiment A: STaR from a base trained from scratch by the step before"),
+    Step("python launch/intervals.py --star={docs}/star --out={docs}/star/intervals.csv"
+         " --star_eval_problems=32", " --star_eval_problems=1", **_NO_CKPT,
+         note="intervals of experiment A's accuracies"),
   )),
   "grpo": Part("grpo", "docs/REASONING_TRAINING.md", (
     Step("python launch/budget_sft.py --config=configs/budget_sft.py --workdir={runs}/l1_sft",

@@ -151,3 +151,18 @@ def test_sweep_intervals_match_the_sweep_tables_and_the_shipped_file():
         r["table"], r["setting"], r["scope"], r["metric"])
     for k in ("estimate", "lo", "hi"):
       assert float(s[k]) == pytest.approx(r[k], rel=1e-5, abs=1e-9), (s, r)
+
+
+def test_star_intervals_match_the_shipped_file_and_refuse_a_wrong_n():
+  import pathlib
+  docs = pathlib.Path(__file__).resolve().parents[1] / "docs" / "star"
+  rows = read_csv(docs / "star.csv")
+  table = intervals.star_intervals(rows, 32)
+  got = {(r["setting"], r["scope"]): r for r in table}
+  r = got["star iteration 10", "levels 3-4"]
+  assert (r["n"], round(r["estimate"] * 64)) == (64, 26)          # 26 + 0 of 2 x 32
+  assert (r["lo"], r["hi"]) == intervals.wilson(26, 64)
+  assert [(s["setting"], s["scope"], float(s["lo"])) for s in read_csv(docs / "intervals.csv")] \
+      == [(t["setting"], t["scope"], pytest.approx(t["lo"], rel=1e-5, abs=1e-9)) for t in table]
+  with pytest.raises(ValueError, match="eval_problems"):
+    intervals.star_intervals(rows, 30)           # 0.8125 is 26/32, not k/30

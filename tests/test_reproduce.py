@@ -153,5 +153,5 @@ def test_fast_sweep_regenerates_and_stamps_a_docs_folder(tmp_path):
   written = [f for step in timings["parts"]["sweep"]["steps"] for f in step["files"]]
   assert sorted(written) == provenance.data_files(folder)
   assert "intervals.csv" in written
-  assert provenance.read_stamp(folder)["files"]["intervals.csv"]["command"].startswith(
-      "python launch/intervals.py")
+  assert "python launch/intervals.py" in (
+      provenance.read_stamp(folder)["files"]["intervals.csv"]["command"])

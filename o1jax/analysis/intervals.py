@@ -158,3 +158,26 @@ def sweep_intervals(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> 
                          lambda a, b: 100.0 * float(np.mean(a) - np.mean(b)),
                          (correct(rule), correct(base)), n_boot, seed))
   return out
+
+
+def star_intervals(rows: Sequence[dict], eval_problems: int) -> list[dict]:
+  """Wilson intervals for launch/star.py's star.csv (run, iteration, task, difficulty,
+  accuracy): each accuracy is k of `eval_problems` held-out problems, so k is recovered and
+  must be a whole number; plus levels 3 and 4 together per run and iteration (the
+  experiment's headline cells)."""
+  out, pooled = [], {}
+  for r in rows:
+    k = float(r["accuracy"]) * eval_problems
+    if abs(k - round(k)) > 0.02:
+      raise ValueError(f"star.csv accuracy {r['accuracy']} is not k/{eval_problems}: "
+                       f"wrong eval_problems?")
+    k = int(round(k))
+    setting = f"{r['run']} iteration {r['iteration']}"
+    out.append(_wilson_row("star", setting, f"{r['task']} {r['difficulty']}",
+                           np.arange(eval_problems) < k))
+    if str(r["difficulty"]) in ("3", "4"):
+      pooled.setdefault(setting, []).append(k)
+  for setting, ks in pooled.items():
+    n = eval_problems * len(ks)
+    out.append(_wilson_row("star", setting, "levels 3-4", np.arange(n) < sum(ks)))
+  return out
