@@ -1,0 +1,344 @@
+"""Regenerate the docs' data folders from the shipped checkpoint with the commands the docs
+name, timing each part (issue 34).
+
+  python launch/reproduce.py --what=sweep,search --write_docs   # rewrite docs/sweep, docs/search
+  python launch/reproduce.py --fast                              # every part, reduced, to a temp dir
+  python launch/reproduce.py --what=search,serving --stamp_only  # stamp data already regenerated
+  python launch/reproduce.py --list                              # the commands, part by part
+
+Each part is the list of commands its doc names (PARTS below, with the doc), run one after
+another as subprocesses from the repository root. Without --write_docs the outputs go to a
+temporary directory (--out), so a dry run never touches docs/. --fast appends reduced sizes
+to every command whose flags allow it (fewer problems, budgets, reps; training for a couple
+of steps) and skips the few steps that cannot be reduced (a 46-minute training run, memory
+compilations of 0.6B-8B models). After each step the files it wrote in the part's folder
+are stamped (docs/<folder>/STAMP.json: the checkpoint's content hash, the exact command, the
+date; o1jax/analysis/provenance.py), and the wall time of every step and part is printed and
+written to --timings (JSON). Full-run wall times measured so far: docs/REPRODUCE.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from o1jax.analysis import provenance  # noqa: E402
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """One command. {docs} is the docs root (docs/ or OUT/docs), {runs} the workdir root."""
+  cmd: str
+  fast: str | None = ""          # flags appended under --fast; None: skipped under --fast
+  checkpoint: bool = True        # its data come from the shipped checkpoint
+  note: str | None = None        # what made the data when no checkpoint did
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+  folder: str                    # docs/<folder>
+  doc: str                       # where the commands are named
+  steps: tuple[Step, ...]
+
+
+_NO_CKPT = dict(checkpoint=False)
+_SWEEP_FAST = " --num_problems=1 --difficulties=1 --budgets=0,inf"
+_KV_SWEEP = "python launch/sweep.py --nostop_rule_sweep"
+
+PARTS: dict[str, Part] = {
+  "sweep": Part("sweep", "docs/RESULTS.md", (
+    Step("python launch/sweep.py --out={docs}/sweep",
+         " --num_problems=1 --difficulties=1 --tasks=addition,equation --budgets=0,16,inf"
+         " --nostop_rule_sweep --batch_size=8"),
+    Step("python launch/intervals.py --sweep={docs}/sweep --out={docs}/sweep/intervals.csv",
+         " --n_boot=200"),)),
+  "search": Part("search", "docs/SEARCH.md", (
+    Step("python launch/search.py --out={docs}/search",
+         " --strategies=majority,beam --n=4 --tasks=countdown --difficulty=3 --num_problems=2"
+         " --bins=1 --rows_per_batch=8"),
+    # No flag shrinks its 256-row batches of temperature-1.5 samples: 12+ min even at N=4.
+    Step("python launch/bench_search.py --out={docs}/search/bench_search.json", None),
+    Step("python launch/train.py --config=configs/tiny.py --workdir={runs}/tenth_2l"
+         " --config.model.num_layers=2 --config.train.steps=680 --config.train.batch_size=9"
+         " --config.train.warmup_steps=30",
+         " --config.train.steps=2 --config.train.warmup_steps=1 --config.train.eval_every=2"
+         " --config.train.eval_problems=1"),
+    Step("python launch/train.py --config=configs/tiny.py --workdir={runs}/tenx_nothink"
+         " --config.data.no_thinking_fraction=1.0",
+         " --config.train.steps=2 --config.train.warmup_steps=1 --config.train.eval_every=2"
+         " --config.train.eval_problems=1"),
+    Step("python launch/thinking_vs_training.py --small={runs}/tenth_2l"
+         " --large={runs}/tenx_nothink --out={docs}/search/thinking_vs_training",
+         " --num_problems=1 --difficulty=1 --budgets=0,inf --vote_n=4"),
+  )),
+  "serving": Part("serving", "docs/SERVING.md", (
+    Step("python launch/bench_serving.py --out={docs}/serving",
+         " --policies=fcfs,pools --loads=0.5 --duration_s=0.5 --capacity_requests=16"),)),
+  "kv": Part("kv", "docs/BENCHMARKS.md", (
+    Step("python launch/bench_kv.py --mode=memory --out={docs}/kv/memory.json", "",
+         **_NO_CKPT, note="bytes from model shapes, no weights"),
+    Step("python launch/bench_kv.py --mode=decode --reps=5 --out={docs}/kv/decode.json",
+         " --reps=1 --cache_lens=256 --batches=1 --tokens=4", **_NO_CKPT,
+         note="random-weight ~25M model"),
+    Step("python launch/bench_kv.py --mode=attention --reps=15 --out={docs}/kv/attention.json",
+         " --reps=1 --cache_lens=256 --batches=1", **_NO_CKPT,
+         note="random keys and values"),
+    Step("python launch/bench_kv.py --mode=evict_speed --reps=5 --kv_budgets=none,80,40,16"
+         " --out={docs}/kv/evict_speed.json", " --reps=1 --kv_budgets=none,16"),
+    Step("python launch/bench_kv.py --mode=evict_step --reps=5 --tokens=64"
+         " --evict_step_budgets=300,16 --out={docs}/kv/evict_step.json", " --reps=1 --tokens=8"),
+    Step(f"{_KV_SWEEP} --out={{runs}}/kv/float", _SWEEP_FAST),
+    Step(f"{_KV_SWEEP} --kv_dtype=int8 --out={{runs}}/kv/int8", _SWEEP_FAST),
+    Step("python launch/bench_kv.py --mode=compare --sweeps=float:{runs}/kv/float,"
+         "int8:{runs}/kv/int8 --out={docs}/kv/sweep_int8.json", " --cells=addition:1"),
+    Step("cp {runs}/kv/float/accuracy_vs_budget.csv {docs}/kv/sweep_float_accuracy.csv"),
+    Step("cp {runs}/kv/int8/accuracy_vs_budget.csv {docs}/kv/sweep_int8_accuracy.csv"),
+    *(Step(f"{_KV_SWEEP} --thinking_kv_budget={k}{flag} --out={{runs}}/kv/{name}{k}", None)
+      for k in (160, 80, 40, 16)
+      for name, flag in (("rkv", ""), ("imp", " --kv_importance_weight=1.0"),
+                         ("old", " --kv_evict_policy=oldest"))),
+    Step("python launch/bench_kv.py --mode=compare --sweeps=full:{runs}/kv/float,"
+         + ",".join(f"{n}{k}:{{runs}}/kv/{n}{k}" for k in (160, 80, 40, 16)
+                    for n in ("rkv", "imp", "old"))
+         + " --out={docs}/kv/eviction.json --plot={docs}/kv/eviction_kept.png", None),
+    *(Step(f"{_KV_SWEEP} --tasks=countdown --difficulties=3,4 --budgets=inf"
+           f"{'' if k is None else f' --thinking_kv_budget={k} --kv_importance_weight={lam}'}"
+           f" --out={{runs}}/kv/{name}", None)
+      for name, k, lam in (("window_full", None, None), ("window_l0.1_k80", 80, 0.1),
+                           ("window_l0.5_k80", 80, 0.5), ("window_l1.0_k80", 80, 1.0),
+                           ("window_l0.1_k40", 40, 0.1), ("window_l1.0_k40", 40, 1.0),
+                           ("window_l0.1_k16", 16, 0.1), ("window_l1.0_k16", 16, 1.0),
+                           ("window_l0.0_k80", 80, 0.0))),
+    Step("python launch/bench_kv.py --mode=compare --sweeps=full:{runs}/kv/window_full,"
+         + ",".join(f"{n}:{{runs}}/kv/window_{n}" for n in
+                    ("l0.1_k80", "l0.5_k80", "l1.0_k80", "l0.1_k40", "l1.0_k40", "l0.1_k16",
+                     "l1.0_k16"))
+         + " --cells=countdown:3,countdown:4 --out={docs}/kv/eviction_window.json", None),
+    Step("python launch/bench_kv.py --mode=compare --sweeps=full:{runs}/kv/window_full,"
+         + ",".join(f"{n}:{{runs}}/kv/window_{n}" for n in ("l0.0_k80", "l0.1_k80",
+                                                            "l0.5_k80", "l1.0_k80"))
+         + " --cells=countdown:3,countdown:4 --out={docs}/kv/eviction_ablation.json", None),
+  )),
+  "speculative": Part("speculative", "docs/BENCHMARKS.md", (
+    Step("python launch/train.py --config=configs/policy25m.py --workdir={runs}/policy25m"
+         " --config.train.export_dir={runs}/policy25m/export", None),
+    Step("python launch/bench_speculative.py --policy_25m={runs}/policy25m/export"
+         " --out={docs}/speculative/bench.json",
+         " --models=tiny --batches=1 --reps=1 --budget=32"),
+    *(Step(f"python launch/bench_speculative.py --policy_25m={{runs}}/policy25m/export"
+           f" --models=25m --batches=1 --gamma={g} --out={{docs}}/speculative/gamma{g}.json",
+           None) for g in (2, 4, 6)),
+  )),
+  "star": Part("star", "docs/REASONING_TRAINING.md", (
+    Step("python launch/train.py --config=configs/star.py --workdir={runs}/star_base",
+         " --config.train.steps=2 --config.train.warmup_steps=1 --config.train.eval_every=2"
+         " --config.train.eval_problems=1", **_NO_CKPT, note="trains its own base"),
+    Step("python launch/star.py --config=configs/star.py --workdir={runs}/star_final --compare"
+         " --config.star.base={runs}/star_base --out={docs}/star",
+         " --config.star.iterations=1 --config.star.problems_per_level=2"
+         " --config.star.finetune_steps=1 --config.star.eval_problems=1"
+         " --config.star.on_empty=skip", **_NO_CKPT,
+         note="experiment A: STaR from a base trained from scratch by the step before"),
+    Step("python launch/intervals.py --star={docs}/star --out={docs}/star/intervals.csv"
+         " --star_eval_problems=32", " --star_eval_problems=1", **_NO_CKPT,
+         note="intervals of experiment A's accuracies"),
+  )),
+  "grpo": Part("grpo", "docs/REASONING_TRAINING.md", (
+    Step("python launch/budget_sft.py --config=configs/budget_sft.py --workdir={runs}/l1_sft",
+         None),
+    Step("python launch/grpo.py --config=configs/grpo.py:budget_l1 --workdir={runs}/l1_grpo"
+         " --config.grpo.base={runs}/l1_sft/final", None),
+    Step("python launch/eval_budget.py --policy={runs}/l1_grpo/final --out={docs}/grpo", None),
+    Step("python launch/eval_budget.py --policy={runs}/l1_sft/final --out={runs}/l1_sft_eval",
+         None),
+    Step("cp {runs}/l1_sft_eval/budget.csv {docs}/grpo/budget_sft_stage.csv", None),
+    Step("python launch/bench_rollouts.py --reps=5 --out={docs}/grpo/rollouts_bench.csv",
+         " --reps=1 --prompts=2 --group=2 --long=24 --short=8 --nouniform"),
+    Step("python launch/grpo_memory.py --out={docs}/grpo/memory.csv", None, **_NO_CKPT,
+         note="random-weight Qwen3-shaped models on simulated devices"),
+  )),
+  "sampling": Part("sampling", "docs/BENCHMARKS.md", (
+    Step("python launch/bench_sampling.py --reps=3 --steps=4"
+         " --out={docs}/sampling/bench_sampling.json",
+         " --reps=1 --steps=1 --layers=1 --batches=1", **_NO_CKPT,
+         note="random-weight Qwen2.5-0.5B-shaped model"),)),
+}
+
+
+def render(step: Step, docs: str, runs: str, fast: bool) -> str:
+  cmd = step.cmd.format(docs=docs, runs=runs)
+  return cmd + (step.fast or "") if fast else cmd
+
+
+def _snapshot(folder: pathlib.Path) -> dict[str, tuple[float, int]]:
+  if not folder.is_dir():
+    return {}
+  return {f: ((folder / f).stat().st_mtime_ns, (folder / f).stat().st_size)
+          for f in provenance.data_files(folder)}
+
+
+def run_step(cmd: str, folder: pathlib.Path, step: Step, stamp: bool,
+             made_by: str | None = None) -> dict:
+  """Runs one command from the repository root; stamps the files it wrote in folder with
+  it (after `made_by`, the commands that made its inputs)."""
+  before = _snapshot(folder)
+  argv = shlex.split(cmd)
+  argv[0] = sys.executable if argv[0] == "python" else argv[0]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+  print(f"[reproduce] $ {cmd}", flush=True)
+  t0 = time.time()
+  proc = subprocess.run(argv, cwd=ROOT, env=env)
+  wall = time.time() - t0
+  if proc.returncode != 0:
+    raise SystemExit(f"[reproduce] failed ({proc.returncode}) after {wall:.0f}s: {cmd}")
+  after = _snapshot(folder)
+  written = sorted(f for f, s in after.items() if before.get(f) != s)
+  if stamp and written:
+    ckpt = ROOT / provenance.SHIPPED_CHECKPOINT if step.checkpoint else None
+    provenance.write_stamp(folder, f"{made_by} && {cmd}" if made_by else cmd, ckpt,
+                           files=written, note=step.note, root=ROOT)
+  print(f"[reproduce]   {wall:.1f}s, wrote {len(written)} file(s) in {folder.name}/",
+        flush=True)
+  return {"command": cmd, "wall_s": round(wall, 1), "files": written}
+
+
+def _outputs(cmd: str) -> list[str]:
+  """The paths a command writes: its --out / --plot values, a cp's destination."""
+  argv = shlex.split(cmd)
+  outs = [a.split("=", 1)[1] for a in argv if a.startswith(("--out=", "--plot="))]
+  return outs + ([argv[-1]] if argv[0] == "cp" else [])
+
+
+def _made_by(cmd: str, made: dict[str, str]) -> str | None:
+  """The earlier commands whose outputs this one reads (a cp's source, compare's --sweeps),
+  joined with &&, so a stamp says how its inputs were made too."""
+  used = []
+  for out, by in made.items():
+    if by != cmd and by not in used and re.search(
+        rf"(?<![\w/.-]){re.escape(out)}(?![\w.-])", cmd):
+      used.append(by)
+  return " && ".join(used) or None
+
+
+def stamp_folder(part: Part, docs: str, runs: str) -> None:
+  """Stamps every file in docs/<folder> with the (full) command that writes it: the step
+  whose output is that file, or a path prefix of it (--out=.../thinking_vs_training writes
+  thinking_vs_training.csv and .png), else the step whose output is the folder itself."""
+  folder = ROOT / "docs" / part.folder
+  claims = {}
+  for f in provenance.data_files(folder):
+    path = f"{docs}/{part.folder}/{f}"
+    for match in (lambda o: o == path,
+                  lambda o: path.startswith(o + "."),
+                  lambda o: o.rstrip("/") == f"{docs}/{part.folder}"):
+      steps = [s for s in part.steps
+               if any(match(o) for o in _outputs(render(s, docs, runs, False)))]
+      if steps:
+        claims.setdefault(steps[0], []).append(f)
+        break
+    else:
+      print(f"[reproduce] no command of part {part.folder} writes {f}: left as stamped")
+  for step, files in claims.items():
+    cmd = render(step, docs, runs, False)
+    made = {o.rstrip("/"): render(s, docs, runs, False) for s in part.steps
+            for o in _outputs(render(s, docs, runs, False)) if not o.startswith(docs)}
+    by = _made_by(cmd, made)
+    cmd = f"{by} && {cmd}" if by else cmd
+    provenance.write_stamp(folder, cmd, ROOT / provenance.SHIPPED_CHECKPOINT
+                           if step.checkpoint else None, files=files, note=step.note,
+                           root=ROOT)
+    print(f"[reproduce] stamped {', '.join(files)} in docs/{part.folder}/ with: {cmd}")
+
+
+def define_flags() -> None:
+  """Flags are defined only when run as a script, so tests import PARTS freely."""
+  flags.DEFINE_list("what", None, "Parts to run (default: all): see --list.")
+  flags.DEFINE_bool("fast", False, "Reduced sizes (a smoke run of every command).")
+  flags.DEFINE_bool("write_docs", False, "Write into docs/ (default: --out).")
+  flags.DEFINE_string("out", None, "Root for the outputs without --write_docs "
+                      "(default: a new temporary directory).")
+  flags.DEFINE_string("runs", None, "Training workdirs (default: runs/ with --write_docs, "
+                      "else OUT/runs).")
+  flags.DEFINE_string("timings", None, "Wall times as JSON (default: "
+                      "OUT/reproduce_timings.json; runs/ with --write_docs).")
+  flags.DEFINE_bool("stamp_only", False, "Run nothing: stamp every file in the parts' "
+                    "docs folders with the command that writes it.")
+  flags.DEFINE_bool("list", False, "Print the parts and their commands, then exit.")
+
+
+def main(argv):
+  del argv
+  parts = FLAGS.what or list(PARTS)
+  unknown = [p for p in parts if p not in PARTS]
+  if unknown:
+    raise app.UsageError(f"--what: unknown part(s) {unknown}; known: {list(PARTS)}")
+  if FLAGS.list:
+    for name in parts:
+      print(f"{name} ({PARTS[name].doc}):")
+      for s in PARTS[name].steps:
+        print(f"  {render(s, 'docs', 'runs', False)}")
+        print(f"    --fast: {'skipped' if s.fast is None else s.fast.strip() or 'as is'}")
+    return
+  if FLAGS.write_docs or FLAGS.stamp_only:
+    if FLAGS.fast:
+      raise app.UsageError("--fast is a smoke run: it never writes into docs/")
+    if FLAGS.out:
+      raise app.UsageError("--out is for runs without --write_docs / --stamp_only")
+    docs, runs = "docs", FLAGS.runs or "runs"
+    timings = FLAGS.timings or "runs/reproduce_timings.json"
+  else:
+    out = pathlib.Path(FLAGS.out or tempfile.mkdtemp(prefix="o1jax_reproduce_"))
+    docs, runs = str(out / "docs"), FLAGS.runs or str(out / "runs")
+    timings = FLAGS.timings or str(out / "reproduce_timings.json")
+  if FLAGS.stamp_only:
+    for name in parts:
+      stamp_folder(PARTS[name], docs, runs)
+    return
+  record = {"date": datetime.date.today().isoformat(),
+            "machine": provenance.machine_description(), "fast": FLAGS.fast,
+            "write_docs": FLAGS.write_docs, "parts": {}}
+  t_all = time.time()
+  for name in parts:
+    part = PARTS[name]
+    folder = pathlib.Path(docs) / part.folder
+    if not folder.is_absolute():
+      folder = ROOT / folder
+    folder.mkdir(parents=True, exist_ok=True)
+    t0, steps, made = time.time(), [], {}
+    for step in part.steps:
+      if FLAGS.fast and step.fast is None:
+        print(f"[reproduce] skipped under --fast: {render(step, docs, runs, False)}")
+        steps.append({"command": render(step, docs, runs, False), "skipped": True})
+        continue
+      cmd = render(step, docs, runs, FLAGS.fast)
+      steps.append(run_step(cmd, folder, step, stamp=True, made_by=_made_by(cmd, made)))
+      made.update((o.rstrip("/"), cmd) for o in _outputs(cmd) if not o.startswith(docs))
+    wall = time.time() - t0
+    record["parts"][name] = {"wall_s": round(wall, 1), "steps": steps}
+    print(f"[reproduce] part {name}: {wall:.1f}s", flush=True)
+    pathlib.Path(timings).parent.mkdir(parents=True, exist_ok=True)
+    record["total_wall_s"] = round(time.time() - t_all, 1)
+    pathlib.Path(timings).write_text(json.dumps(record, indent=1) + "\n")
+  print(f"[reproduce] all parts: {time.time() - t_all:.1f}s; wall times in {timings}")
+  for name, r in record["parts"].items():
+    print(f"  {name:12s} {r['wall_s']:8.1f}s")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
