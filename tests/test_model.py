@@ -6,9 +6,13 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from o1jax.model import KVCache, ModelConfig, RopeScaling, forward, init_params
+from o1jax.model import KVCache, ModelConfig, RopeScaling, init_params
+from o1jax.model import forward as _eager_forward
 from o1jax.model.attention import single_query_attention, xla_attention
 from o1jax.model.rope import apply_rope, inverse_frequencies
+
+# Jitted: op-by-op dispatch compiled every op again for each new shape (minutes per test).
+forward = jax.jit(_eager_forward, static_argnames=("config",))
 
 CONFIGS = {
     "gqa": ModelConfig(embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
