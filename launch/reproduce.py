@@ -87,7 +87,11 @@ PARTS: dict[str, Part] = {
   )),
   "serving": Part("serving", "docs/SERVING.md", (
     Step("python launch/bench_serving.py --out={docs}/serving",
-         " --policies=fcfs,pools --loads=0.5 --duration_s=0.5 --capacity_requests=16"),)),
+         " --policies=fcfs,pools --loads=0.5 --duration_s=0.5 --capacity_requests=16"),
+    # Compilations and a tiny request's latency beside a new prompt width; the "before"
+    # file was made with --repo= a checkout of 5c28868 (no chunked prefill) and is kept.
+    Step("python launch/bench_serving_compile.py --out={docs}/serving/compile_after.json",
+         " --models=tiny"),)),
   "kv": Part("kv", "docs/BENCHMARKS.md", (
     Step("python launch/bench_kv.py --mode=memory --out={docs}/kv/memory.json", "",
          **_NO_CKPT, note="bytes from model shapes, no weights"),
