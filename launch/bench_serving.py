@@ -37,19 +37,26 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Stream seeds.")
 _POLICIES = flags.DEFINE_list("policies", ["fcfs", "spf", "pools", "preempt"], "Policies.")
 _REQUESTS = flags.DEFINE_integer("requests", 1200, "Requests per point.")
 _SLOTS = flags.DEFINE_integer("slots", 8, "Engine slots.")
-_WALL = flags.DEFINE_list("wall", ["article:poisson:0:0.8", "real:poisson:0:0.8"],
+_WALL = flags.DEFINE_list("wall", ["article:poisson:0:0.8"],
                           "Points (mix:arrivals:seed:load) also served by the real engine on "
                           "the wall clock, every policy, with the same arrival schedule.")
-_WALL_REQUESTS = flags.DEFINE_integer("wall_requests", 600, "Requests of a wall point (the "
+_WALL_REQUESTS = flags.DEFINE_integer("wall_requests", 300, "Requests of a wall point (the "
                                       "first ones of its stream; its cost point reruns them).")
-_SLO = flags.DEFINE_float("slo_p99_s", None, "SLO mode's p99 target (seconds); none: skip.")
+_WALL_POLICIES = flags.DEFINE_list("wall_policies", ["fcfs", "preempt"], "Policies of the "
+                                   "wall points.")
+_SLO = flags.DEFINE_float("slo_p99_s", None, "SLO mode's p99 target (seconds); 0: 1.5x FCFS's "
+                          "p99 at the first SLO load; none: no SLO curve.")
 _SLO_LOADS = flags.DEFINE_list("slo_loads", ["0.5", "0.75", "1.0", "1.25", "1.5", "2.0"],
                                "SLO curve: offered load as a share of FCFS capacity.")
 _SLO_MIX = flags.DEFINE_string("slo_mix", "real", "SLO curve's mix.")
 _SLO_REQUESTS = flags.DEFINE_integer("slo_requests", 1000, "Requests per SLO point.")
+_REAL_POOL = flags.DEFINE_list("real_pool", ["256", "64"], "Easy and hard prompts the real "
+                                "mix draws from.")
+_ARTICLE_POOL = flags.DEFINE_list("article_pool", ["256", "16"], "Easy and hard prompts the "
+                                   "article mix draws from (its hard thinking is forced).")
 _VALIDATE = flags.DEFINE_string("validate_replay", "article:poisson:0:0.95:preempt",
                                 "mix:arrivals:seed:load:policy served by the engine and by "
-                                "the replay on the cost clock (first 300 requests); '' skips.")
+                                "the replay on the cost clock (first 200 requests); '' skips.")
 _OUT = flags.DEFINE_string("out", "out/serving", "Output directory.")
 _CACHE = flags.DEFINE_string("cache", "", "Outcome cache file (JSON; reused when it exists).")
 _COST_MODEL = flags.DEFINE_string("cost_model", "", "A summary.json (or cost model JSON) of an "
@@ -84,9 +91,18 @@ def main(argv):
   seeds = [int(s) for s in _SEEDS.value]
   loads = [float(x) for x in _LOADS.value]
   # One set of held-out prompts, in another order per seed (the decoded outcomes are shared).
+  # The real mix draws from the first `real_pool` easy and hard prompts of it (requests
+  # repeat prompts; outcomes depend on the prompt only, and the decoding fits the machine).
   base = wl.prompt_pools(0)
-  pools = {s: base if s == 0 else {k: [v[i] for i in np.random.default_rng([s, 7]).permutation(
-      len(v))] for k, v in base.items()} for s in set(seeds) | {0}}
+  real = {k: v[:n] for (k, v), n in zip(base.items(), map(int, _REAL_POOL.value))}
+  article = {k: v[:n] for (k, v), n in zip(base.items(), map(int, _ARTICLE_POOL.value))}
+  order = lambda pool, s: pool if s == 0 else {
+      k: [v[i] for i in np.random.default_rng([s, 7]).permutation(len(v))]
+      for k, v in pool.items()}
+  all_seeds = set(seeds) | {0, 1000}
+  mix_pools = {("article", s): order(article, s) for s in all_seeds} | {
+      ("real", s): order(real, s) for s in all_seeds}
+  pools = {0: base}
   engine = Engine(params, tokenizer, config, slots, budget_head=head)
   engine.warm_up(pools[0]["easy"] + pools[0]["hard"])
   cache = replay.OutcomeCache(engine, _CACHE.value or None)
@@ -114,15 +130,15 @@ def main(argv):
     return sched, done, span
 
   # Decode every request the grid serves, once (the streams of one seed share requests).
-  n_max = max(_REQUESTS.value, _SLO_REQUESTS.value if _SLO.value else 0, 60 * slots)
   todo = []
   for mix in _MIX.value:
     for s in seeds:
-      todo += [a.request for a in wl.stream(mix, _REQUESTS.value, 1.0, s, pools=pools[s])]
-    todo += [a.request for a in wl.stream(mix, 60 * slots, 0.0, 1000, pools=pools[0])]
-  if _SLO.value:
+      todo += [a.request for a in wl.stream(mix, _REQUESTS.value, 1.0, s, pools=mix_pools[mix, s])]
+    todo += [a.request for a in wl.stream(mix, 60 * slots, 0.0, 1000, pools=mix_pools[mix, 0])]
+  if _SLO.value is not None:
     from o1jax.serving.slo import LEVELS
-    for a in wl.stream(_SLO_MIX.value, _SLO_REQUESTS.value, 1.0, 0, pools=pools[0]):
+    for a in wl.stream(_SLO_MIX.value, _SLO_REQUESTS.value, 1.0, 0,
+                        pools=mix_pools[_SLO_MIX.value, 0]):
       todo += [a.request] + [dataclasses.replace(a.request, budget=b, min_thinking=min(
           a.request.min_thinking, b)) for b in LEVELS]
   t = time.perf_counter()
@@ -141,18 +157,19 @@ def main(argv):
 
   # Capacity per mix: a closed loop of FCFS (8 requests per slot in the system).
   capacity = {}
-  for mix in _MIX.value + ([_SLO_MIX.value] if _SLO.value else []):
+  for mix in _MIX.value + ([_SLO_MIX.value] if _SLO.value is not None else []):
     if mix in capacity:
       continue
     sched, clock = scheduler("fcfs")
-    capacity[mix] = wl.capacity(sched, wl.stream(mix, 60 * slots, 0.0, 1000, pools=pools[0]),
+    cap_stream = wl.stream(mix, 60 * slots, 0.0, 1000, pools=mix_pools[mix, 0])
+    capacity[mix] = wl.capacity(sched, cap_stream,
                                 concurrency=8 * slots, clock=clock)[0]
     print(f"capacity {mix}: {capacity[mix]:.2f} requests/s (cost clock)")
 
   validation = {}
   if _VALIDATE.value:   # the replay against the engine, both on the cost clock
     mix, arr, s, load, policy = _point(_VALIDATE.value)
-    stream = wl.stream(mix, 300, load * capacity[mix], s, arr, pools=pools[s])
+    stream = wl.stream(mix, 200, load * capacity[mix], s, arr, pools=mix_pools[mix, s])
     _, real_done, _ = run(policy, stream, real=True)
     _, rep_done, _ = run(policy, stream)
     a = {c.id: (c.latency, c.thinking_tokens, c.preemptions) for c in real_done}
@@ -164,19 +181,22 @@ def main(argv):
                       max_latency_diff_s=diff)
     print(f"replay vs engine: {validation}")
 
-  rows, lat = [], {}
+  rows, lat, impact = [], {}, {}
   for mix in _MIX.value:
     for arr in _ARRIVALS.value:
       for load in loads:
         for s in seeds:
           stream = wl.stream(mix, _REQUESTS.value, load * capacity[mix], s, arr,
-                             pools=pools[s])
+                             pools=mix_pools[mix, s])
           t = time.perf_counter()
           for policy in _POLICIES.value:
             sched, done, span = run(policy, stream)
             rows += wl.summarize(policy, load, stream, done, span,
                                  sched.engine.kv_bytes_per_token(), mix=mix, arrivals=arr,
                                  seed=s, correct=correct_of(stream, done))
+            if policy == "fcfs" and load == min(loads) and s == seeds[0] and arr == "poisson":
+              impact[mix] = wl.impact_rows(stream, done, sched.engine.kv_bytes_per_token(),
+                                           slots)
             by_id = {c.id: c.latency for c in done}
             for a in stream:
               lat.setdefault((mix, arr, load, policy, a.klass, s), []).append(by_id[a.request.id])
@@ -192,8 +212,9 @@ def main(argv):
     mix, arr, s, load = _point(spec)
     if mix not in capacity:
       continue
-    stream = wl.stream(mix, _WALL_REQUESTS.value, load * capacity[mix], s, arr, pools=pools[s])
-    for policy in _POLICIES.value:
+    stream = wl.stream(mix, _WALL_REQUESTS.value, load * capacity[mix], s, arr,
+                       pools=mix_pools[mix, s])
+    for policy in _WALL_POLICIES.value:
       out = {}
       for clock in ("cost", "wall"):
         sched, done, span = run(policy, stream, real=clock == "wall", wall=clock == "wall")
@@ -209,14 +230,15 @@ def main(argv):
       print(f"wall {spec} {policy}: easy p99 cost {out['cost'][0]['p99_s']:.3f} s, wall "
             f"{out['wall'][0]['p99_s']:.3f} s")
 
-  slo_rows = []
-  if _SLO.value:
+  slo_rows, slo_s = [], _SLO.value
+  if slo_s is not None:
     mix = _SLO_MIX.value
     for load in map(float, _SLO_LOADS.value):
       stream = wl.stream(mix, _SLO_REQUESTS.value, load * capacity[mix], 0, "poisson",
-                         pools=pools[0])
-      for mode, kw in (("fcfs", {}), ("slo", dict(slo_p99_s=_SLO.value))):
-        sched, done, span = run("fcfs", stream, **kw)
+                         pools=mix_pools[mix, 0])
+      for mode in ("fcfs", "slo"):
+        sched, done, span = run("fcfs", stream, **(dict(slo_p99_s=slo_s) if mode == "slo"
+                                                   else {}))
         ok = correct_of(stream, done)
         lats = [c.latency for c in done]
         scored = [v for v in ok.values() if v is not None]
@@ -229,6 +251,9 @@ def main(argv):
                                                                  for c in done])),
             budget_cut=float(np.mean([c.budget is not None for c in done])),
             throughput_rps=len(done) / span))
+        if not slo_s:   # auto: 1.5x FCFS's p99 at the first load
+          slo_s = 1.5 * slo_rows[-1]["p99_s"]
+          print(f"SLO: {slo_s:.3f} s")
         print(f"slo curve {mode} load {load}: p99 {slo_rows[-1]['p99_s']:.3f} s, accuracy "
               f"{acc[0]:.3f}, served {len(done)}/{len(stream)}")
 
@@ -237,10 +262,14 @@ def main(argv):
   _write(os.path.join(_OUT.value, "pooled.csv"), pooled)
   if wall:
     _write(os.path.join(_OUT.value, "wall_vs_cost.csv"), wall)
+  _write(os.path.join(_OUT.value, "impact.csv"),
+         [dict(mix=m, **r) for m, rs in impact.items() for r in rs])
   if slo_rows:
     _write(os.path.join(_OUT.value, "slo.csv"), slo_rows)
-  goals = _goals(pooled, slo_rows, _SLO.value)
-  _plot(pooled, slo_rows, _SLO.value, _OUT.value)
+  goals = _goals(pooled, slo_rows, slo_s)
+  with open(os.path.join(_OUT.value, "tables.md"), "w") as f:
+    f.write(_markdown(pooled, slo_rows, wall, capacity))
+  _plot(pooled, slo_rows, slo_s, _OUT.value)
   summary = dict(clock="cost", cost_model=dataclasses.asdict(costs), slots=slots,
                  capacity_rps=capacity, requests_per_point=_REQUESTS.value, seeds=seeds,
                  replay_validation=validation, wall_vs_cost=wall, goals=goals,
@@ -328,6 +357,48 @@ def _goals(pooled, slo_rows, slo_s):
         accuracy={r["load"]: r["accuracy"] for r in slo_rows if r["mode"] == "slo"},
         fcfs_accuracy={r["load"]: r["accuracy"] for r in slo_rows if r["mode"] == "fcfs"})
   return goals
+
+
+def _markdown(pooled, slo_rows, wall, capacity) -> str:
+  """The tables docs/SERVING.md shows, from the rows above (pasted, never hand-edited)."""
+  out = []
+  for mix in sorted({r["mix"] for r in pooled}):
+    out.append(f"\n**{mix} mix** (capacity {capacity[mix]:.2f} requests/s; seeds pooled, "
+               "p99 with 95% bootstrap intervals; ratio: p99 over FCFS's on the same requests, "
+               "paired bootstrap)\n")
+    out.append("| arrivals | load | policy | easy p50 s | easy p99 s | easy p99 / FCFS | "
+               "hard p99 s | hard p99 / FCFS | throughput / FCFS |")
+    out.append("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in sorted((r for r in pooled if r["mix"] == mix and r["class"] == "easy"),
+                    key=lambda r: (r["arrivals"], r["load"], r["policy"] != "fcfs",
+                                   r["policy"])):
+      h = next(x for x in pooled if (x["mix"], x["arrivals"], x["load"], x["policy"],
+                                     x["class"]) == (mix, r["arrivals"], r["load"],
+                                                     r["policy"], "hard"))
+      out.append(f"| {r['arrivals']} | {r['load']:.2f} | {r['policy']} | {r['p50_s']:.3f} | "
+                 f"{r['p99_s']:.3f} [{r['p99_low']:.3f}, {r['p99_high']:.3f}] | "
+                 f"{r['p99_over_fcfs']:.2f} [{r['ratio_low']:.2f}, {r['ratio_high']:.2f}] | "
+                 f"{h['p99_s']:.3f} [{h['p99_low']:.3f}, {h['p99_high']:.3f}] | "
+                 f"{h['p99_over_fcfs']:.2f} [{h['ratio_low']:.2f}, {h['ratio_high']:.2f}] | "
+                 f"{r['throughput_over_fcfs']:.3f} |")
+  if wall:
+    out.append("\n| point | policy | class | requests | cost p50 s | wall p50 s | cost p99 s | "
+               "wall p99 s | wall / cost (p99) |")
+    out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in wall:
+      out.append(f"| {r['point']} | {r['policy']} | {r['class']} | {r['requests']} | "
+                 f"{r['cost_p50_s']:.3f} | {r['wall_p50_s']:.3f} | {r['cost_p99_s']:.3f} | "
+                 f"{r['wall_p99_s']:.3f} | {r['gap_p99']:.2f} |")
+  if slo_rows:
+    out.append("\n| offered load (x capacity) | mode | served / offered | rejected | p50 s | "
+               "p99 s | accuracy [Wilson 95%] | thinking tokens | budget cut |")
+    out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in slo_rows:
+      out.append(f"| {r['load']:.2f} | {r['mode']} | {r['served']}/{r['offered']} | "
+                 f"{r['rejected']} | {r['p50_s']:.3f} | {r['p99_s']:.3f} | "
+                 f"{r['accuracy']:.3f} [{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}] | "
+                 f"{r['thinking_tokens']:.1f} | {r['budget_cut']:.2f} |")
+  return "\n".join(out) + "\n"
 
 
 def _plot(pooled, slo_rows, slo_s, out):

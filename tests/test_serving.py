@@ -53,12 +53,15 @@ def test_every_policy_gives_each_request_its_think_alone_output(model, config, p
   sched = Scheduler(engine, SchedulerConfig(policy=policy, preempt_after=8, steps_busy=3,
                                             fast_slots=2, hard_threshold=60))
   stream = _stream()
-  # The last (short: budget 3) request arrives once the others hold every slot, so
-  # preempt pauses a long thinker for it.
-  for r in stream[:-1]:
+  # The two short requests (budgets 6 and 3) arrive together once the long thinkers hold
+  # every slot, so preempt pauses one of those for them.
+  short = [r for r in stream if r.budget in (3, 6)]
+  for r in stream:
+    if r not in short:
+      sched.submit(r)
+  done = sched.step()
+  for r in short:
     sched.submit(r)
-  done = [c for _ in range(3) for c in sched.step()]
-  sched.submit(stream[-1])
   done = {c.id: c for c in done + sched.run_until_idle()}
   assert set(done) == {r.id for r in stream}
   for r in stream:

@@ -221,7 +221,7 @@ def test_article_mix_streams_share_requests_across_loads_and_arrivals():
   for x in a:
     r = x.request
     if x.klass == "hard":
-      assert r.budget == r.min_thinking and 450 <= r.budget <= 650
+      assert r.budget == r.min_thinking and 450 <= r.budget <= 650 and r.budget % 50 == 0
     else:
       assert r.budget == wl.ARTICLE_EASY_BUDGET and r.min_thinking == 0
 

@@ -6,7 +6,8 @@ one run's p99 then says more about the VM than about the policy. On the cost clo
 engine call advances a virtual clock by its cost under a model measured once, on this
 machine, before the runs (the fastest of several timed real calls: on a VM shared with other
 jobs a median moves with their load, 1.8 ms a decode step in one minute and 12 ms in another
-on this machine; the fastest call is what the engine costs when it has the cores): a `generate` call costs
+on this machine; the fastest call is what the engine costs when it has the cores): a
+`generate` call costs
 `generate_call_s + steps * step_s`, a prefill `prefill_call_s + rows * prefill_row_s`, and
 insert, view, evict, resume and free each their own. Every token is still really decoded by
 the engine; only time is modelled, so each policy's latencies follow from what it does

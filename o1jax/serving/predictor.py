@@ -179,16 +179,21 @@ class ClassModel:
     return self._cached_sides
 
   def _split_sides(self):
-    e = [(w, s) for side, w, s in self._done if side == "easy"]
-    h = [(w, s) for side, w, s in self._done if side == "hard"]
-    return (e, h) if min(len(e), len(h)) >= self.min_done else (None, None)
+    """(work ratio, hard slot-time share) of the finished requests, or (None, None)."""
+    work = {"easy": [0, 0.0, 0.0], "hard": [0, 0.0, 0.0]}   # count, tokens, slot seconds
+    for side, w, s in self._done:
+      acc = work[side]
+      acc[0] += 1
+      acc[1] += w
+      acc[2] += s
+    (ne, we, se), (nh, wh, sh) = work["easy"], work["hard"]
+    if min(ne, nh) < self.min_done:
+      return None, None
+    return (wh / nh) / max(we / ne, 1.0), sh / max(se + sh, 1e-12)
 
   def work_ratio(self) -> float | None:
     """Measured hard-side work over easy-side work (None until both sides have `min_done`)."""
-    e, h = self._sides()
-    if e is None:
-      return None
-    return float(np.mean([w for w, _ in h]) / max(np.mean([w for w, _ in e]), 1.0))
+    return self._sides()[0]
 
   def separable(self) -> bool:
     if self.threshold is not None:
@@ -203,8 +208,4 @@ class ClassModel:
 
   def hard_share(self) -> float | None:
     """The hard side's share of slot time among the last finished requests."""
-    e, h = self._sides()
-    if e is None:
-      return None
-    se, sh = sum(s for _, s in e), sum(s for _, s in h)
-    return sh / max(se + sh, 1e-12)
+    return self._sides()[1]

@@ -25,7 +25,7 @@ import numpy as np
 
 from o1jax import tasks as tasks_lib
 from o1jax.serving.engine import Engine, Prefix, Request, SlotView
-from o1jax.thinking.api import UNLIMITED, parse_budget
+from o1jax.thinking.api import parse_budget
 from o1jax.thinking.config import Phase, StopReason
 from o1jax.thinking.state import Segment
 
@@ -76,13 +76,15 @@ class OutcomeCache:
   def fill(self, requests: Sequence[Request], batch_size: int = 64, log=None) -> int:
     """Decodes every request not seen yet; returns how many were decoded."""
     from o1jax.thinking import think_texts
-    todo = sorted({request_key(r) for r in requests} - set(self.outcomes),
-                  key=lambda k: (k[1], k[2], k[0]))   # like budgets together
+    todo = {request_key(r) for r in requests} - set(self.outcomes)
     prompts = sorted({r.prompt for r in requests} - set(self.predicted))
     for start in range(0, len(prompts), 16):   # the engine's own prefill: its predictions
       chunk = prompts[start:start + 16]
       for p, prefix in zip(chunk, self.engine.prefill_batch([Request(p) for p in chunk])):
         self.predicted[p] = (prefix.predicted_thinking, prefix.prompt_tokens)
+    # Like budgets, then like predicted lengths, together: a batch runs as long as its
+    # longest request.
+    todo = sorted(todo, key=lambda k: (k[1], k[2], self.predicted[k[0]][0], k[0]))
     for start in range(0, len(todo), batch_size):
       chunk = todo[start:start + batch_size]
       thoughts = think_texts(self.engine.params, self.engine.tokenizer, [k[0] for k in chunk],
@@ -96,6 +98,8 @@ class OutcomeCache:
                                    int(StopReason[t.stop_reason.upper()]), t.finished, correct)
       if log:
         log(f"  decoded {min(start + batch_size, len(todo))}/{len(todo)} outcomes")
+      if start // batch_size % 4 == 3:
+        self.save()
     self.save()
     return len(todo)
 
@@ -111,7 +115,9 @@ class ReplayEngine:
     self.config = cache.engine.config
     self.budget_head = cache.engine.budget_head if with_head else None
     self._rows: list[list | None] = [None] * slots     # [outcome, tokens generated]
-    self._width = self.config.cache_len
+    w = self.config.cache_len
+    self._tokens = np.zeros((slots, w), np.int32)       # token ids are not replayed
+    self._segments = np.zeros((slots, w), np.int32)
 
   def validate(self, request: Request):
     return self.cache.engine.validate(request)
@@ -142,9 +148,10 @@ class ReplayEngine:
     return steps
 
   def view(self) -> SlotView:
-    s, w = self.slots, self._width
-    v = SlotView(phase=np.full(s, int(Phase.DONE), np.int32), tokens=np.zeros((s, w), np.int32),
-                 segments=np.zeros((s, w), np.int32), num_generated=np.zeros(s, np.int32),
+    """Read once, before the next call (its token and segment arrays are reused)."""
+    s = self.slots
+    v = SlotView(phase=np.full(s, int(Phase.DONE), np.int32), tokens=self._tokens,
+                 segments=self._segments, num_generated=np.zeros(s, np.int32),
                  thinking_tokens=np.zeros(s, np.int32), answer_tokens=np.zeros(s, np.int32),
                  stop_reason=np.zeros(s, np.int32), finished=np.zeros(s, bool))
     for slot, row in enumerate(self._rows):
@@ -159,6 +166,7 @@ class ReplayEngine:
       if n > t:
         v.segments[slot, t] = Segment.CLOSE
         v.segments[slot, t + 1:n] = Segment.ANSWER
+        v.segments[slot, n:] = Segment.PAD
         v.stop_reason[slot] = o.stop_reason
       done = n >= o.generated
       v.phase[slot] = Phase.DONE if done else (Phase.THINKING if n <= t else Phase.ANSWERING)
@@ -178,6 +186,3 @@ class ReplayEngine:
   def kv_bytes_per_token(self) -> int:
     return self.cache.engine.kv_bytes_per_token()
 
-
-def unlimited(budget: int) -> bool:
-  return budget >= UNLIMITED

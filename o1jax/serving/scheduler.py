@@ -65,6 +65,8 @@ class SchedulerConfig:
   max_queue: int = 256             # requests waiting (not in a slot) before submit rejects
   steps_busy: int = 4              # k per generate() while a slot is free or work waits
   steps_idle: int = 64             # k when every slot is busy and nothing waits
+  steps_preempt: int = 16          # preempt: k while a hard request is live (an easy
+                                   # arrival can pause it within k steps)
   adaptive: bool = True            # False: always steps_busy, and no return on a finish
   preempt_after: int = 0           # preempt: thinking tokens before a request may be paused
   preempt_ratio: float | None = None  # preempt: the victim's predicted remaining work over
@@ -83,7 +85,8 @@ class SchedulerConfig:
   def __post_init__(self):
     if self.policy not in POLICIES:
       raise ValueError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
-    bad = [n for n in ("max_queue", "steps_busy", "steps_idle") if getattr(self, n) < 1]
+    bad = [n for n in ("max_queue", "steps_busy", "steps_idle", "steps_preempt")
+           if getattr(self, n) < 1]
     bad += [n for n in ("preempt_after",) if getattr(self, n) < 0]
     bad += [n for n in ("preempt_ratio", "hard_threshold", "max_wait_s", "slo_p99_s")
             if getattr(self, n) is not None and not getattr(self, n) > 0]
@@ -155,7 +158,8 @@ class Scheduler:
           "budget_head: pass Engine(..., budget_head=o1jax.serving.predictor."
           "load_thinking_head()[0]) or SchedulerConfig(fallback_predictor='budget') (each "
           "request's own thinking budget as its prediction)")
-    if config.fast_slots is not None and config.policy == "pools" and not 1 <= config.fast_slots < n:
+    fast = config.fast_slots
+    if fast is not None and config.policy == "pools" and not 1 <= fast < n:
       raise ValueError(f"pools needs 1 <= fast_slots < slots, got {config.fast_slots} of {n}")
     self.classes = ClassModel(min_ratio=config.min_class_ratio, threshold=config.hard_threshold)
     self.slo = SloBudgeter(config.slo_p99_s) if config.slo_p99_s is not None else None
@@ -218,8 +222,12 @@ class Scheduler:
     # Every slot busy: a long call, since it returns as soon as a request finishes anyway
     # (that is when waiting work can be admitted).
     short = not self.config.adaptive or len(self.live) < self.engine.slots
-    steps = self.engine.generate(self.config.steps_busy if short else self.config.steps_idle,
-                                 return_on_finish=self.config.adaptive)
+    k = self.config.steps_busy if short else self.config.steps_idle
+    if (self.config.policy == "preempt" and any(t.klass == "hard" for t in self.live.values())
+        and self.classes.separable()):
+      # An easy arrival is seen (and a hard request paused for it) within k steps.
+      k = min(k, self.config.steps_preempt)
+    steps = self.engine.generate(k, return_on_finish=self.config.adaptive)
     done += self._read_back()
     if self.slo is not None:
       self.slo.observe_round(self.clock() - start, steps)
@@ -367,12 +375,17 @@ class Scheduler:
     if self._last_view is None or not self.classes.separable():
       return
     waiting = sorted((t for t in self.waiting if t.klass == "easy"), key=lambda t: t.arrival)
-    waiting = waiting[:max(0, len(waiting) - len(self._free_slots()))]
     if not waiting:
       return
     # The last read-back is current for every live slot: all were in place for the last
     # generate, and nothing has run since (a fresh view would cost a transfer per round).
     view = self._last_view
+    # Slots already answering free within a few steps anyway (an answer is short): they
+    # take waiting requests without a pause.
+    soon = sum(view.phase[s] != Phase.THINKING for s in self.live)
+    waiting = waiting[:max(0, len(waiting) - len(self._free_slots()) - soon)]
+    if not waiting:
+      return
     ratio = self.config.preempt_ratio or self.config.min_class_ratio
     left = sorted(((self._remaining(t, view, s), s) for s, t in self.live.items()
                    if view.phase[s] == Phase.THINKING and

@@ -19,7 +19,7 @@ import collections
 import dataclasses
 import math
 
-LEVELS = (0, 16, 32, 64, 128)   # budget levels (few: each is a distinct request)
+LEVELS = (0, 32, 128)   # budget levels (few: each is a distinct request to decode)
 
 
 @dataclasses.dataclass

@@ -4,7 +4,7 @@ Two mixes of 90% easy requests (level 1-2 prompts of every task) and 10% hard (l
 countdown: the longest traces the embedded reasoner writes), held-out prompts:
   real     thinking as the model decides (on reasoner v2 about 88 tokens easy, 230 hard).
   article  the o1 article's ratio: easy requests capped at 24 thinking tokens, hard ones
-           forced to think a length drawn from 450-650 (budget = minimum = that length),
+           forced to think a length drawn from 450, 500, ..., 650 (budget = minimum = that length),
            so a hard request generates >= 15x an easy one (the article: 700 vs 10,500).
 Two arrival processes at a rate set from the capacity a closed-loop run measures:
   poisson  exponential gaps.
@@ -27,7 +27,8 @@ from o1jax import tasks as tasks_lib
 from o1jax.serving.engine import Request
 from o1jax.serving.scheduler import Completion, QueueFull, Scheduler, percentiles
 
-CSV_COLUMNS = ("mix", "arrivals", "seed", "clock", "policy", "load", "class", "requests", "p50_s", "p99_s", "ttfa_p50_s",
+CSV_COLUMNS = ("mix", "arrivals", "seed", "clock", "policy", "load", "class", "requests",
+               "p50_s", "p99_s", "ttfa_p50_s",
                "ttfa_p99_s", "throughput_rps", "tokens_per_s", "thinking_tokens", "kv_bytes",
                "preemptions", "accuracy", "budget_cut")
 EASY = [(name, d) for name in ("addition", "equation", "countdown") for d in (1, 2)]
@@ -35,7 +36,7 @@ HARD = [("countdown", 4)]
 MIXES = ("real", "article")
 ARRIVALS = ("poisson", "bursty")
 ARTICLE_EASY_BUDGET = 24
-ARTICLE_HARD_THINKING = (450, 650)
+ARTICLE_HARD_THINKING = (450, 650, 50)   # low, high, step
 BURSTY_CV = 3.0
 
 
@@ -90,11 +91,13 @@ def stream(mix: str, n: int, rate: float, seed: int, arrivals: str = "poisson",
   pools = pools or prompt_pools(seed)
   cursor = {k: 0 for k in pools}
   times = np.cumsum(gaps(n, rate, seed, arrivals))
-  lo, hi = ARTICLE_HARD_THINKING
+  lo, hi, step = ARTICLE_HARD_THINKING
   out = []
   for i in range(n):
     klass = "hard" if rng.random() < hard_fraction else "easy"
-    forced = int(rng.integers(lo, hi + 1))   # drawn for every request: same draws per mix
+    # Drawn for every request, so both mixes make the same draws; on a 50-token grid, so
+    # the distinct requests to decode stay few.
+    forced = lo + step * int(rng.integers(0, (hi - lo) // step + 1))
     pool = pools[klass]
     prompt = pool[cursor[klass] % len(pool)]
     cursor[klass] += 1
