@@ -61,6 +61,8 @@ _OUT = flags.DEFINE_string("out", "out/serving", "Output directory.")
 _CACHE = flags.DEFINE_string("cache", "", "Outcome cache file (JSON; reused when it exists).")
 _COST_MODEL = flags.DEFINE_string("cost_model", "", "A summary.json (or cost model JSON) of an "
                                   "earlier run whose cost model to reuse; '': measure it now.")
+_ENGINE_VS_THINK = flags.DEFINE_bool("engine_vs_think", False, "Also time the engine with "
+                                     "every slot full against think() on the same batch.")
 _DECODE_ONLY = flags.DEFINE_bool("decode_only", False, "Decode the outcomes into --cache, exit.")
 
 
@@ -70,6 +72,43 @@ def _load():
   from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
   params, model_config, _ = load_params(embedded_checkpoint_dir())
   return params, model_config, CharTokenizer(), load_thinking_head()[0]
+
+
+def _engine_vs_think(params, tokenizer, config, prompts, slots, rounds: int = 5):
+  """tokens/s of the engine with every slot full against think() on the same batch:
+  `rounds` alternating runs of each after a compiling one, medians (the VM's speed drifts)."""
+  from o1jax.serving import Engine, Request
+  import jax
+  from o1jax.thinking import think_texts
+  prompts = prompts[:slots]
+  think_s, engine_s, decode_s = [], [], []
+  for r in range(rounds + 1):
+    t = time.perf_counter()
+    out = think_texts(params, tokenizer, prompts, config, seed=list(range(slots)))
+    think_s.append(time.perf_counter() - t)
+    engine = Engine(params, tokenizer, config, slots)
+    t = time.perf_counter()
+    prefixes = engine.prefill_batch([Request(p, seed=slot) for slot, p in enumerate(prompts)])
+    for slot, prefix in enumerate(prefixes):
+      engine.insert(prefix, slot)
+    jax.block_until_ready(engine.state)
+    t_decode = time.perf_counter()
+    while engine.generate(64) == 64:   # the scheduler's k when every slot is busy
+      pass
+    view = engine.view()
+    engine_s.append(time.perf_counter() - t)
+    decode_s.append(time.perf_counter() - t_decode)
+  med = lambda xs: float(np.median(xs[1:]))
+  think_tokens = sum(o.thinking_tokens + o.answer_tokens + 1 for o in out)
+  engine_tokens = int(view.num_generated.sum())
+  return dict(rounds=rounds, think_tokens_per_s=think_tokens / med(think_s),
+              engine_tokens_per_s=engine_tokens / med(engine_s),
+              engine_decode_tokens_per_s=engine_tokens / med(decode_s),
+              engine_over_think=(engine_tokens / med(engine_s)) / (think_tokens / med(think_s)),
+              engine_decode_over_think=(engine_tokens / med(decode_s)) /
+              (think_tokens / med(think_s)),
+              same_tokens=engine_tokens == think_tokens)
+
 
 
 def _point(spec: str):
@@ -270,7 +309,12 @@ def main(argv):
   with open(os.path.join(_OUT.value, "tables.md"), "w") as f:
     f.write(_markdown(pooled, slo_rows, wall, capacity))
   _plot(pooled, slo_rows, slo_s, _OUT.value)
-  summary = dict(clock="cost", cost_model=dataclasses.asdict(costs), slots=slots,
+  versus = None
+  if _ENGINE_VS_THINK.value:
+    versus = _engine_vs_think(params, tokenizer, config, base["easy"][:slots // 2] +
+                              base["hard"][:slots], slots)
+    print(f"engine at full slots over think(): {versus['engine_over_think']:.2f}x")
+  summary = dict(clock="cost", engine_vs_think=versus, cost_model=dataclasses.asdict(costs), slots=slots,
                  capacity_rps=capacity, requests_per_point=_REQUESTS.value, seeds=seeds,
                  replay_validation=validation, wall_vs_cost=wall, goals=goals,
                  compilations=Engine.compilations(),
