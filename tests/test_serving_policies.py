@@ -2,7 +2,6 @@
 plausible wrong policy kept here (test-only), and the replay engine the benchmark grid runs
 on is checked against the real engine."""
 
-import dataclasses
 import math
 import types
 
