@@ -53,9 +53,16 @@ def test_every_policy_gives_each_request_its_think_alone_output(model, config, p
   sched = Scheduler(engine, SchedulerConfig(policy=policy, preempt_after=8, steps_busy=3,
                                             fast_slots=2, hard_threshold=60))
   stream = _stream()
+  # The two short requests (budgets 6 and 3) arrive together once the long thinkers hold
+  # every slot, so preempt pauses one of those for them.
+  short = [r for r in stream if r.budget in (3, 6)]
   for r in stream:
+    if r not in short:
+      sched.submit(r)
+  done = sched.step()
+  for r in short:
     sched.submit(r)
-  done = {c.id: c for c in sched.run_until_idle()}
+  done = {c.id: c for c in done + sched.run_until_idle()}
   assert set(done) == {r.id for r in stream}
   for r in stream:
     ref, got = _alone(params, config, r), done[r.id]
@@ -75,7 +82,9 @@ def test_every_policy_gives_each_request_its_think_alone_output(model, config, p
 def test_one_program_serves_any_settings(model, config):
   params, _ = model
   engine = Engine(params, TOK, config, slots=2)
-  sched = Scheduler(engine, SchedulerConfig(policy="preempt", preempt_after=4))
+  # No budget head: each request's own budget is its prediction (unlimited: the context).
+  sched = Scheduler(engine, SchedulerConfig(policy="preempt", preempt_after=4,
+                                            fallback_predictor="budget", hard_threshold=15))
   prompts = [p.prompt for p in tasks.get_task("equation").generate_problems(32, 2, 8,
                                                                             split="eval")]
   settings = [dict(temperature=0.0), dict(temperature=0.8, top_k=5),
@@ -162,11 +171,18 @@ def test_sharded_serving_on_8_devices_matches_one_device(model, config):
 
   def run(mesh):
     engine = Engine(params, TOK, config, slots=4, mesh=mesh)
-    sched = Scheduler(engine, SchedulerConfig(policy="preempt", preempt_after=8))
-    for i, p in enumerate(prompts):
-      sched.submit(Request(p, seed=i, settings=dict(temperature=[0.0, 0.9][i % 2]),
-                           id=str(i)))
-    return {c.id: c.tokens for c in sched.run_until_idle()}, sched
+    sched = Scheduler(engine, SchedulerConfig(policy="preempt", preempt_after=8,
+                                              fallback_predictor="budget", hard_threshold=32))
+    requests = [Request(p, seed=i, budget=None if i % 3 else 6,
+                        settings=dict(temperature=[0.0, 0.9][i % 2]), id=str(i))
+                for i, p in enumerate(prompts)]
+    # The long thinkers first; the short ones (budget 6) once they hold every slot.
+    for r in requests[1::3] + requests[2::3]:
+      sched.submit(r)
+    done = [c for _ in range(4) for c in sched.step()]
+    for r in requests[0::3]:
+      sched.submit(r)
+    return {c.id: c.tokens for c in done + sched.run_until_idle()}, sched
 
   one, _ = run(None)
   many, sched = run(parallel.make_mesh((4, 1, 2)))

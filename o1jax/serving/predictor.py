@@ -9,7 +9,10 @@ embedded checkpoint (`o1jax/checkpoints/tiny/heads/`).
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
+import math
 import os
 
 import jax
@@ -87,3 +90,122 @@ def load_thinking_head(directory: str = SHIPPED_DIR):
   """The budget head saved by `save_thinking_head` (the shipped one by default)."""
   model, info = load_head(directory, "budget")
   return model.head, info
+
+
+def otsu_split(values) -> tuple[float, float, float] | None:
+  """The split of 1-D `values` that maximises the between-class variance (Otsu; 2-means in
+  one dimension): (boundary, mean below, mean above), or None for fewer than 2 distinct
+  values. The boundary is the midpoint between the two values either side of the cut."""
+  x = np.sort(np.asarray(values, np.float64))
+  if len(x) < 2 or x[0] == x[-1]:
+    return None
+  n = len(x)
+  below = np.cumsum(x)[:-1]                     # sums of x[:i], i = 1..n-1
+  i = np.arange(1, n)
+  m0, m1 = below / i, (x.sum() - below) / (n - i)
+  score = i * (n - i) * (m1 - m0) ** 2          # n^2 times the between-class variance
+  score[x[:-1] == x[1:]] = -1                   # never cut between equal values
+  k = int(np.argmax(score))
+  return float((x[k] + x[k + 1]) / 2), float(m0[k]), float(m1[k])
+
+
+@dataclasses.dataclass
+class ClassModel:
+  """Easy and hard, from the thinking predictor's own predictions and what requests then cost.
+
+  No constant threshold: the boundary is the 2-means (Otsu) split of log(1 + predicted
+  thinking) over the last `window` requests, so it follows the traffic and the head.
+  The classes *act* (a policy treats hard requests differently) only while they are worth
+  separating: once both sides have finished `min_done` requests, when the measured work
+  (generated tokens) of the requests predicted hard is at least `min_ratio` times that of
+  the ones predicted easy (the head's calibration on this traffic); before that, when the
+  two predicted centres are `min_ratio` apart. A policy that isolates hard work can only win
+  when hard requests cost many easy ones; at 2.5x (the embedded reasoner's own levels) the
+  misjudged easy requests cost more than the separation gains, and every class policy falls
+  back to first come, first served.
+
+  `threshold` (predicted tokens) fixes the boundary and makes the classes always act: an
+  operator's override, and the constant-threshold policy the tests keep as a wrong variant.
+  """
+  min_ratio: float = 4.0
+  window: int = 512
+  min_samples: int = 32
+  min_done: int = 8
+  threshold: float | None = None
+
+  def __post_init__(self):
+    self._log_predicted = collections.deque(maxlen=self.window)
+    self._done = collections.deque(maxlen=self.window)   # (side, generated tokens, slot s)
+    self._split = None
+    self._stale = 0
+    self._cached_sides = None
+
+  def observe(self, predicted: float) -> None:
+    """A new request's prediction (nan: no prediction, ignored)."""
+    if math.isfinite(predicted):
+      self._log_predicted.append(math.log1p(max(predicted, 0.0)))
+      self._stale += 1
+
+  def _current(self):
+    # Re-split every 16 new predictions (a sort of `window` values), not every request.
+    if self._split is None or self._stale >= 16:
+      self._stale = 0
+      if len(self._log_predicted) >= self.min_samples:
+        self._split = otsu_split(self._log_predicted)
+    return self._split
+
+  def boundary(self) -> float | None:
+    """Predicted thinking tokens from which a request is on the hard side (None: not yet)."""
+    if self.threshold is not None:
+      return self.threshold
+    split = self._current()
+    return None if split is None else math.expm1(split[0])
+
+  def side(self, predicted: float) -> str | None:
+    b = self.boundary()
+    if b is None or not math.isfinite(predicted):
+      return None
+    return "hard" if predicted >= b else "easy"
+
+  def record(self, side: str | None, generated_tokens: int, slot_seconds: float) -> None:
+    """A finished request's measured cost, under the side it was predicted on."""
+    if side is not None:
+      self._done.append((side, generated_tokens, slot_seconds))
+      self._cached_sides = None
+
+  def _sides(self):
+    if self._cached_sides is None:
+      self._cached_sides = self._split_sides()
+    return self._cached_sides
+
+  def _split_sides(self):
+    """(work ratio, hard slot-time share) of the finished requests, or (None, None)."""
+    work = {"easy": [0, 0.0, 0.0], "hard": [0, 0.0, 0.0]}   # count, tokens, slot seconds
+    for side, w, s in self._done:
+      acc = work[side]
+      acc[0] += 1
+      acc[1] += w
+      acc[2] += s
+    (ne, we, se), (nh, wh, sh) = work["easy"], work["hard"]
+    if min(ne, nh) < self.min_done:
+      return None, None
+    return (wh / nh) / max(we / ne, 1.0), sh / max(se + sh, 1e-12)
+
+  def work_ratio(self) -> float | None:
+    """Measured hard-side work over easy-side work (None until both sides have `min_done`)."""
+    return self._sides()[0]
+
+  def separable(self) -> bool:
+    if self.threshold is not None:
+      return True
+    split = self._current()
+    if split is None:
+      return False
+    ratio = self.work_ratio()
+    if ratio is None:
+      ratio = math.expm1(split[2]) / max(math.expm1(split[1]), 1.0)
+    return ratio >= self.min_ratio
+
+  def hard_share(self) -> float | None:
+    """The hard side's share of slot time among the last finished requests."""
+    return self._sides()[1]

@@ -5,15 +5,23 @@ Policies (`SchedulerConfig.policy`):
            slot is free, run it to its end; a request arriving meanwhile waits for the whole
            batch, its hardest member included (the article's head-of-line blocking).
   fcfs     first come, first served into any free slot (continuous batching): the baseline.
-  preempt  fcfs, but when new work waits and no slot is free, the live request that has
-           thought longest (past `preempt_after` tokens) is paused: its KV cache and
-           controller go to host (`Engine.evict`) and come back bit for bit
-           (`Engine.resume`) once no new work waits; never recomputed.
-  pools    slots split into a fast pool and a thinking pool; a request goes to the pool of
-           its predicted class, so hard requests never occupy the fast slots.
-  spf      shortest predicted thinking first.
-The prediction comes from the prompt alone: the budget head reads the hidden state at
-`<think>` that prefill computed anyway (`Prefix.predicted_thinking`).
+  spf      predicted-short first: requests predicted easy go before those predicted hard
+           (first come, first served within a class).
+  pools    a thinking pool for the hard class, sized from the measured slot-time share of
+           hard requests; easy requests take any free slot, hard ones only a thinking slot.
+  preempt  spf, and while an easy request waits with no slot free, the live request with
+           the most predicted work left is paused (`Engine.evict`, bit for bit, resumed by
+           `Engine.resume`), as often as that happens: its remaining work must be at least
+           `preempt_ratio` times the waiting request's.
+The classes come from `predictor.ClassModel`: the 2-means split of the budget head's own
+predictions on the traffic (no constant threshold), and they act only while the requests
+predicted hard measurably cost `min_class_ratio` times the easy ones; otherwise spf, pools
+and preempt serve first come, first served (they cannot lose to it by misjudging requests
+that cost about the same). A prediction is the head's, read at `<think>` from the hidden
+state prefill computed anyway, bounded by the request's own budget and minimum thinking.
+
+SLO mode (`slo_p99_s`, any policy): each arrival gets the largest thinking budget level
+whose estimated wait plus thinking fits the SLO (o1jax/serving/slo.py).
 
 Adaptive batching: each round is one `generate(k)` call that also returns as soon as a
 request finishes (its completion is reported, its slot refilled, at once). k is small while
@@ -37,62 +45,16 @@ from typing import Callable
 import numpy as np
 
 from o1jax.serving.engine import Engine, Prefix, Request, SavedSlot
+from o1jax.serving.predictor import ClassModel
+from o1jax.serving.slo import SloBudgeter, work_of
+from o1jax.thinking.api import UNLIMITED, parse_budget
 from o1jax.thinking.config import Phase, StopReason
 
-POLICIES = ("static", "fcfs", "preempt", "pools", "spf")
+from o1jax.serving.scheduler_config import (FALLBACK_PREDICTORS, POLICIES, PREDICTED,
+                                            Completion, QueueFull, SchedulerConfig)
 
-
-class QueueFull(RuntimeError):
-  """The bounded queue is full: the request is rejected, not lost."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SchedulerConfig:
-  policy: str = "fcfs"
-  max_queue: int = 256             # requests waiting (not in a slot) before submit rejects
-  steps_busy: int = 4              # k per generate() while a slot is free or work waits
-  steps_idle: int = 64             # k when every slot is busy and nothing waits
-  adaptive: bool = True            # False: always steps_busy, and no return on a finish
-  preempt_after: int = 48          # thinking tokens before a request may be paused
-  max_wait_s: float = 1.0          # spf / preempt: a request waiting (or paused) this long
-                                   # goes first, oldest first: no starvation under load
-  hard_threshold: float = 64.0     # predicted thinking tokens from which a request is "hard"
-  fast_slots: int | None = None    # pools: slots of the fast pool (default: 3/4 of them)
-
-  def __post_init__(self):
-    if self.policy not in POLICIES:
-      raise ValueError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
-    bad = [n for n in ("max_queue", "steps_busy", "steps_idle") if getattr(self, n) < 1]
-    if self.preempt_after < 0:
-      bad.append("preempt_after")
-    if bad:
-      raise ValueError("SchedulerConfig: " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
-                       + " must be positive")
-
-
-@dataclasses.dataclass
-class Completion:
-  """A request's outcome, with its timings (seconds on the scheduler's clock)."""
-  id: str
-  prompt_tokens: int
-  tokens: list[int]
-  segments: list[int]
-  thinking_tokens: int
-  answer_tokens: int
-  stop_reason: str
-  finished: bool                   # the answer ended (EOS or its cap), not cut by the context
-  predicted_thinking: float
-  predicted_class: str
-  arrival: float
-  first_answer: float | None       # when its first answer token was read
-  end: float
-  preemptions: int = 0
-  cancelled: bool = False
-  slot_seconds: float = 0.0        # time spent holding a slot (paused time excluded)
-
-  @property
-  def latency(self) -> float:
-    return self.end - self.arrival
+__all__ = ["FALLBACK_PREDICTORS", "POLICIES", "PREDICTED", "Completion", "QueueFull",
+           "Scheduler", "SchedulerConfig", "percentiles"]
 
 
 @dataclasses.dataclass
@@ -103,7 +65,8 @@ class _Tracked:
   prefix: Prefix | None = None
   prompt_tokens: int = 0
   predicted: float = math.nan
-  klass: str = "easy"
+  klass: str = "easy"              # the class the policy acted on
+  side: str | None = None          # the side of the boundary (kept when classes don't act)
   slot: int | None = None
   saved: SavedSlot | None = None
   read: int = 0                    # tokens already passed on
@@ -119,20 +82,29 @@ class Scheduler:
                clock: Callable[[], float] = time.monotonic):
     self.engine, self.config, self.clock = engine, config, clock
     n = engine.slots
-    fast = config.fast_slots if config.fast_slots is not None else max(1, (3 * n) // 4)
-    if config.policy == "pools" and not 1 <= fast < n:
-      raise ValueError(f"pools needs 1 <= fast_slots < slots, got {fast} of {n}")
-    self.pool_of_slot = ["easy" if s < fast else "hard" for s in range(n)]
+    if (config.policy in PREDICTED and getattr(engine, "budget_head", None) is None
+        and config.fallback_predictor is None):
+      raise ValueError(
+          f"policy {config.policy!r} schedules by predicted thinking, but the engine has no "
+          "budget_head: pass Engine(..., budget_head=o1jax.serving.predictor."
+          "load_thinking_head()[0]) or SchedulerConfig(fallback_predictor='budget') (each "
+          "request's own thinking budget as its prediction)")
+    fast = config.fast_slots
+    if fast is not None and config.policy == "pools" and not 1 <= fast < n:
+      raise ValueError(f"pools needs 1 <= fast_slots < slots, got {config.fast_slots} of {n}")
+    self.classes = ClassModel(min_ratio=config.min_class_ratio, threshold=config.hard_threshold)
+    self.slo = SloBudgeter(config.slo_p99_s) if config.slo_p99_s is not None else None
     self._lock = threading.Lock()
     self._arrivals: collections.deque[_Tracked] = collections.deque()
     self._cancelled: set[str] = set()
     self.waiting: list[_Tracked] = []      # prefilled, not yet in a slot
-    self.paused: list[_Tracked] = []       # evicted to host (preempt)
+    self.paused: list[_Tracked] = []       # evicted (preempt)
     self.live: dict[int, _Tracked] = {}
     self.preemptions = 0
     self._last_view = None
     self.rejected = collections.Counter()
     self.generated_tokens = 0
+    self._mean_work = 0.0                  # generated tokens per finished request (EWMA)
 
   # -- from any thread --------------------------------------------------------------------
 
@@ -168,11 +140,10 @@ class Scheduler:
   def idle(self) -> bool:
     return not (self._arrivals or self.waiting or self.paused or self.live)
 
-  # -- the driving thread -----------------------------------------------------------------
-
   def step(self) -> list[Completion]:
     """One round: cancellations, prefills, admissions (and preemptions), one generate(k),
     then the tokens read back. Returns the requests that completed in it."""
+    start = self.clock()
     done = self._apply_cancellations()
     self._prefill_arrivals()
     self._admit()
@@ -182,9 +153,16 @@ class Scheduler:
     # Every slot busy: a long call, since it returns as soon as a request finishes anyway
     # (that is when waiting work can be admitted).
     short = not self.config.adaptive or len(self.live) < self.engine.slots
-    self.engine.generate(self.config.steps_busy if short else self.config.steps_idle,
-                         return_on_finish=self.config.adaptive)
-    return done + self._read_back()
+    k = self.config.steps_busy if short else self.config.steps_idle
+    if (self.config.policy == "preempt" and any(t.klass == "hard" for t in self.live.values())
+        and self.classes.separable()):
+      # An easy arrival is seen (and a hard request paused for it) within k steps.
+      k = min(k, self.config.steps_preempt)
+    steps = self.engine.generate(k, return_on_finish=self.config.adaptive)
+    done += self._read_back()
+    if self.slo is not None:
+      self.slo.observe_round(self.clock() - start, steps)
+    return done
 
   def run_until_idle(self, max_rounds: int = 1_000_000) -> list[Completion]:
     out = []
@@ -215,6 +193,31 @@ class Scheduler:
         out.append(self._finish(t, None))
     return out
 
+  def _predict(self, request: Request, head: float) -> float:
+    """The head's prediction bounded by the request's own limits: it thinks at least
+    `min_thinking` and at most its budget (the fallback: the budget, or the context)."""
+    budget = parse_budget(request.budget)
+    cap = min(budget, self.engine.config.cache_len)
+    if not math.isfinite(head):
+      head = float(cap) if self.config.fallback_predictor == "budget" else math.nan
+    return float(np.clip(head, request.min_thinking, cap)) if math.isfinite(head) else head
+
+  def _work_ahead(self) -> float:
+    """Generated tokens still to come in the slots and the queue (SLO mode's estimate)."""
+    view, answer = self._last_view, self.slo.answer_tokens
+    total = 0.0
+    for slot, t in self.live.items():
+      done = int(view.num_generated[slot]) if view is not None else 0
+      total += max(self._work(t) + answer - done, 0.0)
+    for t in self.waiting + self.paused:
+      total += self._work(t) + answer
+    return total
+
+  def _work(self, t: _Tracked) -> float:
+    if math.isfinite(t.predicted):
+      return work_of(t.predicted, _budget_or_none(t.request.budget))
+    return work_of(self._mean_work, _budget_or_none(t.request.budget))
+
   def _prefill_arrivals(self) -> None:
     # One prefill call per round, of at most 2x slots arrivals (more than could start in
     # this round; the rest wait for the next), so a burst never compiles a huge batch.
@@ -223,35 +226,58 @@ class Scheduler:
       arrivals = [self._arrivals.popleft() for _ in range(n)]
     if not arrivals:
       return
+    if self.slo is not None:   # budgets first: the budget is part of the prefilled state
+      ahead = self._work_ahead()
+      for t in arrivals:
+        own = _budget_or_none(t.request.budget)
+        budget = self.slo.budget(ahead, self.engine.slots, own)
+        if budget != own:
+          t.request = dataclasses.replace(t.request, budget=budget,
+                                           min_thinking=min(t.request.min_thinking, budget))
+        ahead += work_of(self._mean_work, budget) + self.slo.answer_tokens
     for t, prefix in zip(arrivals, self.engine.prefill_batch([t.request for t in arrivals])):
       t.prefix, t.prompt_tokens = prefix, prefix.prompt_tokens
-      t.predicted = prefix.predicted_thinking
-      t.klass = "hard" if t.predicted >= self.config.hard_threshold else "easy"
+      t.predicted = self._predict(t.request, prefix.predicted_thinking)
+      self.classes.observe(t.predicted)
+      t.side = self.classes.side(t.predicted)
+      t.klass = t.side if (t.side and self.classes.separable()) else "easy"
       self.waiting.append(t)
 
   def _free_slots(self) -> list[int]:
     return [s for s in range(self.engine.slots) if s not in self.live]
 
-  def _next_for(self, slot: int) -> _Tracked | None:
+  def _hard_slots(self) -> int:
+    """pools: how many slots hard requests may hold: the measured slot-time share of the
+    hard class, rounded, plus one (so the pool is not full at its mean); at most S - 1."""
+    n = self.engine.slots
+    if self.config.fast_slots is not None:
+      return n - self.config.fast_slots
+    share = self.classes.hard_share()
+    if share is None:
+      return n - 1
+    return int(min(n - 1, max(1, round(share * n) + 1)))
+
+  def _next(self) -> _Tracked | None:
     policy = self.config.policy
+    queue = self.paused + self.waiting
+    if not queue:
+      return None
+    first_come = lambda t: t.arrival
+    if self.config.max_wait_s is not None and policy in ("spf", "preempt"):
+      now = self.clock()
+      starved = [t for t in queue if now - t.arrival > self.config.max_wait_s]
+      if starved:
+        return min(starved, key=first_come)
+    if policy in ("fcfs", "static") or not self.classes.separable():
+      return min(queue, key=first_come)
+    easy = [t for t in queue if t.klass == "easy"]
+    if easy:
+      return min(easy, key=first_come)
     if policy == "pools":
-      # Work-conserving in one direction: an easy request may take an idle thinking slot
-      # (it leaves soon), a hard one never takes a fast slot.
-      fits = [t for t in self.waiting if t.klass == self.pool_of_slot[slot]]
-      if not fits and self.pool_of_slot[slot] == "hard":
-        fits = self.waiting
-      return fits[0] if fits else None
-    now = self.clock()
-    starved = [t for t in self.paused + self.waiting
-               if now - (t.slot_since if t.saved is not None else t.arrival)
-               > self.config.max_wait_s]
-    if starved:  # spf / preempt: long waiters first, oldest first
-      return min(starved, key=lambda t: t.arrival)
-    if policy == "spf" and self.waiting:
-      return min(self.waiting, key=lambda t: (t.predicted, t.arrival))
-    if self.waiting:  # preempt: new work before paused work
-      return self.waiting[0]
-    return self.paused[0] if self.paused else None
+      hard_live = sum(t.klass == "hard" for t in self.live.values())
+      if hard_live >= self._hard_slots():
+        return None
+    return min(queue, key=first_come)
 
   def _admit(self) -> None:
     if self.config.policy == "preempt":
@@ -259,9 +285,9 @@ class Scheduler:
     if self.config.policy == "static" and self.live:
       return   # the running batch ends before the next one starts
     for slot in self._free_slots():
-      t = self._next_for(slot)
+      t = self._next()
       if t is None:
-        continue
+        break
       if t.saved is not None:
         self.paused.remove(t)
         self.engine.resume(t.saved, slot)
@@ -275,29 +301,43 @@ class Scheduler:
       self.live[slot] = t
 
   def _preempt(self) -> None:
-    """Pauses long thinkers while new work waits and no slot is free."""
-    need = len(self.waiting) - len(self._free_slots())
-    if need <= 0 or self._last_view is None:
+    """Pauses the live requests with the most predicted work left while easy requests wait
+    and no slot is free; a request may be paused again after it resumed."""
+    if self._last_view is None or not self.classes.separable():
+      return
+    waiting = sorted((t for t in self.waiting if t.klass == "easy"), key=lambda t: t.arrival)
+    if not waiting:
       return
     # The last read-back is current for every live slot: all were in place for the last
     # generate, and nothing has run since (a fresh view would cost a transfer per round).
     view = self._last_view
-    # Each request is paused at most once: a resumed one runs to its end.
-    candidates = sorted(
-        (s for s, t in self.live.items()
-         if t.preemptions == 0 and view.phase[s] == Phase.THINKING and
-         view.thinking_tokens[s] >= self.config.preempt_after),
-        key=lambda s: -int(view.thinking_tokens[s]))
-    for slot in candidates[:need]:
+    # Slots already answering free within a few steps anyway (an answer is short): they
+    # take waiting requests without a pause.
+    soon = sum(view.phase[s] != Phase.THINKING for s in self.live)
+    waiting = waiting[:max(0, len(waiting) - len(self._free_slots()) - soon)]
+    if not waiting:
+      return
+    ratio = self.config.preempt_ratio or self.config.min_class_ratio
+    left = sorted(((self._remaining(t, view, s), s) for s, t in self.live.items()
+                   if view.phase[s] == Phase.THINKING and
+                   view.thinking_tokens[s] >= self.config.preempt_after), reverse=True)
+    for t_wait, (remaining, slot) in zip(waiting, left):
+      if remaining < ratio * max(self._work(t_wait), 1.0):
+        break
       t = self.live.pop(slot)
       self._read_slot(t, view, slot)   # pass on what it produced before the pause
       t.saved = self.engine.evict(slot)
       t.slot_seconds += self.clock() - t.slot_since
-      t.slot_since = self.clock()      # now: when its pause began
       t.slot = None
       t.preemptions += 1
       self.preemptions += 1
       self.paused.append(t)
+
+  def _remaining(self, t: _Tracked, view, slot: int) -> float:
+    """Predicted thinking still to come (a request past its prediction: 0, it may be
+    about to stop)."""
+    return work_of(t.predicted, _budget_or_none(t.request.budget),
+                   int(view.thinking_tokens[slot]))
 
   def _read_slot(self, t: _Tracked, view, slot: int) -> None:
     n = int(view.num_generated[slot])
@@ -320,14 +360,22 @@ class Scheduler:
         self.engine.free(slot)
         del self.live[slot]
         t.slot_seconds += self.clock() - t.slot_since
-        out.append(self._finish(t, view, slot))
+        c = self._finish(t, view, slot)
+        generated = len(c.tokens)
+        self.classes.record(t.side, generated, t.slot_seconds)
+        self._mean_work = generated if not self._mean_work else (
+            0.95 * self._mean_work + 0.05 * generated)
+        if self.slo is not None:
+          self.slo.observe_done(c.latency, c.answer_tokens)
+        out.append(c)
     return out
 
   def _finish(self, t: _Tracked, view, slot: int | None = None) -> Completion:
     if view is None:  # cancelled
       c = Completion(t.request.id, t.prompt_tokens, [], [], 0, 0, "cancelled", False,
                      t.predicted, t.klass, t.arrival, t.first_answer, self.clock(),
-                     t.preemptions, cancelled=True, slot_seconds=t.slot_seconds)
+                     t.preemptions, cancelled=True, slot_seconds=t.slot_seconds,
+                     budget=_budget_or_none(t.request.budget))
     else:
       n = int(view.num_generated[slot])
       c = Completion(
@@ -338,10 +386,16 @@ class Scheduler:
           stop_reason=StopReason(int(view.stop_reason[slot])).name.lower(),
           finished=bool(view.finished[slot]), predicted_thinking=t.predicted,
           predicted_class=t.klass, arrival=t.arrival, first_answer=t.first_answer,
-          end=self.clock(), preemptions=t.preemptions, slot_seconds=t.slot_seconds)
+          end=self.clock(), preemptions=t.preemptions, slot_seconds=t.slot_seconds,
+          budget=_budget_or_none(t.request.budget))
     if t.on_event is not None:
       t.on_event("done", c)
     return c
+
+
+def _budget_or_none(budget) -> int | None:
+  b = parse_budget(budget)
+  return None if b >= UNLIMITED else b
 
 
 def percentiles(values, qs=(50, 99)) -> list[float]:

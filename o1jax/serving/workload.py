@@ -1,9 +1,17 @@
-"""The article's bimodal traffic, driven through a scheduler in real time, and its metrics.
+"""Bimodal reasoning traffic, driven through a scheduler, and its metrics.
 
-90% easy requests (level 1-2 prompts of every task), 10% hard (level-4 countdown: the
-longest traces the embedded reasoner writes), held-out prompts drawn without replacement,
-Poisson arrivals at a rate set from the capacity a closed-loop run measures. Every policy
-sees the same stream.
+Two mixes of 90% easy requests (level 1-2 prompts of every task) and 10% hard (level-4
+countdown: the longest traces the embedded reasoner writes), held-out prompts:
+  real     thinking as the model decides (on reasoner v2 about 88 tokens easy, 230 hard).
+  article  the o1 article's ratio: easy requests capped at 24 thinking tokens, hard ones
+           forced to think a length drawn from 450, 500, ..., 650 (budget = minimum = that length),
+           so a hard request generates >= 15x an easy one (the article: 700 vs 10,500).
+Two arrival processes at a rate set from the capacity a closed-loop run measures:
+  poisson  exponential gaps.
+  bursty   gamma gaps with a coefficient of variation of 3 (bursts, then lulls).
+A stream's requests (which prompt, which class, which forced length) depend only on its
+seed, and its arrival times on the seed and the process, so every load and process of one
+seed serves the same requests, and every policy the same stream.
 """
 
 from __future__ import annotations
@@ -19,11 +27,17 @@ from o1jax import tasks as tasks_lib
 from o1jax.serving.engine import Request
 from o1jax.serving.scheduler import Completion, QueueFull, Scheduler, percentiles
 
-CSV_COLUMNS = ("policy", "load", "class", "requests", "p50_s", "p99_s", "ttfa_p50_s",
+CSV_COLUMNS = ("mix", "arrivals", "seed", "clock", "policy", "load", "class", "requests",
+               "p50_s", "p99_s", "ttfa_p50_s",
                "ttfa_p99_s", "throughput_rps", "tokens_per_s", "thinking_tokens", "kv_bytes",
-               "preemptions")
+               "preemptions", "accuracy", "budget_cut")
 EASY = [(name, d) for name in ("addition", "equation", "countdown") for d in (1, 2)]
 HARD = [("countdown", 4)]
+MIXES = ("real", "article")
+ARRIVALS = ("poisson", "bursty")
+ARTICLE_EASY_BUDGET = 24
+ARTICLE_HARD_THINKING = (450, 650, 50)   # low, high, step
+BURSTY_CV = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,20 +62,52 @@ def prompt_pools(seed: int, per_cell: int = 400) -> dict[str, list[str]]:
 
 def article_stream(n: int, rate: float, seed: int, hard_fraction: float = 0.1,
                    pools: dict[str, list[str]] | None = None) -> list[Arrival]:
-  """n Poisson arrivals at `rate` per second; each request hard with `hard_fraction`.
-  Prompts are drawn without replacement from each class's pool; a pool that runs out is
-  reshuffled and drawn again (reported by `stream_stats`)."""
+  """The real mix with Poisson arrivals (kept for the server's load test)."""
+  return stream("real", n, rate, seed, "poisson", hard_fraction, pools)
+
+
+def gaps(n: int, rate: float, seed: int, arrivals: str = "poisson") -> np.ndarray:
+  """n inter-arrival times of mean 1/rate (all 0 at rate 0: a closed burst)."""
+  if arrivals not in ARRIVALS:
+    raise ValueError(f"arrivals must be one of {ARRIVALS}, got {arrivals!r}")
+  if rate <= 0:
+    return np.zeros(n)
+  rng = np.random.default_rng([seed, 1 + ARRIVALS.index(arrivals)])
+  if arrivals == "poisson":
+    return rng.exponential(1.0 / rate, n)
+  shape = 1.0 / BURSTY_CV ** 2          # gamma: CV = 1 / sqrt(shape), mean shape * scale
+  return rng.gamma(shape, 1.0 / (rate * shape), n)
+
+
+def stream(mix: str, n: int, rate: float, seed: int, arrivals: str = "poisson",
+           hard_fraction: float = 0.1, pools: dict[str, list[str]] | None = None
+           ) -> list[Arrival]:
+  """n arrivals at `rate` per second; each request hard with `hard_fraction`. Prompts are
+  drawn without replacement from each class's pool; a pool that runs out is reshuffled and
+  drawn again (reported by `stream_stats`)."""
+  if mix not in MIXES:
+    raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
   rng = np.random.default_rng(seed)
   pools = pools or prompt_pools(seed)
   cursor = {k: 0 for k in pools}
-  out, t = [], 0.0
+  times = np.cumsum(gaps(n, rate, seed, arrivals))
+  lo, hi, step = ARTICLE_HARD_THINKING
+  out = []
   for i in range(n):
-    t += rng.exponential(1.0 / rate) if rate > 0 else 0.0
     klass = "hard" if rng.random() < hard_fraction else "easy"
+    # Drawn for every request, so both mixes make the same draws; on a 50-token grid, so
+    # the distinct requests to decode stay few.
+    forced = lo + step * int(rng.integers(0, (hi - lo) // step + 1))
     pool = pools[klass]
     prompt = pool[cursor[klass] % len(pool)]
     cursor[klass] += 1
-    out.append(Arrival(t, Request(prompt, seed=i, id=f"q{i}"), klass))
+    if mix == "article" and klass == "hard":
+      request = Request(prompt, budget=forced, min_thinking=forced, seed=i, id=f"s{seed}q{i}")
+    elif mix == "article":
+      request = Request(prompt, budget=ARTICLE_EASY_BUDGET, seed=i, id=f"s{seed}q{i}")
+    else:
+      request = Request(prompt, seed=i, id=f"s{seed}q{i}")
+    out.append(Arrival(float(times[i]), request, klass))
   return out
 
 
@@ -131,25 +177,34 @@ def capacity(scheduler: Scheduler, stream: Sequence[Arrival], concurrency: int,
 
 
 def summarize(policy: str, load: float, stream: Sequence[Arrival], done: Sequence[Completion],
-              wall_s: float, kv_bytes_per_token: int) -> list[dict]:
-  """One CSV row per class and one for all (CSV_COLUMNS)."""
+              wall_s: float, kv_bytes_per_token: int, *, mix: str = "real",
+              arrivals: str = "poisson", seed: int = 0, clock: str = "cost",
+              correct: dict | None = None) -> list[dict]:
+  """One CSV row per class and one for all (CSV_COLUMNS). `correct`: request id -> whether
+  its answer was right (None: not scored)."""
   klass = {a.request.id: a.klass for a in stream}
+  asked = {a.request.id: a.request.budget for a in stream}
+  correct = correct or {}
   rows = []
   for name in ("easy", "hard", "all"):
     cs = [c for c in done if name == "all" or klass[c.id] == name]
     lat = [c.latency for c in cs]
     ttfa = [c.first_answer - c.arrival for c in cs if c.first_answer is not None]
     tokens = sum(len(c.tokens) for c in cs)
+    scored = [correct[c.id] for c in cs if correct.get(c.id) is not None]
     p50, p99 = percentiles(lat)
     t50, t99 = percentiles(ttfa)
     rows.append(dict(
+        mix=mix, arrivals=arrivals, seed=seed, clock=clock,
         policy=policy, load=load, **{"class": name}, requests=len(cs), p50_s=p50, p99_s=p99,
         ttfa_p50_s=t50, ttfa_p99_s=t99, throughput_rps=len(cs) / wall_s,
         tokens_per_s=tokens / wall_s,
         thinking_tokens=float(np.mean([c.thinking_tokens for c in cs])) if cs else math.nan,
         kv_bytes=float(np.mean([(c.prompt_tokens + len(c.tokens)) * kv_bytes_per_token
                                 for c in cs])) if cs else math.nan,
-        preemptions=sum(c.preemptions for c in cs)))
+        preemptions=sum(c.preemptions for c in cs),
+        accuracy=float(np.mean(scored)) if scored else math.nan,
+        budget_cut=float(np.mean([c.budget != asked[c.id] for c in cs])) if cs else math.nan))
   return rows
 
 
