@@ -86,8 +86,11 @@ PARTS: dict[str, Part] = {
          " --num_problems=1 --difficulty=1 --budgets=0,inf --vote_n=4"),
   )),
   "serving": Part("serving", "docs/SERVING.md", (
-    Step("python launch/bench_serving.py --out={docs}/serving",
-         " --policies=fcfs,pools --loads=0.5 --duration_s=0.5 --capacity_requests=16"),
+    Step("python launch/bench_serving.py --out={docs}/serving --slo_p99_s=0"
+         " --cost_model=docs/serving/cost_model.json",
+         " --mix=article --arrivals=poisson --loads=0.8 --seeds=0 --requests=100"
+         " --policies=fcfs,preempt --wall= --slo_loads=1.0 --slo_requests=100"
+         " --real_pool=8,4 --article_pool=8,4 --validate_replay="),
     # Compilations and a tiny request's latency beside a new prompt width; the "before"
     # file was made with --repo= a checkout of 5c28868 (no chunked prefill) and is kept.
     Step("python launch/bench_serving_compile.py --out={docs}/serving/compile_after.json",
