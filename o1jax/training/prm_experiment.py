@@ -158,8 +158,9 @@ def run(cfg: prm.PrmConfig, workdir: str, log: Callable[[str], None] = print) ->
   held = set(rng.permutation(len(pools))[:int(round(cfg.calibration_fraction * len(pools)))])
   fit_items = prm.lay_out([r for i, p in enumerate(pools) if i not in held for r in p])
   cal_items = prm.lay_out([r for i, p in enumerate(pools) if i in held for r in p])
-  log(f"{clock()} {len(fit_items)} training solutions ({np.mean([s.rollout.correct for s in fit_items]):.2f} "
-      f"correct), {len(cal_items)} for calibration")
+  accuracy = np.mean([s.rollout.correct for s in fit_items])
+  log(f"{clock()} {len(fit_items)} training solutions ({accuracy:.2f} correct), "
+      f"{len(cal_items)} for calibration")
 
   chosen = sorted(rng.permutation(len(fit_items))[:cfg.mc_rollouts].tolist())
   mc_items = [fit_items[i] for i in chosen]
