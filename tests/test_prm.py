@@ -329,3 +329,5 @@ def test_report_takes_each_n_over_the_pools_that_hold_it(tmp_path):
   lo, hi = exp.wilson(ref["new_min"][4], 2)
   assert res["best_of_n"]["new_min"]["4"][1:] == pytest.approx([lo, hi])
   assert set(res["best_of_n_by_cell"]["new_min"]["addition3"]) == {"1", "2"}
+  table = (tmp_path / "prm_results.md").read_text()
+  assert f"| new_min | {res['best_of_n']['new_min']['1'][0]:.3f}" in table

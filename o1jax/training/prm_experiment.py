@@ -263,6 +263,8 @@ def report(cfg, workdir, heads, items, eval_problems, eval_pools, agreement, tra
   res["elapsed_s"] = round(time.time() - t0, 1)
   with open(os.path.join(workdir, "prm_results.json"), "w") as f:
     json.dump(res, f, indent=2, default=str)
+  with open(os.path.join(workdir, "prm_results.md"), "w") as f:
+    f.write(markdown(res) + "\n")
   log(format_results(res))
   return res
 
@@ -281,4 +283,33 @@ def format_results(res: dict) -> str:
   for how, per in res["new_minus_old"].items():
     lines.append(f"  new-old {how:<5}" + " ".join(f"{v[0]:+.3f} [{v[1]:+.3f},{v[2]:+.3f}]"
                                                for v in per.values()))
+  return "\n".join(lines)
+
+
+def markdown(res: dict) -> str:
+  """The tables of docs/PRM.md, from prm_results.json."""
+  names = {"old": "shipped PRM (before)", "new_raw": "new PRM, uncalibrated",
+           "new": "new PRM (global Platt, in the head)", "new_binned": "new PRM, per-bin Platt"}
+  lines = ["| PRM | step AUC vs checker [95% CI] | last step AUC vs answer | solution AUC "
+           "(min / last / prod) | ECE |", "| --- | --- | --- | --- | --- |"]
+  for key, label in names.items():
+    a = res["auc"]
+    step = a[f"{key}/step_vs_checker"]
+    sol = " / ".join(f"{a[f'{key}/solution_{h}_vs_outcome']:.3f}" for h in ("min", "last", "prod"))
+    lines.append(f"| {label} | {step[0]:.3f} [{step[1]:.3f}, {step[2]:.3f}] | "
+                 f"{a[f'{key}/last_step_vs_outcome']:.3f} | {sol} | {res['ece'][key]:.3f} |")
+  ns = list(res["problems_per_n"])
+  lines += ["", "| selection | " + " | ".join(f"N={n} (n={res['problems_per_n'][n]})"
+                                               for n in ns) + " |",
+            "| --- |" + " --- |" * len(ns)]
+  rows = [f"{k}_{h}" for k in ("old", "new", "new_binned") for h in ("min", "last", "prod")]
+  rows += ["new_min+vote", "majority", "first", "oracle"]
+  for m in rows:
+    lines.append(f"| {m} | " + " | ".join(
+        f"{v[0]:.3f} [{v[1]:.2f}, {v[2]:.2f}]" for v in res["best_of_n"][m].values()) + " |")
+  lines += ["", "| new - old (paired bootstrap over problems) | " + " | ".join(
+      f"N={n}" for n in ns) + " |", "| --- |" + " --- |" * len(ns)]
+  for how, per in res["new_minus_old"].items():
+    lines.append(f"| prm_{how} | " + " | ".join(
+        f"{v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}]" for v in per.values()) + " |")
   return "\n".join(lines)
