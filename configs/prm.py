@@ -32,14 +32,14 @@ def get_config(variant: str = ""):
       eval_problems_per_level=4, best_of=(4, 16, 64), subsets=32, aggregate="min",
       cells="", mc_steps=4, hard_negative_weight=3.0, calibration_fraction=0.25,
       calibration_edges=(4, 12, 24), baseline="", pool_cache="", eval_samples=(),
-      train_cell_problems=()))
+      train_cell_problems=(), stages="train,eval"))
   if variant == "search":
     # Per cell: 32, 32, 16, 16 training problems x 8 samples; 24 held-out problems, with
     # pools of 64 samples for addition 5 and 16 for the others (what a shared, overloaded
     # 2-core CPU allowed in one session: ~0.25 samples/s per process at load 25).
     c.prm.update(dict(cells="addition:5,equation:5,countdown:5,countdown:4",
                       train_problems_per_level=32, train_cell_problems=(32, 32, 16, 16),
-                      train_samples=8, temperature=1.5, pool_cache="runs/prm_pools",
+                      train_samples=8, temperature=1.5,
                       mc_rollouts=16, mc_samples=2, mc_steps=2, eval_problems_per_level=24,
                       best_of=(1, 4, 16, 64), eval_samples=(64, 16, 16, 16)))
   c.heads = ml_collections.ConfigDict(dict(

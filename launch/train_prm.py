@@ -48,7 +48,8 @@ def prm_config(c):
       calibration_fraction=p.calibration_fraction,
       calibration_edges=tuple(p.calibration_edges), baseline=p.baseline,
       pool_cache=p.pool_cache, eval_samples=tuple(p.eval_samples),
-      train_cell_problems=tuple(p.train_cell_problems))
+      train_cell_problems=tuple(p.train_cell_problems),
+      stages=tuple(x for x in p.stages.split(",") if x))
 
 
 def main(argv):

@@ -60,6 +60,7 @@ class PrmConfig:
   pool_cache: str = ""                   # where sampled pools are kept ("": workdir/pools)
   eval_samples: tuple[int, ...] = ()     # held-out pool size per cell (): best_of[-1] each
   train_cell_problems: tuple[int, ...] = ()  # training problems per cell (): the per-level n
+  stages: tuple[str, ...] = ("train", "eval")  # eval alone re-judges the head in the workdir
   cache_len: int = 192
   max_answer_tokens: int = 16
   batch_size: int = 128
@@ -76,6 +77,9 @@ class PrmConfig:
       raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
     for task, level in self.cells:
       tasks_lib.get_task(task).check_difficulty(level)
+    if not self.stages or not set(self.stages) <= {"train", "eval"}:
+      raise ValueError(f"stages must be a non-empty subset of ('train', 'eval'), got "
+                       f"{self.stages}")
     if self.train_cell_problems and len(self.train_cell_problems) != len(self.cells):
       raise ValueError(f"train_cell_problems needs one count per cell ({len(self.cells)}), got "
                        f"{self.train_cell_problems}")

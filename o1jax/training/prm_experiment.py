@@ -135,7 +135,7 @@ def _scores(head, feats, items, calibration=None):
 
 
 def run(cfg: prm.PrmConfig, workdir: str, log: Callable[[str], None] = print) -> dict:
-  from o1jax.model.heads import HeadConfig, RewardModel, load_head, save_head
+  from o1jax.model.heads import load_head
   from o1jax.thinking import make_think_config
   from o1jax.training.checkpoint import embedded_checkpoint_dir, load_params
 
@@ -147,6 +147,37 @@ def run(cfg: prm.PrmConfig, workdir: str, log: Callable[[str], None] = print) ->
   sample_cfg = make_think_config(policy_config, rl.TOK, cfg.cache_len,
                                  temperature=cfg.temperature,
                                  max_answer_tokens=cfg.max_answer_tokens)
+  if "train" in cfg.stages:
+    train(cfg, workdir, params, policy_config, sample_cfg, cache, clock, log)
+  if "eval" not in cfg.stages:
+    return {}
+  # The head as saved: the global Platt fit folded in, the per-bin fit in its json.
+  model, info = load_head(workdir, "prm")
+  shipped = model.head
+  a, b = info["global_platt"]
+  head = cal_lib.fold(shipped, 1 / a, -b / a)   # back to the uncalibrated logits
+  per_bin_folded = cal_lib.Calibration.from_dict(info["calibration"])
+  log(f"{clock()} held-out pools")
+  eval_problems, eval_pools = _cell_pools(params, sample_cfg, cfg, cache, "eval",
+                                          [cfg.eval_problems_per_level] * len(cfg.cells),
+                                          cfg.eval_samples or [cfg.best_of[-1]] * len(cfg.cells),
+                                          cfg.seed + 7, cfg.seed + 3, log)
+  items = prm.lay_out([r for p in eval_pools for r in p])
+  eval_feats = prm.features(items, params, policy_config, cfg.batch_size)
+  baseline, _ = load_head(cfg.baseline or os.path.join(embedded_checkpoint_dir(), "heads"),
+                          "prm")
+  heads = {"old": _scores(baseline.head, eval_feats, items),
+           "new_raw": _scores(head, eval_feats, items),
+           "new": _scores(shipped, eval_feats, items),
+           "new_binned": _scores(shipped, eval_feats, items, per_bin_folded)}
+  return report(cfg, workdir, heads, items, eval_problems, eval_pools, info["agreement"],
+                info["train"], info["mc_completions"], t0, log)
+
+
+def train(cfg, workdir, params, policy_config, sample_cfg, cache, clock, log) -> None:
+  """Samples (or reads) the training pools, labels them, trains and calibrates the head,
+  and saves it as `prm_head.*` in `workdir`."""
+  from o1jax.model.heads import HeadConfig, RewardModel, save_head
   log(f"{clock()} training pools")
   train_problems, pools = _cell_pools(params, sample_cfg, cfg, cache, "train",
                                       cfg.train_cell_problems or
@@ -191,25 +222,11 @@ def run(cfg: prm.PrmConfig, workdir: str, log: Callable[[str], None] = print) ->
   model = RewardModel(HeadConfig(policy_config.embed_dim, cfg.head.hidden_dim, "prm"), shipped)
   save_head(workdir, model, {"trunk": "policy", "policy": cfg.policy or "embedded",
                              "global_platt": [a, b], "calibration": per_bin_folded.to_dict(),
-                             "train": train_info}, "prm")
+                             "train": train_info, "agreement": agreement,
+                             "mc_completions": completions}, "prm")
   log(f"{clock()} calibration: global a={a:.3f} b={b:.3f}; per bin " +
       json.dumps(per_bin.to_dict()))
 
-  log(f"{clock()} held-out pools")
-  eval_problems, eval_pools = _cell_pools(params, sample_cfg, cfg, cache, "eval",
-                                          [cfg.eval_problems_per_level] * len(cfg.cells),
-                                          cfg.eval_samples or [cfg.best_of[-1]] * len(cfg.cells),
-                                          cfg.seed + 7, cfg.seed + 3, log)
-  items = prm.lay_out([r for p in eval_pools for r in p])
-  eval_feats = prm.features(items, params, policy_config, cfg.batch_size)
-  baseline, _ = load_head(cfg.baseline or os.path.join(embedded_checkpoint_dir(), "heads"),
-                          "prm")
-  heads = {"old": _scores(baseline.head, eval_feats, items),
-           "new_raw": _scores(head, eval_feats, items),
-           "new": _scores(shipped, eval_feats, items),
-           "new_binned": _scores(shipped, eval_feats, items, per_bin_folded)}
-  return report(cfg, workdir, heads, items, eval_problems, eval_pools, agreement, train_info,
-                completions, t0, log)
 
 
 def report(cfg, workdir, heads, items, eval_problems, eval_pools, agreement, train_info,
