@@ -49,6 +49,18 @@ class PrmConfig:
   best_of: tuple[int, ...] = (4, 16, 64)
   subsets: int = 32                      # random size-N subsets of the pool per problem
   aggregate: str = "min"                 # step scores -> solution score: "min" | "last" | "prod"
+  # The search-regime PRM (prm_experiment): set `cells` to train and judge on those
+  # (task, level) cells only, with the settings below.
+  cells: tuple[tuple[str, int], ...] = ()
+  mc_steps: int = 4                      # Monte Carlo-labelled steps per chosen solution
+  hard_negative_weight: float = 3.0      # 1: one round, no up-weighting
+  calibration_fraction: float = 0.25     # training problems kept for the Platt fit
+  calibration_edges: tuple[int, ...] = (4, 12, 24)   # step-position bins (prm_calibration)
+  baseline: str = ""                     # heads dir of the PRM to compare ("": shipped)
+  pool_cache: str = ""                   # where sampled pools are kept ("": workdir/pools)
+  eval_samples: tuple[int, ...] = ()     # held-out pool size per cell (): best_of[-1] each
+  train_cell_problems: tuple[int, ...] = ()  # training problems per cell (): the per-level n
+  stages: tuple[str, ...] = ("train", "eval")  # eval alone re-judges the head in the workdir
   cache_len: int = 192
   max_answer_tokens: int = 16
   batch_size: int = 128
@@ -59,8 +71,22 @@ class PrmConfig:
       raise ValueError(f"trunk must be 'policy' or 'separate', got {self.trunk!r}")
     if self.aggregate not in ("min", "last", "prod"):
       raise ValueError(f"aggregate must be 'min', 'last' or 'prod', got {self.aggregate!r}")
-    if any(n > self.best_of[-1] for n in self.best_of) or not self.best_of:
-      raise ValueError(f"best_of must be non-empty and ascending, got {self.best_of}")
+    if not self.best_of or list(self.best_of) != sorted(self.best_of) or self.best_of[0] < 1:
+      raise ValueError(f"best_of must be non-empty, positive and ascending, got {self.best_of}")
+    if not 0 < self.calibration_fraction < 1:
+      raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+    for task, level in self.cells:
+      tasks_lib.get_task(task).check_difficulty(level)
+    if not self.stages or not set(self.stages) <= {"train", "eval"}:
+      raise ValueError(f"stages must be a non-empty subset of ('train', 'eval'), got "
+                       f"{self.stages}")
+    if self.train_cell_problems and len(self.train_cell_problems) != len(self.cells):
+      raise ValueError(f"train_cell_problems needs one count per cell ({len(self.cells)}), got "
+                       f"{self.train_cell_problems}")
+    if self.eval_samples and (len(self.eval_samples) != len(self.cells) or
+                              max(self.eval_samples) < self.best_of[-1]):
+      raise ValueError(f"eval_samples needs one pool size per cell ({len(self.cells)}) and one "
+                       f"of at least best_of[-1]={self.best_of[-1]}, got {self.eval_samples}")
 
 
 @dataclasses.dataclass
@@ -117,21 +143,70 @@ def think_completer(params, think_config, *, seed: int = 0, batch_size: int = 12
 
 
 def mc_labels(items: Sequence[Scored], complete: Completer, samples: int,
-              tokenizer=None) -> None:
+              tokenizer=None, steps: Sequence[Sequence[int]] | None = None) -> None:
   """Fills `item.mc`: per step, the fraction of `samples` completions from its prefix whose
-  answer verifies (with greedy completions every sample agrees, and the label is 0 or 1)."""
+  answer verifies (with greedy completions every sample agrees, and the label is 0 or 1).
+  `steps[i]`: the steps of item i to label (default: all); the others stay nan, since a
+  completion per step of a 30-step trace is the whole cost of Monte Carlo labelling."""
   problems, prefixes, owner = [], [], []
   for i, item in enumerate(items):
+    chosen = set(range(len(item.layout.steps)) if steps is None else steps[i])
     for j, prefix in enumerate(step_prefixes(item.layout, tokenizer)):
+      if j not in chosen:
+        continue
       for _ in range(samples):
         problems.append(item.rollout.problem)
         prefixes.append(prefix)
         owner.append((i, j))
   answers = complete(problems, prefixes) if problems else []
-  for item in items:
-    item.mc = np.zeros(len(item.layout.steps), np.float32)
+  for i, item in enumerate(items):
+    item.mc = np.full(len(item.layout.steps), np.nan, np.float32)
+    item.mc[sorted(set(j for k, j in owner if k == i))] = 0.0
   for (i, j), p, a in zip(owner, problems, answers):
     items[i].mc[j] += rl.verify(p, a) / samples
+
+
+def mc_step_choice(items: Sequence[Scored], per_item: int, rng: np.random.Generator
+                   ) -> list[list[int]]:
+  """`per_item` step indices per item for Monte Carlo labels, drawn without replacement
+  from its steps but the last (whose label is the answer's correctness, known already)."""
+  out = []
+  for s in items:
+    inner = max(len(s.layout.steps) - 1, 0)
+    out.append(sorted(rng.permutation(inner)[:per_item].tolist()))
+  return out
+
+
+def step_targets(item: Scored) -> np.ndarray:
+  """What the PRM is trained to predict at each step: the checker's prefix-correct label,
+  replaced by the Monte Carlo value where a step has one, and at the last step (the
+  `</think>` read) whether the answer verifies. The last rule is what keeps a PRM from
+  ranking a trace whose steps all pass but whose answer is wrong (a short confident trace
+  that stops before it has solved anything) above a right one under `min`."""
+  y = item.checker.astype(np.float32).copy()
+  if item.mc is not None:
+    has = ~np.isnan(item.mc)
+    y[has] = item.mc[has]
+  if len(y):
+    y[-1] = float(item.rollout.correct)
+  return y
+
+
+def hard_negative_weights(targets: np.ndarray, scores: np.ndarray, weight: float,
+                          quantile: float = 0.5) -> np.ndarray:
+  """Per-step loss weights for a second round of training: a negative step (target < 0.5)
+  the first-round head scores above the `quantile` of the positive steps' scores (it looks
+  as confident as a typical good step) weighs `weight`; every other step weighs 1."""
+  targets, scores = np.asarray(targets, np.float64), np.asarray(scores, np.float64)
+  if len(targets) != len(scores):
+    raise ValueError(f"{len(targets)} targets for {len(scores)} scores")
+  if weight < 1:
+    raise ValueError(f"hard_negative_weight must be >= 1, got {weight}")
+  out = np.ones(len(targets), np.float32)
+  pos, neg = targets >= 0.5, targets < 0.5
+  if pos.any():
+    out[neg & (scores > np.quantile(scores[pos], quantile))] = weight
+  return out
 
 
 def label_agreement(items: Sequence[Scored]) -> dict[str, float]:
@@ -139,8 +214,10 @@ def label_agreement(items: Sequence[Scored]) -> dict[str, float]:
 
   `hard`: MC > 0 (Math-Shepherd's hard estimate: some completion succeeds); `soft`: MC >= .5.
   """
-  checker = np.concatenate([s.checker for s in items if s.mc is not None] or [[]]).astype(bool)
-  mc = np.concatenate([s.mc for s in items if s.mc is not None] or [[]])
+  with_mc = [s for s in items if s.mc is not None]
+  has = [~np.isnan(s.mc) for s in with_mc]     # steps left unlabelled are nan
+  checker = np.concatenate([s.checker[h] for s, h in zip(with_mc, has)] or [[]]).astype(bool)
+  mc = np.concatenate([s.mc[h] for s, h in zip(with_mc, has)] or [[]])
   if len(mc) == 0:
     return {"steps": 0}
   hard, soft = mc > 0, mc >= 0.5
@@ -161,16 +238,18 @@ def train_reward_heads(items: Sequence[Scored], policy_params, policy_config: Mo
   """PRMs on checker labels ("prm_checker"), on Monte Carlo labels where present
   ("prm_mc"), and an ORM on answer correctness ("orm")."""
   targets = {"prm_checker": [(s, s.checker.astype(np.float32)) for s in items]}
-  with_mc = [s for s in items if s.mc is not None]
+  with_mc = [s for s in items if s.mc is not None and not np.isnan(s.mc).all()]
   if with_mc:
     targets["prm_mc"] = [(s, s.mc) for s in with_mc]
   out = {}
   if cfg.trunk == "separate":
     trunk = separate_config(cfg, policy_config)
     for name, pairs in targets.items():
+      has = [~np.isnan(lab) for _, lab in pairs]    # steps without an MC label are skipped
       out[name], _ = heads_lib.train_sequence_head(
-          [s.layout.ids for s, _ in pairs], [s.layout.step_ends for s, _ in pairs],
-          [lab for _, lab in pairs], "prm", trunk, cfg.head)
+          [s.layout.ids for s, _ in pairs],
+          [np.asarray(s.layout.step_ends)[h] for (s, _), h in zip(pairs, has)],
+          [lab[h] for (_, lab), h in zip(pairs, has)], "prm", trunk, cfg.head)
     out["orm"], _ = heads_lib.train_sequence_head(
         [s.layout.ids for s in items], [[s.layout.eos_at] for s in items],
         [[float(s.rollout.correct)] for s in items], "orm", trunk, cfg.head)
@@ -180,7 +259,8 @@ def train_reward_heads(items: Sequence[Scored], policy_params, policy_config: Mo
   for name, pairs in targets.items():
     x = np.concatenate([feats[index[id(s)]][:-1] for s, _ in pairs])
     y = np.concatenate([lab for _, lab in pairs])
-    head, _ = heads_lib.train_head(x, y, "prm", cfg.head)
+    has = ~np.isnan(y)
+    head, _ = heads_lib.train_head(x[has], y[has], "prm", cfg.head)
     out[name] = RewardModel(HeadConfig(x.shape[-1], cfg.head.hidden_dim, "prm"), head)
   x = np.stack([f[-1] for f in feats])
   y = np.array([float(s.rollout.correct) for s in items])
@@ -220,17 +300,19 @@ def _solution_score(c: select.Candidate) -> float:
 
 
 def best_of_n(pools: Sequence[Sequence[rl.Rollout]], scores: dict[str, Sequence[np.ndarray]],
-              ns: Sequence[int], subsets: int = 32, seed: int = 0) -> dict[str, dict[int, float]]:
+              ns: Sequence[int], subsets: int = 32, seed: int = 0, per_problem: bool = False
+              ) -> dict[str, dict[int, float]]:
   """Accuracy of picking one of N sampled solutions per problem, averaged over `subsets`
   random size-N subsets of each problem's pool: by each scorer's highest score
   (`name`), by the answer with the largest total score (`name+vote`, weighted
   self-consistency), by majority vote over answer strings, plus `first` (one sample) and
   `oracle` (any of the N is right). `scores[name][i]` holds pool i's solution scores.
-  The choices are search's own (`o1jax.search.select`); ties break to the subset's first."""
+  The choices are search's own (`o1jax.search.select`); ties break to the subset's first.
+  `per_problem`: each problem's accuracy (a list per method and N) instead of the mean."""
   rng = np.random.default_rng(seed)
   methods = [m for name in scores for m in (name, name + "+vote")]
   methods += ["majority", "first", "oracle"]
-  per_problem = {m: {n: [] for n in ns} for m in methods}
+  per_problem_acc = {m: {n: [] for n in ns} for m in methods}
   for i, pool in enumerate(pools):
     correct = np.array([r.correct for r in pool])
     for n in ns:
@@ -251,9 +333,12 @@ def best_of_n(pools: Sequence[Sequence[rl.Rollout]], scores: dict[str, Sequence[
         hits["first"].append(correct[idx[0]])
         hits["oracle"].append(correct[idx].any())
       for m in methods:
-        per_problem[m][n].append(float(np.mean(hits[m])))
+        per_problem_acc[m][n].append(float(np.mean(hits[m])))
+  if per_problem:
+    return per_problem_acc
   # The mean over problems of each problem's mean: every problem weighs the same.
-  return {m: {n: float(np.mean(v)) for n, v in per_n.items()} for m, per_n in per_problem.items()}
+  return {m: {n: float(np.mean(v)) for n, v in per_n.items()}
+          for m, per_n in per_problem_acc.items()}
 
 
 def _pool_problems(cfg: PrmConfig, n: int, seed: int, split: str) -> list[Problem]:
