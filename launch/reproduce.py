@@ -178,6 +178,15 @@ PARTS: dict[str, Part] = {
     Step("python launch/grpo_memory.py --out={docs}/grpo/memory.csv", None, **_NO_CKPT,
          note="random-weight Qwen3-shaped models on simulated devices"),
   )),
+  # The candidate PRM on the shipped policy's own hard-regime samples (docs/PRM.md; not
+  # shipped: it fails the reward-hacking check). Hours on 2 cores: no fast variant.
+  "prm": Part("prm", "docs/PRM.md", (
+    Step("python launch/train_prm.py --config=configs/prm.py:search --workdir={runs}/prm_search"
+         " --config.prm.pool_cache={runs}/prm_cache --config.prm.stages=train,eval", None),
+    Step("cp {runs}/prm_search/prm_results.json {docs}/prm/prm_results.json", None),
+    Step("cp {runs}/prm_search/prm_results.md {docs}/prm/prm_results.md", None),
+    Step("cp {runs}/prm_search/prm_head.json {docs}/prm/prm_head_candidate.json", None),
+  )),
   "sampling": Part("sampling", "docs/BENCHMARKS.md", (
     Step("python launch/bench_sampling.py --reps=3 --steps=4"
          " --out={docs}/sampling/bench_sampling.json",
@@ -225,9 +234,9 @@ def run_step(cmd: str, folder: pathlib.Path, step: Step, stamp: bool,
 
 
 def _outputs(cmd: str) -> list[str]:
-  """The paths a command writes: its --out / --plot values, a cp's destination."""
+  """The paths a command writes: its --out / --plot / --workdir values, a cp's destination."""
   argv = shlex.split(cmd)
-  outs = [a.split("=", 1)[1] for a in argv if a.startswith(("--out=", "--plot="))]
+  outs = [a.split("=", 1)[1] for a in argv if a.startswith(("--out=", "--plot=", "--workdir="))]
   return outs + ([argv[-1]] if argv[0] == "cp" else [])
 
 

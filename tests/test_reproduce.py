@@ -106,13 +106,15 @@ def test_stamp_only_stamps_each_file_with_its_command(reproduce, tmp_path, monke
   reproduce.stamp_folder(reproduce.PARTS["grpo"], "docs", "runs")
   files = provenance.read_stamp(grpo)["files"]
   assert files["budget.csv"]["command"] == (
+      "python launch/grpo.py --config=configs/grpo.py:budget_l1 --workdir=runs/l1_grpo"
+      " --config.grpo.base=runs/l1_sft/final && "
       "python launch/eval_budget.py --policy=runs/l1_grpo/final --out=docs/grpo")
   assert files["budget.csv"]["checkpoint"] == provenance.SHIPPED_CHECKPOINT
   assert files["budget_sft_stage.csv"]["command"] == (
       "python launch/eval_budget.py --policy=runs/l1_sft/final --out=runs/l1_sft_eval && "
       "cp runs/l1_sft_eval/budget.csv docs/grpo/budget_sft_stage.csv")
   assert files["memory.csv"]["checkpoint"] is None and files["memory.csv"]["note"]
-  assert files["stray.txt"]["command"].startswith("python launch/eval_budget.py")
+  assert "python launch/eval_budget.py --policy=runs/l1_grpo/final" in files["stray.txt"]["command"]
 
 
 def test_stamps_name_the_commands_that_made_their_inputs(reproduce):
