@@ -474,8 +474,10 @@ def _plot(pooled, slo_rows, slo_s, out):
       rs = [r for r in slo_rows if r["mode"] == mode]
       a1.plot([r["load"] for r in rs], [r["p99_s"] for r in rs], marker="o", label=mode)
       a2.errorbar([r["load"] for r in rs], [r["accuracy"] for r in rs],
-                  yerr=[[r["accuracy"] - r["accuracy_low"] for r in rs],
-                        [r["accuracy_high"] - r["accuracy"] for r in rs]], marker="o",
+                  # max(0, .): at accuracy 1.0 Wilson's upper end rounds just below it.
+                  yerr=[[max(0.0, r["accuracy"] - r["accuracy_low"]) for r in rs],
+                        [max(0.0, r["accuracy_high"] - r["accuracy"]) for r in rs]],
+                  marker="o",
                   capsize=3, label=mode)
     a1.axhline(slo_s, color="gray", ls="--", label="SLO")
     a1.set_yscale("log")
