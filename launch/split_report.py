@@ -9,7 +9,8 @@ split leaves: held-out prompts with a permuted twin (countdown's numbers in anot
 b+a for a+b; equation has none) in a --sample-problem training sample of the same split, as
 issue 31 counted it. Then the v2 leak on the canonical held-out side: how many canonical
 held-out prompts v2's training side held, themselves or a twin (every twin that is a valid
-prompt of the task, whatever its level, is looked up; no sampling).
+prompt of the task, whatever its level, is looked up; no sampling), and for countdown, whose
+levels can be listed whole, those counts over the whole pool.
 """
 
 import csv
@@ -70,6 +71,19 @@ def main(argv):
       row["canonical_heldout_twin_in_v2_train_side"] = sum(
           any(not task.in_split(t, "eval", "prompt") for t in permuted_twins(task, p))
           for p in held)
+      # Where the level's every prompt can be listed (countdown's tables), the whole pool:
+      # its canonical held-out prompts, and those v2's training side held neither themselves
+      # nor as a twin (tasks.registry.unseen_heldout_problems draws from these).
+      row["pool_canonical_heldout"] = row["pool_unseen_by_v2"] = ""
+      if name == "countdown":
+        from o1jax.tasks import countdown
+        whole = [task.from_prompt(f"{' '.join(map(str, n))} to {t}")
+                 for n, t in countdown._prompts_by_difficulty(d)]
+        held = [p for p in whole if task.in_split(p, "eval")]
+        row["pool_canonical_heldout"] = len(held)
+        row["pool_unseen_by_v2"] = sum(
+            all(task.in_split(t, "eval", "prompt") for t in [p] + permuted_twins(task, p))
+            for p in held)
       rows.append(row)
       print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
   os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
