@@ -157,6 +157,8 @@ def train_rft(argv):
 
 
 def summarise(runs, out):
+  """One row per run and step: the sampled rollouts' metrics of that step (GRPO) or chunk
+  (RFT), and where the policy was evaluated, the held-out greedy accuracies."""
   import csv
   import numpy as np
   rows = []
@@ -164,22 +166,24 @@ def summarise(runs, out):
     with open(os.path.join(run, "grpo_config.json")) as f:
       saved = json.load(f)
     seed, method = saved["seed"], saved.get("method", "grpo")
-    metrics = {}
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-      for line in f:
-        m = json.loads(line)
-        metrics[m["step"]] = m
-    evals = {}
+    metrics, evals = {}, {}
+    if os.path.exists(os.path.join(run, "metrics.jsonl")):
+      with open(os.path.join(run, "metrics.jsonl")) as f:
+        for line in f:
+          m = json.loads(line)
+          metrics[m["step"]] = m
     with open(os.path.join(run, "evals.jsonl")) as f:
       for line in f:
         e = json.loads(line)
         evals.setdefault(e["step"], []).append(e)
-    for step in sorted(evals):
-      es = evals[step]
-      # the sampled rollouts' means over the chunk that ended at this step
-      chunk = [metrics[s] for s in metrics if step - _EVAL_EVERY.value < s <= step]
+    for step in sorted(set(metrics) | set(evals)):
       row = {"run": os.path.basename(run.rstrip("/")), "method": method, "seed": seed,
              "step": step}
+      m = metrics.get(step, {})
+      for key in ("reward", "zero_advantage_fraction", "thinking_tokens", "truncation_rate",
+                  "kl"):
+        row[f"train_{key}"] = m.get(key)
+      es = evals.get(step, [])
       for name, keep in (("level5", lambda e: e["level"] == 5),
                          ("levels1_4", lambda e: e["level"] < 5),
                          *[(f"{t}5", lambda e, t=t: e["level"] == 5 and e["task"] == t)
@@ -187,13 +191,11 @@ def summarise(runs, out):
         sel = [e for e in es if keep(e)]
         k = sum(e["correct"] for e in sel)
         lo, hi = wilson(k, len(sel))
-        row.update({f"{name}_acc": k / max(len(sel), 1), f"{name}_lo": lo, f"{name}_hi": hi,
+        row.update({f"{name}_acc": k / len(sel) if sel else None,
+                    f"{name}_lo": lo if sel else None, f"{name}_hi": hi if sel else None,
                     f"{name}_n": len(sel)})
-      row["level5_eval_thinking"] = float(np.mean([e["thinking"] for e in es
-                                                   if e["level"] == 5]))
-      for key in ("reward", "zero_advantage_fraction", "thinking_tokens", "accuracy", "kl"):
-        vals = [m[key] for m in chunk if m.get(key) is not None]
-        row[f"train_{key}"] = float(np.mean(vals)) if vals else float("nan")
+      five = [e["thinking"] for e in es if e["level"] == 5]
+      row["level5_eval_thinking"] = float(np.mean(five)) if five else None
       rows.append(row)
   with open(out + ".csv", "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -205,22 +207,24 @@ def summarise(runs, out):
   fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
   for run in sorted({r["run"] for r in rows}):
     rs = [r for r in rows if r["run"] == run]
-    steps = [r["step"] for r in rs]
+    ev = [r for r in rs if r["level5_n"]]
     for name, style in (("level5", "-o"), ("levels1_4", "--s")):
-      acc = np.array([r[f"{name}_acc"] for r in rs])
-      axes[0].plot(steps, acc, style, label=f"{run} {name}")
-      axes[0].fill_between(steps, [r[f"{name}_lo"] for r in rs], [r[f"{name}_hi"] for r in rs],
-                           alpha=0.15)
-    axes[1].plot(steps[1:], [r["train_reward"] for r in rs][1:], "-o", label=run)
-    axes[2].plot(steps[1:], [r["train_zero_advantage_fraction"] for r in rs][1:], "-o",
-                 label=run)
-    axes[3].plot(steps[1:], [r["train_thinking_tokens"] for r in rs][1:], "-o",
-                 label=f"{run} sampled")
-    axes[3].plot(steps, [r["level5_eval_thinking"] for r in rs], ":", label=f"{run} greedy L5")
+      steps = [r["step"] for r in ev]
+      axes[0].errorbar(steps, [r[f"{name}_acc"] for r in ev],
+                       yerr=[[r[f"{name}_acc"] - r[f"{name}_lo"] for r in ev],
+                             [r[f"{name}_hi"] - r[f"{name}_acc"] for r in ev]],
+                       fmt=style, capsize=3, label=f"{run} {name}")
+    tr = [r for r in rs if r["train_reward"] is not None]
+    steps = [r["step"] for r in tr]
+    axes[1].plot(steps, [r["train_reward"] for r in tr], "-o", label=run)
+    axes[2].plot(steps, [r["train_zero_advantage_fraction"] for r in tr], "-o", label=run)
+    axes[3].plot(steps, [r["train_thinking_tokens"] for r in tr], "-o", label=f"{run} sampled")
+    axes[3].plot([r["step"] for r in ev], [r["level5_eval_thinking"] for r in ev], "x",
+                 label=f"{run} greedy level 5")
   for ax, title in zip(axes, ("held-out greedy accuracy (Wilson 95%)", "mean sampled reward",
                               "zero-advantage fraction", "mean thinking tokens")):
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel("GRPO step")
+    ax.set_xlabel("step")
     ax.legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(out + ".png", dpi=110)
