@@ -37,6 +37,9 @@ _METHOD = flags.DEFINE_enum("method", "grpo", ["grpo", "rft"], "grpo, or rejecti
                             "fine-tuning (STaR without rationalisation) at equal sampling "
                             "compute: per chunk, the same prompts and rollouts per prompt as "
                             "GRPO's steps, verified ones kept, a fine-tune on them.")
+_BASELINE = flags.DEFINE_string("baseline_evals", None, "An evals.jsonl of the same start and "
+                                 "evaluation flags: its step-0 rows are copied instead of "
+                                 "evaluating the start again.")
 _RFT_LR = flags.DEFINE_float("rft_lr", 1e-4, "RFT fine-tune learning rate.")
 _RFT_ROWS = flags.DEFINE_integer("rft_batch", 32, "RFT fine-tune batch; steps per chunk are "
                                  "chosen so it sees as many rows as GRPO's updates do.")
@@ -77,6 +80,18 @@ def evaluate(params, tokenizer, think_config, cfg, problems, step, path):
         flush=True)
 
 
+def copy_or_evaluate_start(params, tokenizer, think_config, cfg, problems, path):
+  if not _BASELINE.value:
+    evaluate(params, tokenizer, think_config, cfg, problems, 0, path)
+    return
+  with open(_BASELINE.value) as f:
+    start = [line for line in f if json.loads(line)["step"] == 0]
+  if [json.loads(line)["prompt"] for line in start] != [p.prompt for p in problems]:
+    raise ValueError(f"{_BASELINE.value} evaluated other problems at step 0")
+  with open(path, "a") as f:
+    f.writelines(start)
+
+
 def train(argv):
   del argv
   from o1jax.training import grpo, grpo_train
@@ -93,7 +108,7 @@ def train(argv):
     with open(path) as f:
       done = {json.loads(line)["step"] for line in f}
   if 0 not in done:
-    evaluate(params, tokenizer, think_config, cfg, problems, 0, path)
+    copy_or_evaluate_start(params, tokenizer, think_config, cfg, problems, path)
   for stop in range(_EVAL_EVERY.value, cfg.steps + 1, _EVAL_EVERY.value):
     if stop in done:
       continue
@@ -128,7 +143,7 @@ def train_rft(argv):
   for f in (path, metrics_path):  # no resume: a rerun starts over
     if os.path.exists(f):
       os.remove(f)
-  evaluate(params, tokenizer, think_config, cfg, problems, 0, path)
+  copy_or_evaluate_start(params, tokenizer, think_config, cfg, problems, path)
   seen = set()
   every = _EVAL_EVERY.value
   for stop in range(every, cfg.steps + 1, every):
