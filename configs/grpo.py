@@ -9,6 +9,8 @@
   # A Hugging Face thinking model on JSONL problem sets, math-verify rewards:
   python launch/grpo.py --config=configs/grpo.py:hf --workdir=runs/grpo_qwen3 \
       --hf_dir=/models/Qwen3-0.6B --data=train.jsonl [--eval_data=test.jsonl]
+  # Level 5 only, held-out evaluation between chunks (issue 31):
+  python launch/grpo_level5.py --config=configs/grpo.py:level5 --workdir=runs/l5_grpo_s0
 
 Defaults are sized for a shared 2-core CPU: a step (16 prompts x 8 samples, one update) takes
 about a second or two on the embedded model. Field meanings: o1jax/training/grpo.py.
@@ -81,6 +83,17 @@ def get_config(variant: str = ""):
     c.grpo.update(base="runs/l1_sft/final", budget_targets=(8, 16, 32, 64, 128, 256),
                   budget_reward="max", budget_alpha=0.5, steps=40, eval_problems=4,
                   eval_every=40, checkpoint_every=20)
+  elif variant == "level5":
+    # Issue 31: GRPO where reasoner v2 fails, level 5 of addition and equation (38% and 58%
+    # greedy; countdown's 96% leaves its groups all right). Their traces run ~200-270
+    # tokens, longer with a `wait`; launch/grpo_level5.py evaluates held-out problems
+    # between chunks of steps (eval_problems=0 here). Sized for the shared 2-core CPU:
+    # 8 prompts x 8 samples a step (~1-3 min there), a learning rate that can move the
+    # policy within the few dozen steps that fit.
+    c.grpo.update(tasks=("addition", "equation"), difficulties=(5,), max_thinking=448,
+                  cache_len=512, prompts_per_step=8, group_size=8, learning_rate=3e-4,
+                  warmup_steps=5, steps=60, eval_problems=0, checkpoint_every=10,
+                  max_to_keep=1)
   elif variant == "hf":
     # An HF thinking model (--hf_dir) on JSONL sets (--data): math-verify rewards, answers
     # of up to 1,024 tokens after </think>, RL-sized steps. Sized for an accelerator, not
@@ -91,5 +104,5 @@ def get_config(variant: str = ""):
                   log_kl=False, eval_problems=0, steps=100, checkpoint_every=10)
   elif variant:
     raise ValueError(f"unknown configs/grpo.py variant {variant!r}; known: 'budget', "
-                     "'budget_l1', 'hf'")
+                     "'budget_l1', 'level5', 'hf'")
   return c

@@ -254,11 +254,12 @@ def test_max_text_len_is_attained_for_addition():
 @pytest.mark.parametrize("name,difficulty", TASK_DIFFICULTIES)
 def test_train_and_heldout_never_overlap(name, difficulty):
   task = get_task(name)
-  train = task.generate_problems(1, difficulty, 300, split="train")
-  held = task.generate_problems(1, difficulty, 60, split="eval")
-  assert not any(is_heldout(p.prompt) for p in train)
-  assert all(is_heldout(p.prompt) for p in held)
-  assert not {p.prompt for p in train} & {p.prompt for p in held}
+  for split_key, key in (("canonical", task.canonical_key), ("prompt", lambda p: p.prompt)):
+    train = task.generate_problems(1, difficulty, 300, split="train", split_key=split_key)
+    held = task.generate_problems(1, difficulty, 60, split="eval", split_key=split_key)
+    assert not any(is_heldout(key(p)) for p in train)
+    assert all(is_heldout(key(p)) for p in held)
+    assert not {p.prompt for p in train} & {p.prompt for p in held}
 
 
 def test_heldout_fraction_is_about_ten_percent():

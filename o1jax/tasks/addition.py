@@ -157,6 +157,12 @@ class AdditionTask(Task):
     a, b = (int(v) for v in rng.integers(low, high, size=2))
     return build(a, b)
 
+  def canonical_key(self, problem: Problem) -> str:
+    # a+b and b+a are one problem to learn: the key is the prompt with the smaller operand
+    # first, so the split sends both to the same side.
+    a, b = sorted(problem.data)
+    return f"{a}+{b}="
+
   def _parse_prompt(self, prompt: str) -> Problem | None:
     match = _PROMPT.fullmatch("".join(prompt.split()))
     if match is None:

@@ -3,8 +3,16 @@
 A task example is one line of text, `{prompt}<think>{step}; ...; {step}</think>{answer}`.
 This module holds the `Problem` record, rendering and parsing of that text, the
 deterministic train/held-out split and the `Task` interface that every task family
-implements. Model output is untrusted text, so every function that reads it returns a
-value for any string instead of raising.
+implements.
+
+The split hashes a string: by default (`split_key="canonical"`) the task's canonical key of
+the problem, which is the same for near-duplicates (countdown's numbers in another order,
+b+a for a+b), so a held-out problem never has a twin in training; `split_key="prompt"` is
+the split reasoner v2 was trained on, which hashed the prompt itself and so put 80-90% of
+the small levels' held-out prompts beside a permuted twin in training (issue 31).
+
+Model output is untrusted text, so every function that reads it returns a value for any
+string instead of raising.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ from o1jax.tasks.tokenizer import END_THINK_TEXT, THINK_TEXT
 
 STEP_SEP = "; "
 SPLITS = ("train", "eval", "any")
-HELDOUT_MODULUS = 10  # one prompt in HELDOUT_MODULUS is held out for evaluation
+SPLIT_KEYS = ("canonical", "prompt")  # what the split hashes (module docstring)
+DEFAULT_SPLIT_KEY = "canonical"
+HELDOUT_MODULUS = 10  # one key in HELDOUT_MODULUS is held out for evaluation
 
 # Generated steps and prompts are a few dozen characters; capping what the parsers look at
 # keeps their work (and recursion depth) bounded on adversarial model output.
@@ -96,9 +106,10 @@ def split_steps(thinking: str | None) -> list[str]:
   return [s.strip() for s in thinking.split(";") if s.strip()]
 
 
-def is_heldout(prompt: str) -> bool:
-  """Deterministic ~10% held-out split by prompt hash, stable across runs and machines."""
-  digest = hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()
+def is_heldout(key: str) -> bool:
+  """Deterministic ~10% held-out split by the hash of a string (a prompt or a canonical
+  key), stable across runs and machines."""
+  digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
   return int(digest, 16) % HELDOUT_MODULUS == 0
 
 
@@ -108,10 +119,13 @@ def check_split(split: str) -> str:
   return split
 
 
-def in_split(prompt: str, split: str) -> bool:
-  if split == "any":
-    return True
-  return is_heldout(prompt) == (split == "eval")
+def check_split_key(split_key: str) -> str:
+  if split_key not in SPLIT_KEYS:
+    raise ValueError(f"split_key must be one of {', '.join(map(repr, SPLIT_KEYS))}; "
+                     f"got {split_key!r}")
+  return split_key
+
+
 
 
 def parse_int(pattern: re.Pattern[str], text: str) -> int | None:
@@ -154,20 +168,22 @@ class Task(abc.ABC):
                        f"got {difficulty!r}")
     return int(difficulty)
 
-  def generate(self, rng: np.random.Generator, difficulty: int, *, split: str = "any"
-               ) -> Problem:
-    """One random problem of `difficulty` from `split` ("train", "eval" or "any")."""
+  def generate(self, rng: np.random.Generator, difficulty: int, *, split: str = "any",
+               split_key: str = DEFAULT_SPLIT_KEY) -> Problem:
+    """One random problem of `difficulty` from `split` ("train", "eval" or "any") of the
+    split that hashes `split_key` ("canonical" or "prompt", module docstring)."""
     difficulty = self.check_difficulty(difficulty)
     check_split(split)
+    check_split_key(split_key)
     for _ in range(_MAX_DRAWS):
       problem = self._sample(rng, difficulty)
-      if problem is not None and in_split(problem.prompt, split):
+      if problem is not None and self.in_split(problem, split, split_key):
         return problem
     raise RuntimeError(f"task {self.name!r} drew no problem of difficulty {difficulty} "
                        f"in split {split!r} after {_MAX_DRAWS} tries")
 
-  def generate_problems(self, seed: int, difficulty: int, n: int, split: str = "train"
-                        ) -> list[Problem]:
+  def generate_problems(self, seed: int, difficulty: int, n: int, split: str = "train",
+                        split_key: str = DEFAULT_SPLIT_KEY) -> list[Problem]:
     """`n` problems, a deterministic function of (task, seed, difficulty, split).
 
     The task name and difficulty are mixed into the seed so that the same seed gives
@@ -176,11 +192,29 @@ class Task(abc.ABC):
     """
     difficulty = self.check_difficulty(difficulty)
     check_split(split)
+    check_split_key(split_key)
     if n < 0:
       raise ValueError(f"n must be >= 0; got {n}")
     entropy = [int(seed), zlib.crc32(self.name.encode()), difficulty]
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
-    return [self.generate(rng, difficulty, split=split) for _ in range(n)]
+    return [self.generate(rng, difficulty, split=split, split_key=split_key) for _ in range(n)]
+
+  def canonical_key(self, problem: Problem) -> str:
+    """The same string for a problem and its near-duplicates (what the canonical split
+    hashes). Tasks whose prompts have no other written form keep this default: the prompt."""
+    return problem.prompt
+
+  def split_key_of(self, problem: Problem, split_key: str = DEFAULT_SPLIT_KEY) -> str:
+    """The string the split `split_key` hashes for `problem`: canonical key or prompt."""
+    if check_split_key(split_key) == "prompt":
+      return problem.prompt
+    return self.canonical_key(problem)
+
+  def in_split(self, problem: Problem, split: str, split_key: str = DEFAULT_SPLIT_KEY) -> bool:
+    """Whether `problem` lies in `split` of the split that hashes `split_key`."""
+    if check_split(split) == "any":
+      return True
+    return is_heldout(self.split_key_of(problem, split_key)) == (split == "eval")
 
   @abc.abstractmethod
   def _sample(self, rng: np.random.Generator, difficulty: int) -> Problem | None:

@@ -250,6 +250,14 @@ class CountdownTask(Task):
     numbers, target = prompts[int(rng.integers(len(prompts)))]
     return build(numbers, target)
 
+  def canonical_key(self, problem: Problem) -> str:
+    # The same numbers in another order ask for the same target: a search over a permuted
+    # order (often of another level) with the same arithmetic facts. The key is the prompt
+    # with the numbers sorted (itself a prompt, maybe unsolvable in that order), so every
+    # permutation lies on one side of the split.
+    *numbers, target = problem.data
+    return f"{' '.join(map(str, sorted(numbers)))} to {target}"
+
   def _parse_prompt(self, prompt: str) -> Problem | None:
     match = _PROMPT.fullmatch(" ".join(prompt.split()))
     if match is None:

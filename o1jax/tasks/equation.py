@@ -303,6 +303,13 @@ class EquationTask(Task):
     draw = tuple(space[int(rng.integers(len(space)))] for space in _SAMPLE_SPACE[difficulty])
     return _from_draw(difficulty, draw)
 
+  def canonical_key(self, problem: Problem) -> str:
+    # The prompt is the equation's normal form already: the generator and the parser write
+    # each equation one way (x term first, constants after, the factor before its bracket,
+    # level 3's larger coefficient on the left), so no other prompt is the same equation
+    # reordered (tests/test_canonical_split.py checks that commuted forms do not parse).
+    return problem.prompt
+
   def _parse_prompt(self, prompt: str) -> Problem | None:
     text = "".join(prompt.split())
     for difficulty, pattern in _PROMPTS.items():
