@@ -29,6 +29,7 @@ def get_config(variant: str = ""):
       verifier="exact",              # for JSONL records without a task: exact, numeric, math
       eval_files=(),                 # held-out JSONL (--eval_data), with data_files
       difficulties=(1, 2, 3, 4),
+      split_key="prompt",            # the shipped v2's split; "canonical": no permuted twins
       steps=200,
       prompts_per_step=16,
       group_size=8,
@@ -90,7 +91,8 @@ def get_config(variant: str = ""):
     # between chunks of steps (eval_problems=0 here). Sized for the shared 2-core CPU:
     # 8 prompts x 8 samples a step (~1-3 min there), a learning rate that can move the
     # policy within the few dozen steps that fit.
-    c.grpo.update(tasks=("addition", "equation"), difficulties=(5,), max_thinking=448,
+    c.grpo.update(tasks=("addition", "equation"), difficulties=(5,), split_key="canonical",
+                  max_thinking=448,
                   cache_len=512, prompts_per_step=8, group_size=8, learning_rate=3e-4,
                   warmup_steps=5, steps=60, eval_problems=0, checkpoint_every=10,
                   max_to_keep=1)

@@ -59,7 +59,7 @@ def draws():
 def test_no_heldout_problem_has_a_twin_in_training(draws, name, difficulty):
   task = get_task(name)
   problems = draws[name, difficulty]
-  held = [p for p in problems if task.in_split(p, "eval")]
+  held = [p for p in problems if task.in_split(p, "eval", "canonical")]
   assert 0.05 < len(held) / len(problems) < 0.15, len(held)
   assert leaks(task, problems) == []
 
@@ -97,13 +97,14 @@ def test_wrong_addition_key_is_rejected(draws, monkeypatch):
 def test_generated_splits_follow_their_key():
   for name, difficulty in TASK_DIFFICULTIES:
     task = get_task(name)
-    train = task.generate_problems(1, difficulty, 200, split="train")
-    held = task.generate_problems(1, difficulty, 40, split="eval")
+    train = task.generate_problems(1, difficulty, 200, split="train", split_key="canonical")
+    held = task.generate_problems(1, difficulty, 40, split="eval", split_key="canonical")
     assert not any(is_heldout(task.canonical_key(p)) for p in train)
     assert all(is_heldout(task.canonical_key(p)) for p in held)
-    # the old split is still there, unchanged: it hashes the prompt
+    # the old split is still there, unchanged (and the default while v2 ships): the prompt
     old_held = task.generate_problems(1, difficulty, 40, split="eval", split_key="prompt")
     assert all(is_heldout(p.prompt) for p in old_held)
+    assert task.generate_problems(1, difficulty, 40, split="eval") == old_held
 
 
 def test_the_canonical_key_is_the_sorted_prompt():

@@ -72,6 +72,9 @@ class GRPOConfig:
   base: str = ""                              # checkpoint, training workdir or HF dir; "": embedded
   tasks: tuple[str, ...] = ("addition",)
   difficulties: tuple[int, ...] = (1, 2, 3, 4)
+  # Which train/held-out split training prompts come from (o1jax/tasks/base.py): "prompt"
+  # is the shipped v2's; "canonical" keeps every permuted twin of a held-out problem out.
+  split_key: str = "prompt"
   # JSONL problem sets (o1jax/rl/data.py); (): the built-in task generators (tasks x levels).
   data_files: tuple[str, ...] = ()
   verifier: str = "exact"                     # scores records without a task: exact/numeric/math
@@ -124,6 +127,7 @@ class GRPOConfig:
         tasks_lib.get_task(t).check_difficulty(d)
     if not self.tasks or not self.difficulties:
       raise ValueError("tasks and difficulties must be non-empty")
+    tasks_lib.check_split_key(self.split_key)
     verifiers.check_name(self.verifier)
     for name in ("data_files", "eval_files"):
       files = getattr(self, name)
@@ -220,7 +224,8 @@ def step_problems(cfg: GRPOConfig, step: int, shard: tuple[int, int] | None = No
     problems, targets = [], []
     for _ in range(cfg.prompts_per_step):
       t, d = pairs[int(rng.integers(len(pairs)))]
-      problems.append(tasks_lib.get_task(t).generate(rng, d, split="train"))
+      problems.append(tasks_lib.get_task(t).generate(rng, d, split="train",
+                                                     split_key=cfg.split_key))
       targets.append(int(rng.choice(cfg.budget_targets)) if cfg.budget_targets else None)
   part = rl_data.shard_slice(cfg.prompts_per_step, shard)
   return problems[part], targets[part]
