@@ -62,6 +62,8 @@ _SWEEP_PROBLEMS = flags.DEFINE_integer("sweep_problems", 8, "Problems per cell o
                                        "(disjoint from the measured ones).")
 _ANSWER_T = flags.DEFINE_float("answer_temperature", 0.0, "Temperature of the answer after "
                                "`</think>` (negative: the thinking temperature).")
+_GREEDY = flags.DEFINE_bool("greedy", True, "Run greedy decoding as the reference (off: for "
+                            "a run whose outcomes join another's by --reanalyze).")
 _BEAM_WIDTH = flags.DEFINE_integer("beam_width", 4, "M: candidates per kept beam.")
 _BINS = flags.DEFINE_integer("bins", 2, "Predicted-difficulty bins for compute-optimal.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Policy checkpoint (default: embedded).")
@@ -70,8 +72,9 @@ _HEADS = flags.DEFINE_string("heads", None, "Directory with prm_head/orm_head (d
 _ROWS = flags.DEFINE_integer("rows_per_batch", 256, "Rows per compiled batch.")
 _CACHE_LEN = flags.DEFINE_integer("cache_len", None, "KV cache per row (default: the model's "
                                   "max_seq_len); thinking that reaches it is closed.")
-_REANALYZE = flags.DEFINE_string("reanalyze", None, "A search.json: rewrite the tables, plot "
-                                 "and compute-optimal from its outcomes (no decoding).")
+_REANALYZE = flags.DEFINE_list("reanalyze", [], "search.json files of one problem draw (e.g. "
+                               "one per seed, run in parallel): rewrite the tables, plot and "
+                               "compute-optimal from their outcomes together (no decoding).")
 _OUT = flags.DEFINE_string("out", "runs/search", "Output directory.")
 
 
@@ -83,9 +86,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _REANALYZE.value:
-    with open(_REANALYZE.value) as f:
-      report = json.load(f)
-    analyze(report, _OUT.value)
+    analyze(merge(_REANALYZE.value), _OUT.value)
     return
   unknown = set(_STRATEGIES.value) - set(SAMPLE_FAMILY) - set(TREE)
   if unknown:
@@ -171,7 +172,8 @@ def main(argv):
   # then each tree strategy from small N to large, seed by seed.
   family = [s for s in _STRATEGIES.value if s in SAMPLE_FAMILY]
   greedy = []
-  run.greedy(problems, seeds[0], greedy)
+  if _GREEDY.value:
+    run.greedy(problems, seeds[0], greedy)
   for seed in seeds:
     outcomes += [{**o, "seed": seed} for o in greedy]   # greedy: the same for every seed
     if family:
@@ -184,6 +186,31 @@ def main(argv):
         save()
   save(complete=True)
   analyze(report, _OUT.value)
+
+
+def merge(paths):
+  """One report from several runs on the same problems (their outcomes together); the
+  runs must not overlap in (strategy, N, seed)."""
+  reports = []
+  for path in paths:
+    with open(path) as f:
+      reports.append(json.load(f))
+  first = reports[0]
+  for r in reports[1:]:
+    if [p["prompt"] for p in r["problems"]] != [p["prompt"] for p in first["problems"]]:
+      raise ValueError(f"{paths}: the runs are not on the same problems")
+    if r["thinking_temperature"] != first["thinking_temperature"]:
+      raise ValueError(f"{paths}: the runs sampled at different temperatures")
+  keys = [(o["problem"], o["strategy"], o["n"], o["seed"]) for r in reports
+          for o in r["outcomes"]]
+  if len(set(keys)) != len(keys):
+    raise ValueError(f"{paths}: the runs overlap (the same problem, strategy, N and seed)")
+  if len(reports) == 1:
+    return first
+  return {**first, "outcomes": [o for r in reports for o in r["outcomes"]],
+          "merged_from": [dict(flags=r["flags"], complete=r.get("complete"),
+                               elapsed_s=r.get("elapsed_s")) for r in reports],
+          "temperature_sweep": [x for r in reports for x in r.get("temperature_sweep", [])]}
 
 
 class Runner:
