@@ -86,7 +86,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _REANALYZE.value:
-    analyze(merge(_REANALYZE.value), _OUT.value)
+    report = merge(_REANALYZE.value)
+    target = os.path.join(_OUT.value, "search.json")
+    if len(_REANALYZE.value) > 1 and not any(os.path.samefile(target, p) for p in
+                                               _REANALYZE.value if os.path.exists(target)):
+      os.makedirs(_OUT.value, exist_ok=True)
+      with open(target, "w") as f:     # the merged outcomes, for the next reanalysis
+        json.dump(report, f, indent=1)
+    analyze(report, _OUT.value)
     return
   unknown = set(_STRATEGIES.value) - set(SAMPLE_FAMILY) - set(TREE)
   if unknown:
@@ -442,8 +449,10 @@ def compute_optimal(report, num_bins, reps=1000, seed=0):
     rows.append(dict(n="greedy", select_target=None, baseline_accuracy=None,
                      baseline_tokens=None, optimal_accuracy=round(float(acc), 4),
                      optimal_tokens=round(float(tok), 1),
-                     baseline_tokens_at_that_accuracy=None if need is None else round(need, 1),
-                     ratio=None if need is None else round(need / tok, 3), policy="greedy",
+                     baseline_tokens_at_that_accuracy=None if need is None else round(
+                         float(need), 1),
+                     ratio=None if need is None else round(float(need / tok), 3),
+                     policy="greedy",
                      edges=rows[0]["edges"], select_problems=len(select),
                      eval_problems=len(evaluate), ratio_lo=None, ratio_hi=None,
                      ratio_reps_reached=None))

@@ -286,8 +286,9 @@ def test_launch_search_writes_the_table_its_outcomes_recompute(tmp_path):
   out = str(tmp_path / "search")
   run = subprocess.run(
       [sys.executable, "launch/search.py", f"--out={out}",
-       "--strategies=majority,weighted_vote,dvts", "--n=1,4", "--tasks=addition",
-       "--difficulty=2", "--num_problems=2", "--bins=1", "--seeds=0,1"],
+       "--strategies=majority,weighted_vote,dvts", "--n=1,2", "--beam_width=2",
+       "--tasks=addition", "--difficulty=1", "--num_problems=2", "--bins=1", "--seeds=0,1",
+       "--cache_len=256"],
       cwd=repo, capture_output=True, text=True, timeout=600,
       env={**os.environ, "PYTHONPATH": repo})
   assert run.returncode == 0, run.stderr[-3000:]
@@ -304,12 +305,12 @@ def test_launch_search_writes_the_table_its_outcomes_recompute(tmp_path):
     assert float(row["generated_tokens"]) == pytest.approx(np.mean([o["tokens"] for o in mine]),
                                                            abs=0.05)
   assert {r["strategy"] for r in rows} == {"greedy", "majority", "weighted_vote", "dvts"}
-  assert {int(r["n"]) for r in rows if r["strategy"] == "dvts"} == {4}   # N=1 < beam width
-  assert {int(r["n"]) for r in rows if r["strategy"] == "majority"} == {1, 4}
+  assert {int(r["n"]) for r in rows if r["strategy"] == "dvts"} == {2}   # N=1 < beam width
+  assert {int(r["n"]) for r in rows if r["strategy"] == "majority"} == {1, 2}
   assert os.path.exists(os.path.join(out, "search.png"))
   with open(os.path.join(out, "compute_optimal.csv")) as f:
     optimal = list(csv.DictReader(f))
-  assert [r["n"] for r in optimal] == ["1", "4", "greedy"]   # the curve starts at N = 1
+  assert [r["n"] for r in optimal] == ["1", "2", "greedy"]   # the curve starts at N = 1
   # Every file is recomputed from search.json alone.
   again = str(tmp_path / "again")
   subprocess.run([sys.executable, "launch/search.py", f"--out={again}",
