@@ -256,10 +256,22 @@ def test_a_separate_trunk_prm_scores_each_step_as_the_offline_prm_does(setup):
   res = search(params, TOK, prompts, tc, SearchConfig(strategy="dvts", n=1, beam_width=1,
                                                      temperature=0.0),
                host_scorer=separate_prm_scorer(model, prompts))
-  for p, (c,) in zip(problems, res.candidates):
+  alone = search(params, TOK, prompts, tc, SearchConfig(strategy="dvts", n=1, beam_width=1,
+                                                       temperature=0.0))
+  for i, (p, (c,)) in enumerate(zip(problems, res.candidates)):
     item = prm.lay_out([rl.Rollout(p, p.prompt, c.thinking, c.answer, True, 0, "natural")])
     offline = prm.score(item, model, params, tc.model, batch_size=1)[0]
     np.testing.assert_allclose(c.step_scores, offline, rtol=1e-4, atol=1e-5)
+    # Its forwards are counted: at step k it re-read the prompt, `<think>`, the first k
+    # steps joined by "; " (";" after an open step), `</think>` and EOS.
+    steps = [x.strip() for x in c.thinking.split(";") if x.strip()]
+    fed = [len(TOK.encode(p.prompt)) + 1 + len(TOK.encode("; ".join(steps[:k]) + (
+        ";" if k < len(steps) else ""))) + 2 for k in range(1, len(steps) + 1)]
+    got, policy_only = res.compute[i], alone.compute[i]
+    assert got.scorer_tokens == sum(fed) and policy_only.scorer_tokens == 0
+    assert got.generated_tokens == policy_only.generated_tokens
+    trunk_matmuls = search_lib.compute.matmul_params(trunk_config)
+    assert got.flops - policy_only.flops >= 2 * trunk_matmuls * sum(fed)
   with pytest.raises(ValueError, match="own trunk"):
     separate_prm_scorer(RewardModel(HeadConfig(128, 16, "prm"), {}), prompts)
 
@@ -273,8 +285,10 @@ def test_launch_search_writes_the_table_its_outcomes_recompute(tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = str(tmp_path / "search")
   run = subprocess.run(
-      [sys.executable, "launch/search.py", f"--out={out}", "--strategies=majority,dvts",
-       "--n=4", "--tasks=addition", "--difficulty=2", "--num_problems=2", "--bins=1"],
+      [sys.executable, "launch/search.py", f"--out={out}",
+       "--strategies=majority,weighted_vote,dvts", "--n=1,2", "--beam_width=2",
+       "--tasks=addition", "--difficulty=1", "--num_problems=2", "--bins=1", "--seeds=0,1",
+       "--cache_len=256"],
       cwd=repo, capture_output=True, text=True, timeout=600,
       env={**os.environ, "PYTHONPATH": repo})
   assert run.returncode == 0, run.stderr[-3000:]
@@ -286,27 +300,67 @@ def test_launch_search_writes_the_table_its_outcomes_recompute(tmp_path):
   for row in rows:
     mine = [o for o in report["outcomes"] if o["strategy"] == row["strategy"]
             and o["n"] == int(row["n"])]
-    assert int(row["problems"]) == len(mine) == 2
+    assert int(row["problems"]) == len(mine) == 4     # 2 problems x 2 seeds
     assert float(row["accuracy"]) == pytest.approx(np.mean([o["correct"] for o in mine]))
     assert float(row["generated_tokens"]) == pytest.approx(np.mean([o["tokens"] for o in mine]),
-                                                           abs=0.05)
-  assert {r["strategy"] for r in rows} == {"greedy", "majority", "dvts"}
+                                                           abs=0.0501)
+  assert {r["strategy"] for r in rows} == {"greedy", "majority", "weighted_vote", "dvts"}
+  assert {int(r["n"]) for r in rows if r["strategy"] == "dvts"} == {2}   # N=1 < beam width
+  assert {int(r["n"]) for r in rows if r["strategy"] == "majority"} == {1, 2}
   assert os.path.exists(os.path.join(out, "search.png"))
+  with open(os.path.join(out, "compute_optimal.csv")) as f:
+    optimal = list(csv.DictReader(f))
+  assert [r["n"] for r in optimal] == ["1", "2", "greedy"]   # the curve starts at N = 1
+  # Every file is recomputed from search.json alone.
+  again = str(tmp_path / "again")
+  subprocess.run([sys.executable, "launch/search.py", f"--out={again}",
+                  f"--reanalyze={out}/search.json"], cwd=repo, check=True, capture_output=True,
+                 env={**os.environ, "PYTHONPATH": repo})
+  for name in ("search.csv", "search.md", "compute_optimal.csv"):
+    assert open(os.path.join(out, name)).read() == open(os.path.join(again, name)).read()
   with pytest.raises(subprocess.CalledProcessError):
     subprocess.run([sys.executable, "launch/search.py", "--strategies=mcts", f"--out={out}"],
                    cwd=repo, check=True, capture_output=True, env={**os.environ,
                                                                    "PYTHONPATH": repo})
 
 
-def test_beam_search_does_not_depend_on_batch_layout(setup):
+@pytest.mark.parametrize("strategy", ["sample", "beam", "dvts"])
+def test_search_and_every_counter_do_not_depend_on_batch_layout(setup, strategy):
+  """Three problems searched one per batch and all in one batch: the same solutions and
+  every compute counter equal (tokens, prompt, back-ups, PRM/ORM reads, FLOPs). Idle rows
+  of a batch are copies of other problems' rows: none of their work may be counted."""
   params, tc = setup
-  prompts = [p.prompt for p in COUNTDOWN.generate_problems(8, 3, 2, split="eval")]
+  prompts = [p.prompt for p in COUNTDOWN.generate_problems(8, 3, 3, split="eval")]
   runs = [search(params, TOK, prompts, tc,
-                 SearchConfig(strategy="beam", n=4, beam_width=2, temperature=1.0,
-                              backtrack_threshold=0.5, rows_per_batch=rows), heads=_heads())
-          for rows in (4, 8)]
+                 SearchConfig(strategy=strategy, n=4, beam_width=2, temperature=1.0,
+                              backtrack_threshold=0.0 if strategy == "sample" else 0.5,
+                              rows_per_batch=rows), heads=_heads())
+          for rows in (4, 12)]
   for a, b in zip(runs[0].candidates, runs[1].candidates):
     assert [(c.thinking, c.answer) for c in a] == [(c.thinking, c.answer) for c in b]
+    # Scores agree to float rounding (batch shapes differ).
+    assert [c.final_score for c in a] == pytest.approx([c.final_score for c in b], rel=1e-5,
+                                                       nan_ok=True)
   assert runs[0].backtracks == runs[1].backtracks
-  assert [c.generated_tokens for c in runs[0].compute] == [
-      c.generated_tokens for c in runs[1].compute]
+  for a, b in zip(runs[0].compute, runs[1].compute):
+    assert a.generated_tokens > 0 and a.reward_evaluations > 0
+    assert dataclasses.asdict(a) == pytest.approx(dataclasses.asdict(b), rel=1e-12)
+
+
+def test_steps_past_max_steps_are_refused_not_dropped(setup):
+  """A path that ends more steps than the rows record is refused by name; by default the
+  records are sized from the cache, and every step of every path is scored."""
+  params, tc = setup
+  prompts = [p.prompt for p in COUNTDOWN.generate_problems(8, 3, 2, split="eval")]
+  cfg = SearchConfig(strategy="sample", n=2, temperature=1.0, rows_per_batch=4)
+  for strategy in ("sample", "dvts"):
+    with pytest.raises(ValueError, match="max_steps=2"):
+      search(params, TOK, prompts, tc, dataclasses.replace(
+          cfg, strategy=strategy, beam_width=1, max_steps=2), heads=_heads())
+  assert cfg.max_steps is None
+  res = search(params, TOK, prompts, tc, cfg, heads=_heads())
+  for cands in res.candidates:
+    for c in cands:
+      steps = [x for x in c.thinking.split(";") if x.strip()]
+      assert len(c.step_scores) == len(steps) > 2
+      assert not np.isnan(c.step_scores).any()

@@ -39,6 +39,9 @@ class Compute:
   prompt_tokens: int = 0       # prefilled once per problem (forks copy the cache)
   refed_tokens: int = 0        # single-token forwards to back a row up to an earlier step
   reward_evaluations: int = 0  # PRM step scores plus ORM reads
+  # Tokens a host-side scorer fed its own model (a separate-trunk PRM re-reads the path at
+  # every step end); its FLOPs are in `flops`.
+  scorer_tokens: int = 0
   flops: float = 0.0
 
   def add(self, other: "Compute") -> "Compute":
@@ -47,8 +50,11 @@ class Compute:
 
 
 def count(config: ModelConfig, *, generated: int, prompt: int, refed: int = 0,
-          evaluations: int = 0, mean_context: float = 0.0, head_hidden: int = 64) -> Compute:
+          evaluations: int = 0, mean_context: float = 0.0, head_hidden: int = 64,
+          scorer_tokens: int = 0, scorer_flops: float = 0.0) -> Compute:
   tokens = generated + prompt + refed
-  flops = tokens * flops_per_token(config, mean_context)
-  flops += evaluations * head_flops(config.embed_dim, head_hidden)
-  return Compute(generated, prompt, refed, evaluations, float(flops))
+  flops = tokens * flops_per_token(config, mean_context) if tokens else 0.0
+  flops += evaluations * head_flops(config.embed_dim, head_hidden) + scorer_flops
+  return Compute(generated_tokens=generated, prompt_tokens=prompt, refed_tokens=refed,
+                 reward_evaluations=evaluations, scorer_tokens=scorer_tokens,
+                 flops=float(flops))

@@ -2,6 +2,9 @@
 
 * `checker_scorer`: the tasks' exact step checkers (1 while every step so far is right):
   an oracle PRM, for tests and for measuring how much a perfect verifier would give.
+A scorer may carry `forward_cost(i, steps, closed) -> (tokens, flops)`: what one call
+costs; search counts it (`Compute.scorer_tokens`, `flops`).
+
 * `separate_prm_scorer`: a PRM on its own small trunk (`RewardModel.separate`, trained by
   launch/train_prm.py with `--config.prm.trunk=separate`). It reads text, so it costs a
   forward of its trunk over the path at every step end: the price of not sharing the
@@ -35,10 +38,24 @@ def separate_prm_scorer(model, prompts: Sequence[str]):
     raise ValueError("separate_prm_scorer needs a PRM with its own trunk; a policy-trunk "
                      "PRM head is read inside the loop: pass it as heads={'prm': head}")
 
+  from o1jax.search import compute
+  # Training read a step at its ";" and the last one at "</think>".
+  lay_out = lambda i, steps, closed: rl.layout(prompts[i],
+                                              "; ".join(steps) + ("" if closed else ";"))
+
   def score(i: int, steps: Sequence[str], closed: bool = False) -> float:
-    # Training read a step at its ";" and the last one at "</think>".
-    lay = rl.layout(prompts[i], "; ".join(steps) + ("" if closed else ";"))
+    lay = lay_out(i, steps, closed)
     hidden = rl.hidden_at(model.trunk, model.trunk_config, [lay.ids], [[lay.step_ends[-1]]],
                           batch_size=1)[0]
     return float(np.asarray(heads_lib.predict(model.head, hidden))[0])
+
+  def forward_cost(i: int, steps: Sequence[str], closed: bool = False) -> tuple[int, float]:
+    """(tokens, FLOPs) of one `score` call: a forward of the PRM's trunk over the laid-out
+    path, and its head once. Search adds these to `Compute.scorer_tokens` and `flops`."""
+    tokens = len(lay_out(i, steps, closed).ids)
+    return tokens, compute.count(model.trunk_config, generated=0, prompt=tokens,
+                                 evaluations=1, mean_context=tokens / 2,
+                                 head_hidden=model.head_config.hidden_dim).flops
+
+  score.forward_cost = forward_cost
   return score

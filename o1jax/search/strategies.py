@@ -3,16 +3,16 @@
 * `sample` (best-of-N family): N independent solutions per problem, each scored at every
   step end by the PRM and at EOS by the ORM while it is decoded; majority vote, best-of-N
   and the score-weighted vote are then choices among the same N (`select.choose`).
-* `beam`: step-level beam search (search-and-learn's layout): N rows per problem; after each
-  step the PRM scores every row and the best N / M paths are kept, each expanded into M
-  candidates for the next step. Finished solutions leave the beam and fill a pool the final
-  answer is chosen from.
-* `dvts`: N / M independent subtrees of width M, each keeping only its own best candidate
-  (diverse verifier tree search).
+* `beam`: step-level beam search (search-and-learn's semantics): N rows per problem; after
+  each step the PRM scores every row, finished solutions are set aside (they take no slot),
+  and the best N / M live paths refill the N rows. It ends once N solutions are set aside.
+* `dvts`: N / M independent subtrees of width M, each continuing its own best candidate,
+  and ending when that best candidate is finished (diverse verifier tree search).
 * backtracking (beam and dvts, `backtrack_threshold > 0`): when every candidate of a beam
   scores under the threshold, the beam backs up to the latest earlier step its PRM still
   trusted (score >= threshold; else the start of thinking) and resamples from there, at most
   `max_backtracks` times per beam.
+The per-round decisions are `tree.py`'s (pure, tested on constructed score tables).
 
 Rows of one batch hold several problems; a fork copies KV rows by gather. Every row is keyed
 from its problem's key and its place in the search tree (never its batch row), so results
@@ -30,6 +30,7 @@ import numpy as np
 from o1jax.model.config import ModelConfig
 from o1jax.search import compute as compute_lib
 from o1jax.search import rows as rows_lib
+from o1jax.search import tree
 from o1jax.search.select import Candidate, aggregate
 from o1jax.thinking.api import prepare_inputs
 from o1jax.thinking.config import Phase, StopReason, ThinkConfig
@@ -51,9 +52,15 @@ class SearchConfig:
   aggregate: str = "last"         # path score for keeping beams (search-and-learn: last)
   backtrack_threshold: float = 0.0  # 0: off
   max_backtracks: int = 2         # per beam
-  temperature: float = 1.0
+  temperature: float = 1.0         # the thinking's
+  # The answer's (after `</think>`): 0 answers each searched path greedily, so a path is
+  # judged by its reasoning, not by a noisy last draw; None: at `temperature`.
+  answer_temperature: float | None = 0.0
   delimiter: str = ";"            # the step delimiter string
-  max_steps: int = 64             # step records per row (later steps are not scored)
+  # Step records per row. None: as many as a row can end (a step holds a token and its
+  # delimiter, so cache_len // 2 + 1), so no step goes unscored; a smaller value is a
+  # memory cap, and a path that ends more steps is refused (ValueError), never cut.
+  max_steps: int | None = None
   max_rounds: int = 512
   rows_per_batch: int = 256       # problems are packed n rows each into batches this size
   seed: int = 0
@@ -68,10 +75,13 @@ class SearchConfig:
       problems.append(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width})")
     if not 0.0 <= self.backtrack_threshold < 1.0:
       problems.append(f"backtrack_threshold must be in [0, 1), got {self.backtrack_threshold}")
-    if self.max_backtracks < 0 or self.max_steps < 1 or self.max_rounds < 1:
+    if (self.max_backtracks < 0 or (self.max_steps is not None and self.max_steps < 1)
+        or self.max_rounds < 1):
       problems.append("max_backtracks must be >= 0, max_steps and max_rounds >= 1")
     if self.temperature < 0:
       problems.append(f"temperature must be >= 0, got {self.temperature}")
+    if self.answer_temperature is not None and self.answer_temperature < 0:
+      problems.append(f"answer_temperature must be >= 0 or None, got {self.answer_temperature}")
     if not self.delimiter:
       problems.append("delimiter must be a non-empty string")
     if problems:
@@ -93,21 +103,6 @@ def delimiter_ids(tokenizer, delimiter: str) -> tuple[int, ...]:
   if not found:
     raise ValueError(f"no token of the vocabulary contains the step delimiter {delimiter!r}")
   return found
-
-
-@dataclasses.dataclass
-class _Beam:
-  row: int                    # the row its children fork from
-  salt: int                   # child j folds salt + j into the row's key
-  unit: int                   # beam search: 0 (one beam per problem); dvts: the subtree
-  restore: int | None = None  # back the children up to this step first (a backtrack)
-
-
-@dataclasses.dataclass
-class _Progress:
-  slots_left: int                                   # beam: finished solutions still to find
-  finished_units: set = dataclasses.field(default_factory=set)      # dvts subtrees done
-  backtracks_left: dict = dataclasses.field(default_factory=dict)   # unit -> backtracks
 
 
 def search(params, tokenizer, prompts: Sequence[str], think_config: ThinkConfig,
@@ -157,12 +152,15 @@ class _Chunk:
     padded = ids + [ids[0]] * (per_batch - len(ids))   # one batch shape for every chunk
     inputs = prepare_inputs(tokenizer, [prompts[i] for i in padded], think_config,
                             [budgets[i] for i in padded], [mins[i] for i in padded],
-                            width=width, temperature=cfg.temperature)
+                            width=width, temperature=cfg.temperature,
+                            answer_temperature=cfg.answer_temperature)
     inputs = inputs.replace(request_key=request_keys(cfg.seed, np.asarray(padded)))
     self.inputs = fill_settings(inputs, think_config)
     self.prompt_lengths = np.asarray(self.inputs.lengths)
     self.live_problems = len(ids)
     self.n, self.total_rows = cfg.n, per_batch * cfg.n
+    self.max_steps = cfg.max_steps or think_config.cache_len // 2 + 1
+    self.live = np.zeros(self.total_rows, bool)   # rows the last round advanced
     self.candidates = [[] for _ in ids]
     self.compute = [compute_lib.Compute() for _ in ids]
     self.backtracks = [0 for _ in ids]
@@ -177,27 +175,41 @@ class _Chunk:
         delimiter_ids=self.delims, pause_at_step_end=pause,
         max_tokens=self.think_config.cache_len)
 
-  def _read(self, rows, previous_steps=None) -> dict:
-    """Host copies of what a round decides on; host-scored steps filled in."""
+  def _read(self, rows) -> dict:
+    """Host copies of what a round decides on; host-scored steps filled in (and their
+    forwards' cost, per row, in `scorer_tokens` / `scorer_flops`)."""
     s = rows.state
     out = {k: np.asarray(v) for k, v in dict(
         phase=s.phase, tokens=s.tokens, segments=s.segments, num_generated=s.num_generated,
         thinking_tokens=s.thinking_tokens, stop_reason=s.stop_reason,
         num_steps=rows.num_steps, step_scores=rows.step_scores, final_score=rows.final_score,
         decoded=rows.decoded, refed=rows.refed, position=s.position).items()}
-    steps_now = np.minimum(out["num_steps"], self.cfg.max_steps)
+    over = np.flatnonzero(self.live & (out["num_steps"] > self.max_steps))
+    if len(over):
+      raise ValueError(
+          f"a searched path ended {int(out['num_steps'][over[0]])} steps, more than "
+          f"SearchConfig.max_steps={self.max_steps} records: its later steps cannot be "
+          "scored; raise max_steps or leave it None (sized from the cache)")
+    out["scorer_tokens"] = np.zeros(self.total_rows, np.int64)
+    out["scorer_flops"] = np.zeros(self.total_rows, np.float64)
+    cost = getattr(self.host_scorer, "forward_cost", None)
     scores = []
     for r in range(self.total_rows):
+      steps_now = int(out["num_steps"][r])
       if self.host_scorer is None:
-        scores.append(list(out["step_scores"][r, :steps_now[r]]))
+        scores.append(list(out["step_scores"][r, :steps_now]))
         continue
-      mirror = self.host_scores[r][:steps_now[r]]
-      if len(mirror) < steps_now[r]:
+      mirror = self.host_scores[r][:steps_now]
+      if len(mirror) < steps_now and self.live[r]:
         steps = self._steps(out, r)
         closed = out["phase"][r] != Phase.THINKING   # its last step ended at the close
-        for k in range(len(mirror), steps_now[r]):
-          mirror.append(float(self.host_scorer(
-              self.ids[r // self.n], steps[:k + 1], bool(closed and k == steps_now[r] - 1))))
+        for k in range(len(mirror), steps_now):
+          args = (self.ids[r // self.n], steps[:k + 1], bool(closed and k == steps_now - 1))
+          mirror.append(float(self.host_scorer(*args)))
+          if cost is not None:
+            tokens, flops = cost(*args)
+            out["scorer_tokens"][r] += tokens
+            out["scorer_flops"][r] += flops
       self.host_scores[r] = mirror
       scores.append(list(mirror))
     out["scores"] = scores
@@ -223,26 +235,30 @@ class _Chunk:
                      tokens=int(out["num_generated"][r]),
                      stop_reason=StopReason(int(out["stop_reason"][r])).name.lower())
 
-  def _charge(self, out, problem_rows, p, steps_before=None):
-    """Adds a round's decoded tokens, back-up forwards and reward reads for problem p."""
-    c = self.compute[p]
-    context = float(np.mean(out["position"][problem_rows])) / 2 + 1
-    # ORM reads at EOS, and PRM reads at step ends (a host scorer's cost is not the model's).
-    evals = int(np.sum(~np.isnan(out["final_score"][problem_rows])))
-    if self.host_scorer is None:
-      before = 0 if steps_before is None else steps_before[problem_rows]
-      steps = np.array([len(out["scores"][r]) for r in problem_rows])
-      evals += int(np.maximum(steps - before, 0).sum())
-    self.compute[p] = c.add(compute_lib.count(
-        self.model, generated=int(out["decoded"][problem_rows].sum()), prompt=0,
-        refed=int(out["refed"][problem_rows].sum()), evaluations=evals,
-        mean_context=context))
+  def _charge(self, out, problem_rows, p, steps_before):
+    """Adds problem p's round: what its live rows decoded and re-fed, each token at its
+    row's own mean context over the round, the PRM reads of the steps they ended, the ORM
+    reads of the answers they finished, and a host scorer's forwards. Only the problem's
+    own live rows count, so the sum never depends on the batch layout."""
+    rows = [r for r in problem_rows if self.live[r]]
+    total = compute_lib.Compute()
+    for r in rows:
+      decoded, refed = int(out["decoded"][r]), int(out["refed"][r])
+      evals = 0 if np.isnan(out["final_score"][r]) else 1
+      if self.host_scorer is None:
+        evals += max(len(out["scores"][r]) - int(steps_before[r]), 0)
+      total = total.add(compute_lib.count(
+          self.model, generated=decoded, prompt=0, refed=refed, evaluations=evals,
+          mean_context=float(out["position"][r]) - decoded / 2,
+          scorer_tokens=int(out["scorer_tokens"][r]),
+          scorer_flops=float(out["scorer_flops"][r])))
+    self.compute[p] = self.compute[p].add(total)
 
   # --- strategies ---------------------------------------------------------------------
   def run(self):
     cfg, n = self.cfg, self.n
     rows = rows_lib.start(self.params, self.inputs, self.think_config.compile_key(),
-                          cfg.max_steps)
+                          self.max_steps)
     for p in range(len(self.ids)):
       self.compute[p] = compute_lib.count(self.model, generated=0,
                                           prompt=int(self.prompt_lengths[p]),
@@ -250,54 +266,63 @@ class _Chunk:
     problem = np.repeat(np.arange(self.total_rows // n), n)
     child = np.tile(np.arange(n), self.total_rows // n)
     retire = problem >= self.live_problems
+    self.live = ~retire
     rows = self._advance(rows, problem, child, np.full(self.total_rows, rows_lib.NO_RESTORE),
                          retire, pause=cfg.strategy != "sample")
     if cfg.strategy == "sample":
       out = self._read(rows)
       for p in range(self.live_problems):
         mine = np.arange(p * n, (p + 1) * n)
-        self._charge(out, mine, p)
+        self._charge(out, mine, p, np.zeros(self.total_rows, np.int64))
         self.candidates[p] = [self._candidate(out, r, j) for j, r in enumerate(mine)]
       return
     self._tree_search(rows)
 
   def _tree_search(self, rows):
+    """Rounds until every problem is done. A row's slot says which unit it belongs to and
+    its place in the tree (parent rank, child): ties and keys follow that, never the row."""
     cfg, n, m = self.cfg, self.n, self.cfg.beam_width
-    live = range(self.live_problems)
-    # Round 0 made n rows per problem from the prompt. A row's group is the beam it was
-    # forked from (round 0 beam search: every row its own; dvts: subtree t owns rows
-    # [t*m, (t+1)*m)); a beam's `unit` is what backtracking and selection act on (beam: the
-    # problem's whole beam; dvts: its subtree).
-    first = [_Beam(row=-1, salt=0, unit=(j // m if cfg.strategy == "dvts" else 0))
-             for j in range(n)]
-    groups = {p: [(j // m if cfg.strategy == "dvts" else j, j) for j in range(n)]
-              for p in live}
-    makers = {p: ({t: _Beam(row=-1, salt=0, unit=t) for t in range(n // m)}
-                  if cfg.strategy == "dvts" else dict(enumerate(first))) for p in live}
-    state = {p: _Progress(slots_left=n // m) for p in live}
+    dvts = cfg.strategy == "dvts"
+    # Round 0 made n rows per problem from the prompt: DVTS subtree t owns children
+    # [t*m, (t+1)*m) of parent t; beam search's rows are each their own parent.
+    slots = {p: [(j // m, j // m, j) if dvts else (0, j, j) for j in range(n)]
+             for p in range(self.live_problems)}
+    progress = {p: tree.Progress() for p in slots}
+    self.live = np.zeros(self.total_rows, bool)
+    self.live[:self.live_problems * n] = True
     steps_before = np.zeros(self.total_rows, np.int64)
     for _ in range(cfg.max_rounds):
       out = self._read(rows)
-      parent = np.zeros(self.total_rows, np.int64)
+      parent = np.arange(self.total_rows)    # idle rows stay themselves, DONE
       salt = np.full(self.total_rows, -1, np.int64)
       restore = np.full(self.total_rows, rows_lib.NO_RESTORE, np.int64)
       retire = np.ones(self.total_rows, bool)
-      for p in live:
+      for p in slots:
         mine = np.arange(p * n, (p + 1) * n)
         self._charge(out, mine, p, steps_before)
-        kept = self._decide(p, out, mine, groups[p], makers[p], state[p])
-        # Each kept beam's m children fill the problem's rows, in rank order.
-        for b, beam in enumerate(kept):
-          for j in range(m):
-            r = p * n + b * m + j
-            parent[r], salt[r], retire[r] = beam.row, beam.salt + j, False
+        cands = [tree.Scored(row=int(r), unit=slot[0], parent=slot[1], child=slot[2],
+                             scores=tuple(out["scores"][r]),
+                             score=aggregate(out["scores"][r], cfg.aggregate),
+                             finished=bool(out["phase"][r] == Phase.DONE))
+                 for r, slot in zip(mine, slots[p]) if slot is not None]
+        aside, beams = tree.decide(cands, cfg.strategy, n, m, cfg.backtrack_threshold,
+                                   cfg.max_backtracks, progress[p])
+        for c in aside:
+          self.candidates[p].append(self._candidate(out, c.row, len(self.candidates[p])))
+        self.backtracks[p] = progress[p].backtracks
+        slots[p] = [None] * n
+        r = p * n
+        for b, (beam, count) in enumerate(zip(beams, tree.children(beams, cfg.strategy, n,
+                                                                   m))):
+          for c in range(count):
+            parent[r], salt[r], retire[r] = beam.row, beam.salt + c, False
             if beam.restore is not None:
               restore[r] = beam.restore
-        groups[p] = [(b, j) for b in range(len(kept)) for j in range(m)]
-        groups[p] += [(-1, -1)] * (n - len(groups[p]))
-        makers[p] = dict(enumerate(kept))
+            slots[p][r - p * n] = (beam.unit, b, c)
+            r += 1
       if retire.all():
         break
+      self.live = ~retire
       rows = self._advance(rows, parent, salt, restore, retire, pause=True)
       steps_before = np.array([len(out["scores"][parent[r]]) for r in range(self.total_rows)])
       backed = restore != rows_lib.NO_RESTORE
@@ -306,56 +331,3 @@ class _Chunk:
       if self.host_scorer is not None:
         self.host_scores = [list(self.host_scores[parent[r]][:steps_before[r]])
                             for r in range(self.total_rows)]
-
-  def _decide(self, p, out, mine, groups, makers, progress) -> list["_Beam"]:
-    """After a round: a unit whose candidates (finished or not) all score under the
-    backtrack threshold backs up; otherwise finished rows join the pool of solutions and
-    the best live candidates become the next round's beams."""
-    cfg = self.cfg
-    by_unit: dict[int, list[tuple[float, int, int, int, bool]]] = {}
-    for r, (g, j) in zip(mine, groups):
-      if g < 0:
-        continue
-      unit = makers[g].unit
-      if unit in progress.finished_units:
-        continue
-      score = aggregate(out["scores"][r], cfg.aggregate)
-      by_unit.setdefault(unit, []).append((-score, g, j, r, out["phase"][r] == Phase.DONE))
-    kept: list[_Beam] = []
-    for unit in sorted(by_unit):
-      cands = sorted(by_unit[unit])       # best first; ties by (parent rank, child)
-      newest = [out["scores"][r][-1] if out["scores"][r] else 0.0 for *_, r, _ in cands]
-      left = progress.backtracks_left.get(unit, cfg.max_backtracks)
-      backs_up = (cfg.backtrack_threshold > 0 and left > 0
-                  and max(newest) < cfg.backtrack_threshold)
-      for *_, r, done in cands:
-        if done:   # a finished solution joins the pool either way: it was paid for
-          self.candidates[p].append(self._candidate(out, r, len(self.candidates[p])))
-          if not backs_up and cfg.strategy == "beam":
-            progress.slots_left = max(progress.slots_left - 1, 0)
-          elif not backs_up:
-            progress.finished_units.add(unit)
-      if backs_up:
-        progress.backtracks_left[unit] = left - 1
-        self.backtracks[p] += 1
-        # Every parent beam of the unit backs up, from its best candidate's row (they share
-        # the parent's path), to the latest step its PRM still trusted.
-        seen = set()
-        for _, g, _, r, _ in cands:
-          if g in seen:
-            continue
-          seen.add(g)
-          path = out["scores"][r][:-1]
-          good = [k for k, v in enumerate(path) if v >= cfg.backtrack_threshold]
-          kept.append(_Beam(row=r, salt=(cfg.max_backtracks - left + 1) * 1000, unit=unit,
-                            restore=good[-1] if good else rows_lib.TO_PROMPT))
-        continue
-      if unit in progress.finished_units:
-        continue
-      live = [c for c in cands if not c[4]]
-      take = 1 if cfg.strategy == "dvts" else len(live)
-      kept += [_Beam(row=r, salt=0, unit=unit) for _, _, _, r, _ in live[:take]]
-    if cfg.strategy == "beam":
-      # Backed-up beams first (in unit order), then the best live candidates.
-      kept = sorted(kept, key=lambda b: b.restore is None)[:progress.slots_left]
-    return kept

@@ -84,6 +84,10 @@ class ThinkConfig:
   max_answer_tokens: int = 32
   # sampling
   temperature: float = 0.0
+  # The answer's own temperature (after `</think>`): None draws it at `temperature` like
+  # the thinking; 0 answers greedily after sampled thinking (search: diverse reasoning,
+  # the policy's best answer to each).
+  answer_temperature: float | None = None
   top_k: int = 0
   top_p: float = 1.0
   # confidence probe
@@ -137,6 +141,8 @@ class ThinkConfig:
               ("probe_answer_tokens", self.probe_answer_tokens > 0),
               ("converge_window", self.converge_window > 0),
               ("temperature", self.temperature >= 0), ("top_k", self.top_k >= 0),
+              ("answer_temperature",
+               self.answer_temperature is None or self.answer_temperature >= 0),
               ("top_p", 0 < self.top_p <= 1), ("probe_agreement", self.probe_agreement >= 0),
               # Above 1 the estimate never suffices: a probe then stops on answer
               # agreement alone (Dynasor's certaindex).
@@ -200,5 +206,6 @@ class ThinkConfig:
     program; whether give-up exists at all stays static (it needs the value head).
     """
     return dataclasses.replace(
-        self, temperature=0.0, top_k=0, top_p=1.0, confidence_threshold=0.95,
+        self, temperature=0.0, answer_temperature=None, top_k=0, top_p=1.0,
+        confidence_threshold=0.95,
         converge_threshold=0.9, give_up_threshold=0.5 if self.gives_up else 0.0)

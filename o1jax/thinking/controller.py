@@ -18,7 +18,7 @@ from o1jax.thinking import kv_eviction
 from o1jax.thinking.config import Phase, StopReason, ThinkConfig
 from o1jax.thinking.sampling import sample
 from o1jax.thinking.state import (FORCED_CLOSE, FORCED_PREFIX, FORCED_WAIT, Segment,
-                                  ThinkInputs, ThinkResult, ThinkState)
+                                  ThinkInputs, ThinkResult, ThinkState, draw_temperature)
 
 
 def _where(cond, a, b):
@@ -55,7 +55,7 @@ def choose_token(s: ThinkState, config: ThinkConfig, table, table_len):
   # A request's n-th token folds n into its own key: the draw depends on the request alone,
   # not on the loop step, its batch row or when a serving slot took it in.
   step_keys = jax.vmap(jax.random.fold_in)(s.keys, s.num_generated)
-  sampled, logprob = sample(logits, step_keys, s.temperature, s.top_k, s.top_p)
+  sampled, logprob = sample(logits, step_keys, draw_temperature(s), s.top_k, s.top_p)
   s, token, segment, is_draw = advance_controller(s, sampled, config, table, table_len)
   return s, token, segment, jnp.where(is_draw, logprob, 0.0)
 

@@ -44,8 +44,8 @@ from o1jax.thinking.controller import (choose_token, advance_controller, check_h
                                  controller_logits, prefill, record_token, stop_when_cache_full,
                                  to_result, token_stop_rules)
 from o1jax.thinking.sampling import categorical, filter_logits
-from o1jax.thinking.state import (Segment, ThinkInputs, ThinkState, fill_settings, forced_table,
-                                  init_state)
+from o1jax.thinking.state import (Segment, ThinkInputs, ThinkState, draw_temperature,
+                                  fill_settings, forced_table, init_state)
 
 Array = jax.Array
 
@@ -129,7 +129,7 @@ def _propose(sp: SpecState, draft_params, draft_model: ModelConfig, config: Thin
   """gamma proposals [B, gamma] (the tokens the controller would emit), the draft's raw
   draws they came from [B, gamma], their distributions q [B, gamma, V], the draft cache."""
   s, gamma = sp.think, config.speculative.gamma
-  sampling = (s.temperature > 0).any()
+  sampling = (s.temperature > 0).any() | (s.answer_temperature > 0).any()
   has_catch_up = sp.catch_up >= 0
   chunk = jnp.stack([jnp.where(has_catch_up, sp.catch_up, config.pad_id), sp.pending], 1)
   pos = jnp.stack([_positions(s.position - 1, has_catch_up, config.cache_len),
@@ -140,7 +140,8 @@ def _propose(sp: SpecState, draft_params, draft_model: ModelConfig, config: Thin
   def choose(scratch, n, q_logits):
     """The controller's choice from the draft's distribution, on the scratch state."""
     masked = controller_logits(scratch, q_logits, config)
-    q = jax.lax.cond(sampling, lambda m: token_distribution(m, s.temperature, s.top_k, s.top_p),
+    q = jax.lax.cond(sampling, lambda m: token_distribution(m, draw_temperature(scratch),
+                                                           s.top_k, s.top_p),
                      lambda m: jax.nn.one_hot(jnp.argmax(m, -1), m.shape[-1]), masked)
     drawn = jax.lax.cond(
         sampling, lambda q: categorical(_keys(s, n, _DRAFT), jnp.log(q))[0],
@@ -195,7 +196,7 @@ def speculative_step(sp: SpecState, params, draft_params, config: ThinkConfig,
   pos = _positions(s.position[:, None] + jnp.arange(gamma + 1)[None, :], fed_live[:, None],
                    config.cache_len)
   logits, hidden, cache = forward(params, chunk, pos, s.cache, config.model)
-  sampling = (s.temperature > 0).any()
+  sampling = (s.temperature > 0).any() | (s.answer_temperature > 0).any()
 
   def candidate(carry, x):
     """The token at chunk index j was fed; the controller chooses the one after it."""
@@ -211,7 +212,7 @@ def speculative_step(sp: SpecState, params, draft_params, config: ThinkConfig,
     greedy = jnp.argmax(masked, -1).astype(jnp.int32)
 
     def stochastic(m):
-      p = token_distribution(m, cur.temperature, cur.top_k, cur.top_p)
+      p = token_distribution(m, draw_temperature(cur), cur.top_k, cur.top_p)
       # Accept or reject the draft's own draw, the token q is the distribution of: the
       # controller may have emitted something else in its place (a wait string for a close
       # below the minimum), and the rule is only exact for the draw itself.
@@ -219,7 +220,7 @@ def speculative_step(sp: SpecState, params, draft_params, config: ThinkConfig,
                                     _keys(cur, n, _ACCEPT), _keys(cur, n, _RESIDUAL))
       drawn = jnp.where(is_bonus, bonus_token(p, _keys(cur, n, _BONUS)), drawn)
       logprob = jnp.log(jnp.take_along_axis(p, drawn[:, None], -1)[:, 0])
-      sampled = cur.temperature > 0
+      sampled = draw_temperature(cur) > 0
       return jnp.where(sampled, drawn, greedy), jnp.where(sampled, logprob, 0.0)
 
     drawn, logprob = jax.lax.cond(sampling, stochastic,

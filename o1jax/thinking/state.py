@@ -54,6 +54,7 @@ class ThinkInputs:
   min_thinking: Array    # [batch] int32
   request_key: Array | None = None            # [batch] PRNG keys
   temperature: Array | None = None            # [batch] f32, 0: greedy
+  answer_temperature: Array | None = None     # [batch] f32, < 0: the row's temperature
   top_k: Array | None = None                  # [batch] int32, 0: off
   top_p: Array | None = None                  # [batch] f32, 1: off
   max_answer_tokens: Array | None = None      # [batch] int32, <= config.max_answer_tokens
@@ -66,18 +67,26 @@ class ThinkInputs:
 
 # The per-request settings the controller carries, with the ThinkConfig field (or rule) that
 # gives each one's default.
-REQUEST_SETTINGS = ("temperature", "top_k", "top_p", "max_answer_tokens", "use_confidence",
+REQUEST_SETTINGS = ("temperature", "answer_temperature", "top_k", "top_p", "max_answer_tokens", "use_confidence",
                     "use_converged", "confidence_threshold", "converge_threshold",
                     "give_up_threshold")
-_SETTING_DTYPES = dict(temperature=jnp.float32, top_k=jnp.int32, top_p=jnp.float32,
+_SETTING_DTYPES = dict(temperature=jnp.float32, answer_temperature=jnp.float32, top_k=jnp.int32, top_p=jnp.float32,
                        max_answer_tokens=jnp.int32, use_confidence=jnp.bool_,
                        use_converged=jnp.bool_, confidence_threshold=jnp.float32,
                        converge_threshold=jnp.float32, give_up_threshold=jnp.float32)
 
 
+# `answer_temperature` in the carry: answer at the thinking temperature (the config's None).
+ANSWER_AT_THINKING_TEMPERATURE = -1.0
+
+
 def setting_defaults(config: ThinkConfig) -> dict:
   """The ThinkConfig defaults of every per-request setting (python scalars)."""
-  return dict(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+  return dict(temperature=config.temperature,
+              answer_temperature=(ANSWER_AT_THINKING_TEMPERATURE
+                                  if config.answer_temperature is None
+                                  else config.answer_temperature),
+              top_k=config.top_k, top_p=config.top_p,
               max_answer_tokens=config.max_answer_tokens,
               use_confidence=config.rule("confidence"), use_converged=config.rule("converged"),
               confidence_threshold=config.confidence_threshold,
@@ -145,6 +154,7 @@ class ThinkState:
   forced_cursor: Array     # [batch] int32: next index into it
   # per-request settings (REQUEST_SETTINGS): data, not static config
   temperature: Array       # [batch] f32
+  answer_temperature: Array  # [batch] f32, < 0: `temperature` (see draw_temperature)
   top_k: Array             # [batch] int32
   top_p: Array             # [batch] f32
   max_answer_tokens: Array  # [batch] int32
@@ -225,6 +235,13 @@ def boundary_fields(position, num_generated, thinking_tokens, logits,
 
 # What a row generated: reset_rows keeps it below the boundary, clears it past it.
 _KEPT_BELOW_BOUNDARY = ("tokens", "segments", "logprobs")
+
+
+def draw_temperature(s: ThinkState) -> Array:
+  """[batch] the temperature each row's next draw uses: its answer temperature while it
+  answers (where one is set), else its temperature."""
+  own = (s.phase == Phase.ANSWERING) & (s.answer_temperature >= 0)
+  return jnp.where(own, s.answer_temperature, s.temperature)
 
 
 def reset_rows(state: ThinkState, rows, position, num_generated, thinking_tokens, logits,
