@@ -67,9 +67,13 @@ PARTS: dict[str, Part] = {
     Step("python launch/intervals.py --sweep={docs}/sweep --out={docs}/sweep/intervals.csv",
          " --n_boot=200"),)),
   "search": Part("search", "docs/SEARCH.md", (
-    Step("python launch/search.py --out={docs}/search",
+    # The whole issue-33 grid in one process (~20M tokens; docs/SEARCH.md ran it as six
+    # processes merged by --reanalyze, and says what of the grid is still missing).
+    Step("python launch/search.py --out={docs}/search --tasks=addition,equation --difficulty=5"
+         " --num_problems=48 --seeds=0,1 --n=1,4,16,64 --temperature_sweep=0.7,1.0,1.5 --bins=2"
+         " --cache_len=512",
          " --strategies=majority,beam --n=4 --tasks=countdown --difficulty=3 --num_problems=2"
-         " --bins=1 --rows_per_batch=8"),
+         " --seeds=0 --temperature_sweep= --bins=1 --rows_per_batch=8 --cache_len=256"),
     # No flag shrinks its 256-row batches of temperature-1.5 samples: 12+ min even at N=4.
     Step("python launch/bench_search.py --out={docs}/search/bench_search.json", None),
     Step("python launch/train.py --config=configs/tiny.py --workdir={runs}/tenth_2l"
@@ -177,6 +181,18 @@ PARTS: dict[str, Part] = {
          " --reps=1 --prompts=2 --group=2 --long=24 --short=8 --nouniform"),
     Step("python launch/grpo_memory.py --out={docs}/grpo/memory.csv", None, **_NO_CKPT,
          note="random-weight Qwen3-shaped models on simulated devices"),
+    Step("python launch/split_report.py --out={docs}/grpo/canonical_split.csv",
+         " --draws=500 --sample=200", **_NO_CKPT, note="split counts (hashing only, no model)"),
+    # Exploratory GRPO / RFT from v2 on level 5 (docs/REASONING_TRAINING.md): hours here.
+    Step("python launch/grpo_level5.py --config=configs/grpo.py:level5 --workdir={runs}/l5_grpo_s0"
+         " --config.grpo.seed=0 --eval_every=10 --level5_problems=64 --low_problems=8", None),
+    Step("python launch/grpo_level5.py --config=configs/grpo.py:level5 --workdir={runs}/l5_grpo_s1"
+         " --config.grpo.seed=1 --eval_every=10 --level5_problems=64 --low_problems=8", None),
+    Step("python launch/grpo_level5.py --method=rft --config=configs/grpo.py:level5"
+         " --workdir={runs}/l5_rft_s0 --config.grpo.seed=0 --eval_every=10 --level5_problems=64"
+         " --low_problems=8 --baseline_evals={runs}/l5_grpo_s0/evals.jsonl", None),
+    Step("python launch/grpo_level5.py --plot={runs}/l5_grpo_s0,{runs}/l5_grpo_s1,{runs}/l5_rft_s0"
+         " --out={docs}/grpo/level5_rl", None),
   )),
   # The candidate PRM on the shipped policy's own hard-regime samples (docs/PRM.md; not
   # shipped: it fails the reward-hacking check). Hours on 2 cores: no fast variant.
