@@ -12,7 +12,8 @@ import numpy as np
 
 from o1jax.thinking.config import StopReason, ThinkConfig
 from o1jax.thinking.loop import think
-from o1jax.thinking.state import REQUEST_SETTINGS, Segment, ThinkInputs, request_keys
+from o1jax.thinking.state import (ANSWER_AT_THINKING_TEMPERATURE, REQUEST_SETTINGS, Segment,
+                                  ThinkInputs, request_keys)
 
 UNLIMITED = 2**30  # a budget no cache can reach: thinking is then capped by the context
 
@@ -127,6 +128,8 @@ def _settings_arrays(settings: dict, n: int, config: ThinkConfig) -> dict:
     for v in values:
       if name.startswith("use_"):
         continue
+      if name == "answer_temperature" and v == ANSWER_AT_THINKING_TEMPERATURE:
+        continue  # the carry's "answer at the thinking temperature" (setting_defaults fills it)
       dataclasses.replace(config, **{name: v})
       if name == "max_answer_tokens" and v > config.max_answer_tokens:
         raise ValueError(f"max_answer_tokens={v} is above the config's {config.max_answer_tokens} "
