@@ -413,6 +413,48 @@ def _sse(sock_file):
   return events
 
 
+# ---- the README's serving examples print what the README says --------------------------
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+# Before the drain test below: that one drains the module's server for good.
+def test_readme_serving_examples_print_what_the_readme_shows(server):
+  """The README's `openai` snippet, run against the embedded model as the README runs it
+  (only the address and key differ), prints the three lines the README quotes; its curl
+  request answers the fields its JSON shows. A retrained checkpoint fails this until the
+  README is rerun."""
+  import contextlib
+  import io
+  import re
+  with open(README) as f:
+    readme = f.read()
+  code = re.search(r"<<'EOF'\n(from openai import OpenAI\n.*?)\nEOF", readme, re.S).group(1)
+  code = code.replace('"http://127.0.0.1:8000/v1"', repr(server.url)).replace(
+      'api_key="none"', f"api_key={KEY!r}")
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    exec(compile(code, "README.md", "exec"), {})
+  quoted = re.search(r"stopped \(`(low [^`]*)`, `(medium [^`]*)`, `(high [^`]*)`\)", readme)
+  assert printed.getvalue().splitlines() == list(quoted.groups())
+
+  curl = re.search(r"curl -s http://127.0.0.1:8000/v1/chat/completions .*?-d '(.*?)'\n```\n\n"
+                   r"```json\n(.*?)\n```", readme, re.S)
+  status, _, raw = server.raw("POST", "/v1/chat/completions", curl.group(1).encode())
+  assert status == 200, raw
+  got = json.loads(raw)
+  message, usage = got["choices"][0]["message"], got["usage"]
+  actual = {"content": message["content"], "reasoning": message["reasoning"],
+            "finish_reason": got["choices"][0]["finish_reason"],
+            "thinking_stop_reason": got["choices"][0]["thinking_stop_reason"],
+            **{k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+            "reasoning_tokens": usage["completion_tokens_details"]["reasoning_tokens"]}
+  shown = {k: json.loads(v) for k, v in re.findall(r'"(\w+)": ("[^"]*"|\d+)', curl.group(2))
+           if k in actual}
+  assert set(shown) == set(actual), sorted(set(actual) - set(shown))
+  assert shown == actual, json.dumps(actual)
+
+
 def test_drain_says_so_then_answers_with_errors(server):
   """Runs last on the module's server (it stops it). A drain: /health answers 503
   "draining" and a new request 503 while the server still listens; at the drain timeout a
@@ -623,44 +665,3 @@ def test_chat_template_model_gets_the_messages(tmp_path):
         "", ref.answer)
   finally:
     s.stop()
-
-
-# ---- the README's serving examples print what the README says --------------------------
-
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-
-
-def test_readme_serving_examples_print_what_the_readme_shows(server):
-  """The README's `openai` snippet, run against the embedded model as the README runs it
-  (only the address and key differ), prints the three lines the README quotes; its curl
-  request answers the fields its JSON shows. A retrained checkpoint fails this until the
-  README is rerun."""
-  import contextlib
-  import io
-  import re
-  with open(README) as f:
-    readme = f.read()
-  code = re.search(r"<<'EOF'\n(from openai import OpenAI\n.*?)\nEOF", readme, re.S).group(1)
-  code = code.replace('"http://127.0.0.1:8000/v1"', repr(server.url)).replace(
-      'api_key="none"', f"api_key={KEY!r}")
-  printed = io.StringIO()
-  with contextlib.redirect_stdout(printed):
-    exec(compile(code, "README.md", "exec"), {})
-  quoted = re.search(r"stopped \(`(low [^`]*)`, `(medium [^`]*)`, `(high [^`]*)`\)", readme)
-  assert printed.getvalue().splitlines() == list(quoted.groups())
-
-  curl = re.search(r"curl -s http://127.0.0.1:8000/v1/chat/completions .*?-d '(.*?)'\n```\n\n"
-                   r"```json\n(.*?)\n```", readme, re.S)
-  status, _, raw = server.raw("POST", "/v1/chat/completions", curl.group(1).encode())
-  assert status == 200, raw
-  got = json.loads(raw)
-  message, usage = got["choices"][0]["message"], got["usage"]
-  actual = {"content": message["content"], "reasoning": message["reasoning"],
-            "finish_reason": got["choices"][0]["finish_reason"],
-            "thinking_stop_reason": got["choices"][0]["thinking_stop_reason"],
-            **{k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-            "reasoning_tokens": usage["completion_tokens_details"]["reasoning_tokens"]}
-  shown = {k: json.loads(v) for k, v in re.findall(r'"(\w+)": ("[^"]*"|\d+)', curl.group(2))
-           if k in actual}
-  assert set(shown) == set(actual), sorted(set(actual) - set(shown))
-  assert shown == actual, json.dumps(actual)
