@@ -253,6 +253,32 @@ def test_platt_fit_matches_scipy_and_recovers_the_generating_map():
   assert heads_lib.ece(fitted, yt) < 0.03 < 0.1 < heads_lib.ece(raw, yt)
 
 
+def test_platt_fit_never_reverses_the_heads_ranking():
+  """A bin where the head is anti-informative (labels fall as its logit rises) gets slope 0
+  and the bin's base rate, the bounded optimum (scipy, a >= 0): the unconstrained fit, the
+  wrong variant, would hand search an inverted score to maximise."""
+  import scipy.optimize
+  from o1jax.training import prm_calibration as cal
+  rng = np.random.default_rng(3)
+  z = rng.normal(0, 2, 3000)
+  y = (rng.random(3000) < 1 / (1 + np.exp(-(-0.4 * z + 0.3)))).astype(float)
+  a, b = cal.fit_platt(z, y)
+  nll = lambda t: (np.sum(np.logaddexp(0, t[0] * z + t[1]) - y * (t[0] * z + t[1]))
+                   + 0.5e-4 * (t[0] ** 2 + t[1] ** 2))
+  ref = scipy.optimize.minimize(nll, [1.0, 0.0], method="L-BFGS-B",
+                                bounds=[(0, None), (None, None)]).x
+  np.testing.assert_allclose([a, b], ref, atol=1e-4)
+  assert a == 0.0 and abs(1 / (1 + np.exp(-b)) - y.mean()) < 1e-3
+  unconstrained = scipy.optimize.minimize(nll, [1.0, 0.0], method="L-BFGS-B").x
+  assert unconstrained[0] < -0.3                       # the wrong variant inverts the bin
+  # A bin with signal keeps its unconstrained fit.
+  y2 = (rng.random(3000) < 1 / (1 + np.exp(-(0.7 * z)))).astype(float)
+  free = scipy.optimize.minimize(
+      lambda t: (np.sum(np.logaddexp(0, t[0] * z + t[1]) - y2 * (t[0] * z + t[1]))
+                 + 0.5e-4 * (t[0] ** 2 + t[1] ** 2)), [1.0, 0.0], method="L-BFGS-B").x
+  np.testing.assert_allclose(cal.fit_platt(z, y2), free, atol=1e-4)
+
+
 def test_binned_calibration_and_folding_into_the_head():
   from o1jax.model.heads import HeadConfig, init_head
   from o1jax.training import prm_calibration as cal

@@ -53,24 +53,48 @@ def position_bins(n_steps: int, edges: Sequence[int]) -> np.ndarray:
 def fit_platt(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
               l2: float = 1e-4, iters: int = 50) -> tuple[float, float]:
   """(a, b) minimising the weighted log loss of sigmoid(a * logit + b) against `labels`
-  in [0, 1] (+ l2/2 (a^2 + b^2), so a separable bin stays finite). Newton's method."""
+  in [0, 1] (+ l2/2 (a^2 + b^2), so a separable bin stays finite), subject to a >= 0.
+
+  Calibration may shrink the head's confidence but never reverse its ranking: a negative
+  slope, fitted on a bin where the head carries no signal, turns noise into an inverted
+  score that search then maximises. The loss is convex, so when the unconstrained optimum
+  has a < 0 the constrained one lies on a = 0 (the bin's base rate). Newton's method."""
   x = np.asarray(logits, np.float64)
   y = np.asarray(labels, np.float64)
   w = np.ones_like(x) if weights is None else np.asarray(weights, np.float64)
   if not (len(x) == len(y) == len(w)) or len(x) == 0:
     raise ValueError(f"fit_platt needs matching, non-empty inputs; got {len(x)}, {len(y)}, "
                      f"{len(w)}")
-  feats = np.stack([x, np.ones_like(x)], -1)
-  theta = np.array([1.0, 0.0])
+  a, b = _newton(np.stack([x, np.ones_like(x)], -1), y, w, l2, iters)
+  if a < 0:
+    a, (b,) = 0.0, _newton(np.ones_like(x)[:, None], y, w, l2, iters)
+  return float(a), float(b)
+
+
+def _newton(feats: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float, iters: int
+            ) -> np.ndarray:
+  """argmin over theta of the weighted log loss of sigmoid(feats @ theta) + l2/2 |theta|^2,
+  from theta = (1, 0, ...) (the identity map when feats is (logit, 1)). Newton steps halved
+  until the loss falls: a full step from far away (a slope of the wrong sign) overshoots."""
+  def loss(t):
+    z = feats @ t
+    return np.sum(w * (np.logaddexp(0, z) - y * z)) + 0.5 * l2 * t @ t
+
+  theta = np.eye(feats.shape[1])[0]
+  current = loss(theta)
   for _ in range(iters):
     p = 1 / (1 + np.exp(-(feats @ theta)))
     grad = feats.T @ (w * (p - y)) + l2 * theta
-    hess = (feats * (w * p * (1 - p))[:, None]).T @ feats + l2 * np.eye(2)
+    hess = (feats * (w * p * (1 - p))[:, None]).T @ feats + l2 * np.eye(len(theta))
     step = np.linalg.solve(hess, grad)
-    theta = theta - step
-    if np.abs(step).max() < 1e-10:
+    scale = 1.0
+    while loss(theta - scale * step) > current and scale > 1e-6:
+      scale /= 2
+    theta = theta - scale * step
+    current = loss(theta)
+    if np.abs(scale * step).max() < 1e-10:
       break
-  return float(theta[0]), float(theta[1])
+  return theta
 
 
 def fit(logits: np.ndarray, labels: np.ndarray, bins: np.ndarray, edges: Sequence[int],
