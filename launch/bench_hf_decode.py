@@ -49,36 +49,9 @@ SIZES = {
 }
 
 
-def _tokenizer():
-  """A small byte-level BPE with the chat and thinking tokens the loop needs."""
-  from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-  tok = Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  rng = np.random.default_rng(0)
-  lines = [f"{a} + {b} = {a + b}, so the answer is {a + b}." for a, b in
-           rng.integers(0, 1000, (2000, 2))]
-  tok.train_from_iterator(lines, trainers.BpeTrainer(
-      vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-  tok.add_tokens([AddedToken(t, normalized=False) for t in ("<think>", "</think>")])
-  return tok
-
-
 def _build(size: str, out_dir: str) -> None:
-  import torch
-  import transformers
-  torch.manual_seed(0)
-  config = transformers.Qwen2Config(**SIZES[size], max_position_embeddings=4096,
-                                     tie_word_embeddings=True)
-  transformers.Qwen2ForCausalLM(config).float().save_pretrained(out_dir)
-  _tokenizer().save(os.path.join(out_dir, "tokenizer.json"))
-  template = ("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + "
-              "'<|im_end|>\\n'}}{% endfor %}{% if add_generation_prompt %}"
-              "{{'<|im_start|>assistant\\n'}}{% endif %}")
-  with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-    json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>",
-               "pad_token": "<|endoftext|>", "chat_template": template}, f)
+  from o1jax.hf import synthetic
+  synthetic.write_qwen2(out_dir, **SIZES[size], max_position_embeddings=4096)
 
 
 def _median_time(fn, reps: int) -> float:

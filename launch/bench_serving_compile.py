@@ -58,34 +58,10 @@ class _Compiles:
 
 
 def _hf_model(out_dir: str):
-  import numpy as np
-  import torch
-  import transformers
-  from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-  tok = Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  rng = np.random.default_rng(0)
-  lines = [f"{a} + {b} = {a + b}, so the answer is {a + b}." for a, b in
-           rng.integers(0, 1000, (2000, 2))]
-  tok.train_from_iterator(lines, trainers.BpeTrainer(
-      vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-  tok.add_tokens([AddedToken(t, normalized=False) for t in ("<think>", "</think>")])
-  tok.save(os.path.join(out_dir, "tokenizer.json"))
-  template = ("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + "
-              "'<|im_end|>\\n'}}{% endfor %}{% if add_generation_prompt %}"
-              "{{'<|im_start|>assistant\\n'}}{% endif %}")
-  with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-    json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>",
-               "pad_token": "<|endoftext|>", "chat_template": template}, f)
-  torch.manual_seed(0)
-  config = transformers.Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                     num_attention_heads=4, num_key_value_heads=2,
-                                     vocab_size=512, max_position_embeddings=512,
-                                     tie_word_embeddings=True)
-  transformers.Qwen2ForCausalLM(config).float().save_pretrained(out_dir)
-  from o1jax.hf import load_hf
+  from o1jax.hf import load_hf, synthetic
+  synthetic.write_qwen2(out_dir, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, vocab_size=512,
+                        max_position_embeddings=512)
   return load_hf(out_dir)
 
 
