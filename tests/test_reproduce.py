@@ -133,7 +133,8 @@ def test_stamps_name_the_commands_that_made_their_inputs(reproduce):
 def test_fast_sweep_regenerates_and_stamps_a_docs_folder(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   proc = subprocess.run(
-      [sys.executable, "launch/reproduce.py", "--what=sweep", "--fast", f"--out={tmp_path}"],
+      [sys.executable, "launch/reproduce.py", "--what=sweep", "--fast", f"--out={tmp_path}",
+       f"--compilation_cache={tmp_path / 'jax_cache'}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "part sweep:" in proc.stdout
@@ -152,6 +153,9 @@ def test_fast_sweep_regenerates_and_stamps_a_docs_folder(tmp_path):
   assert provenance.check_folder(folder, root=ROOT, entries={}) == []
   timings = json.loads((tmp_path / "reproduce_timings.json").read_text())
   assert timings["fast"] and timings["parts"]["sweep"]["wall_s"] > 0
+  # The steps compiled into the persistent cache the run was given (a rerun loads them).
+  assert timings["compilation_cache"]["entries_before"] == 0
+  assert any((tmp_path / "jax_cache").iterdir())
   written = [f for step in timings["parts"]["sweep"]["steps"] for f in step["files"]]
   assert sorted(written) == provenance.data_files(folder)
   assert "intervals.csv" in written
