@@ -191,6 +191,12 @@ def plot_accuracy_vs_budget(table: Sequence[dict], path: str, title: str) -> Non
   for task in tasks:
     ax.plot(xs, [100 * r[f"acc_{task}"] for r in table], "o--", alpha=0.6, label=task)
   ax.plot(xs, [100 * r["accuracy"] for r in table], "o-", color="black", lw=2, label="all")
+  if all("n" in r for r in table):
+    # The claim is about "all": its Wilson 95% band (o1jax/analysis/intervals.py).
+    from o1jax.analysis.intervals import wilson
+    bands = [wilson(round(r["accuracy"] * int(r["n"])), int(r["n"])) for r in table]
+    ax.fill_between(xs, [100 * lo for lo, _ in bands], [100 * hi for _, hi in bands],
+                    color="black", alpha=0.15, lw=0, label="all, Wilson 95%")
   ax.set_xscale("log", base=2)
   ax.set_xticks(xs, ["0" if b == "0" else b for b in labels])
   ax.set_xlabel("thinking budget (tokens)")
