@@ -65,7 +65,11 @@ PARTS: dict[str, Part] = {
          " --num_problems=1 --difficulties=1 --tasks=addition,equation --budgets=0,16,inf"
          " --nostop_rule_sweep --batch_size=8"),
     Step("python launch/intervals.py --sweep={docs}/sweep --out={docs}/sweep/intervals.csv",
-         " --n_boot=200"),)),
+         " --n_boot=200"),
+    # A second seed (another held-out draw and sampling seed) for the headline claims.
+    Step("python launch/sweep.py --seed=1 --out={docs}/sweep/seed1", None),
+    Step("python launch/intervals.py --sweep={docs}/sweep/seed1"
+         " --out={docs}/sweep/seed1/intervals.csv", None),)),
   "search": Part("search", "docs/SEARCH.md", (
     # The whole issue-33 grid in one process (~20M tokens; docs/SEARCH.md ran it as six
     # processes merged by --reanalyze, and says what of the grid is still missing).
@@ -283,13 +287,16 @@ def _made_by(cmd: str, made: dict[str, str]) -> str | None:
 def stamp_folder(part: Part, docs: str, runs: str) -> None:
   """Stamps every file in docs/<folder> with the (full) command that writes it: the step
   whose output is that file, or a path prefix of it (--out=.../thinking_vs_training writes
-  thinking_vs_training.csv and .png), else the step whose output is the folder itself."""
+  thinking_vs_training.csv and .png), or a subfolder holding it (--out=.../sweep/seed1),
+  else the step whose output is the folder itself."""
   folder = ROOT / "docs" / part.folder
   claims = {}
   for f in provenance.data_files(folder):
     path = f"{docs}/{part.folder}/{f}"
     for match in (lambda o: o == path,
                   lambda o: path.startswith(o + "."),
+                  lambda o: (o.rstrip("/") != f"{docs}/{part.folder}"       # a subfolder
+                             and path.startswith(o.rstrip("/") + "/")),
                   lambda o: o.rstrip("/") == f"{docs}/{part.folder}"):
       steps = [s for s in part.steps
                if any(match(o) for o in _outputs(render(s, docs, runs, False)))]

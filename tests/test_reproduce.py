@@ -89,7 +89,7 @@ def test_every_docs_data_file_is_written_by_a_command(reproduce):
       rel, path = f"{folder.name}/{f}", f"docs/{folder.name}/{f}"
       if rel in NOT_REPRODUCED:
         continue
-      if not any(o == path or path.startswith(o + ".") or o.rstrip("/") == f"docs/{folder.name}"
+      if not any(o == path or path.startswith(o + ".") or path.startswith(o.rstrip("/") + "/")
                  for o in outputs):
         missing.append(rel)
   assert not missing, f"no reproduce.py command writes {missing}"
@@ -115,6 +115,17 @@ def test_stamp_only_stamps_each_file_with_its_command(reproduce, tmp_path, monke
       "cp runs/l1_sft_eval/budget.csv docs/grpo/budget_sft_stage.csv")
   assert files["memory.csv"]["checkpoint"] is None and files["memory.csv"]["note"]
   assert "python launch/eval_budget.py --policy=runs/l1_grpo/final" in files["stray.txt"]["command"]
+  # A subfolder's files belong to the step writing that subfolder, not the folder's step.
+  sweep = root / "docs" / "sweep"
+  (sweep / "seed1").mkdir(parents=True)
+  for f in ("rows.csv", "seed1/rows.csv", "seed1/intervals.csv"):
+    (sweep / f).write_text(f)
+  reproduce.stamp_folder(reproduce.PARTS["sweep"], "docs", "runs")
+  files = provenance.read_stamp(sweep)["files"]
+  assert files["rows.csv"]["command"] == "python launch/sweep.py --out=docs/sweep"
+  assert files["seed1/rows.csv"]["command"] == "python launch/sweep.py --seed=1 --out=docs/sweep/seed1"
+  assert files["seed1/intervals.csv"]["command"].endswith(
+      "--out=docs/sweep/seed1/intervals.csv")
 
 
 def test_stamps_name_the_commands_that_made_their_inputs(reproduce):
