@@ -151,32 +151,75 @@ def table(models, problems, queries) -> list[dict]:
   return rows
 
 
+def _verdict(s, b) -> str:
+  if s["wilson_lo"] > b["wilson_hi"]:
+    return "THINKING wins (intervals apart)"
+  if s["wilson_hi"] < b["wilson_lo"]:
+    return "TRAINING wins (intervals apart)"
+  return "tie within intervals"
+
+
 def crossover(rows, queries, models) -> list[str]:
-  """Each thinking model (best decoding per level, chosen on these problems: an upper
-  bound, said so) against each answers-only model with >= 10x its training FLOPs."""
+  """Each thinking model against each answers-only model with >= 10x its training FLOPs,
+  per task (and pooled) and level: the thinking model's budget-inf answer and its best
+  decoding on these very problems (chosen on the test set: an upper bound, said so); then
+  per level and Q, the compute frontier (no other point both cheaper and more accurate)."""
   lines = []
-  pooled = [r for r in rows if r["task"] == "all"]
+  tasks = list(dict.fromkeys(r["task"] for r in rows))
   for small in (m for m in models if m["mode"] == "think"):
     for big in (m for m in models if m["mode"] == "answers"
                 and m["training_flops"] >= 10 * small["training_flops"]):
       ratio = big["training_flops"] / small["training_flops"]
-      for level in sorted({r["level"] for r in pooled}):
-        b = next(r for r in pooled if r["model"] == big["name"] and r["level"] == level)
-        for s in (r for r in pooled if r["model"] == small["name"] and r["level"] == level):
-          if s["wilson_lo"] > b["wilson_hi"]:
-            verdict = "thinking wins (intervals apart)"
-          elif s["wilson_hi"] < b["wilson_lo"]:
-            verdict = "training wins (intervals apart)"
-          else:
-            verdict = "tie within intervals"
-          costs = ", ".join(
-              f"Q={q:.0e}: {float(s[f'total_flops_q{q:.0e}']):.3g} vs "
+      lines.append(f"## {small['name']} vs {big['name']} ({ratio:.1f}x the training FLOPs)")
+      for task in tasks:
+        for level in sorted({r["level"] for r in rows}):
+          cell = [r for r in rows if r["task"] == task and r["level"] == level]
+          b = next(r for r in cell if r["model"] == big["name"])
+          thinks = [r for r in cell if r["model"] == small["name"]]
+          inf = next((r for r in thinks if r["decoding"] == "greedy, budget inf"), thinks[-1])
+          best = max(thinks, key=lambda r: r["accuracy"])
+          totals = ", ".join(
+              f"Q={q:.0e} total {float(inf[f'total_flops_q{q:.0e}']):.3g} vs "
               f"{float(b[f'total_flops_q{q:.0e}']):.3g}" for q in queries)
-          lines.append(f"level {level}: {small['name']} {s['decoding']} {s['accuracy']:.3f} "
-                       f"[{s['wilson_lo']:.2f},{s['wilson_hi']:.2f}] vs {big['name']} "
-                       f"({ratio:.1f}x training) {b['accuracy']:.3f} "
-                       f"[{b['wilson_lo']:.2f},{b['wilson_hi']:.2f}]: {verdict}; "
-                       f"total FLOPs {costs}")
+          lines.append(
+              f"{task:9s} level {level}: {inf['decoding']} {inf['accuracy']:.2f} "
+              f"[{inf['wilson_lo']:.2f},{inf['wilson_hi']:.2f}] vs {b['accuracy']:.2f} "
+              f"[{b['wilson_lo']:.2f},{b['wilson_hi']:.2f}]: {_verdict(inf, b)}; best "
+              f"decoding ({best['decoding']}) {best['accuracy']:.2f}: {_verdict(best, b)}; "
+              f"{totals}")
+  pooled = [r for r in rows if r["task"] == "all"]
+  for q in queries:
+    col = f"total_flops_q{q:.0e}"
+    lines.append(f"## compute frontier at Q={q:.0e} (pooled tasks)")
+    for level in sorted({r["level"] for r in pooled}):
+      cell = sorted((r for r in pooled if r["level"] == level),
+                    key=lambda r: (float(r[col]), -r["accuracy"]))
+      frontier, best = [], -1.0
+      for r in cell:
+        if r["accuracy"] > best:
+          frontier.append(f"{r['model']} ({r['decoding']}) {r['accuracy']:.2f} at "
+                          f"{float(r[col]):.3g}")
+          best = r["accuracy"]
+      lines.append(f"level {level}: " + " -> ".join(frontier))
+  return lines
+
+
+def markdown(rows) -> list[str]:
+  """The pooled table as docs/SCALING.md shows it: per model and decoding, accuracy with its
+  Wilson interval at each level, and the inference cost per query (mean over levels)."""
+  pooled = [r for r in rows if r["task"] == "all"]
+  levels = sorted({r["level"] for r in pooled})
+  lines = ["| model | training FLOPs | decoding | " + " | ".join(f"level {l}" for l in levels)
+           + " | tokens / query | inference FLOPs / query |",
+           "| --- | --- | --- | " + " | ".join("---" for _ in levels) + " | --- | --- |"]
+  for key in dict.fromkeys((r["model"], r["decoding"]) for r in pooled):
+    cells = [r for r in pooled if (r["model"], r["decoding"]) == key]
+    accs = " | ".join(f"{r['accuracy']:.2f} [{r['wilson_lo']:.2f}, {r['wilson_hi']:.2f}]"
+                      for r in cells)
+    tokens = sum(r["generated_tokens"] for r in cells) / len(cells)
+    inference = sum(float(r["inference_flops_per_query"]) for r in cells) / len(cells)
+    lines.append(f"| {key[0]} | {cells[0]['training_flops']} | {key[1]} | {accs} | "
+                 f"{tokens:.1f} | {inference:.3g} |")
   return lines
 
 
@@ -207,6 +250,7 @@ def plot(rows, queries, path) -> None:
       ax.set_title(f"level {level} (n={pooled[0]['n']}), Q={q:.0e}", fontsize=8)
       ax.set_xlabel(f"training + {q:.0e} x inference FLOPs", fontsize=7)
       ax.grid(alpha=0.3)
+      ax.tick_params(labelsize=6, which="both")
     ax_row[0].set_ylabel("accuracy (Wilson 95%)")
   handles = [plt.Line2D([], [], marker="o" if mode == "think" else "s", ls="",
                         color=colours[s], mfc=colours[s] if mode == "think" else "none",
@@ -252,7 +296,7 @@ def main(argv):
     w.writeheader()
     w.writerows(rows)
   plot(rows, queries, _OUT.value + ".png")
-  for line in crossover(rows, queries, models):
+  for line in markdown(rows) + crossover(rows, queries, models):
     print(line)
   print(f"wrote {_OUT.value}.csv and .png ({time.time() - t0:.0f}s)")
 
