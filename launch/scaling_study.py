@@ -70,13 +70,17 @@ def evaluate_model(workdir, mode, problems, settings) -> dict:
   import numpy as np
 
   from o1jax import tasks as tasks_lib
+  from o1jax.analysis import provenance
   from o1jax.search import SearchConfig, choose, compute, search
   from o1jax.tasks.tokenizer import CharTokenizer
   from o1jax.thinking import make_think_config, parse_budget, think_texts
   from o1jax.training.checkpoint import load_params
 
   params, mc, info = load_params(workdir)
-  key = hashlib.sha256(json.dumps([settings, info["step"], mode]).encode()).hexdigest()[:12]
+  # The checkpoint's content is in the key: a retrained workdir is evaluated again.
+  weights = provenance.checkpoint_sha256(os.path.join(workdir, "checkpoints", str(info["step"])))
+  key = hashlib.sha256(json.dumps([settings, info["step"], mode, weights]).encode()
+                       ).hexdigest()[:12]
   cache = os.path.join(workdir, f"eval_{key}.json")
   if os.path.exists(cache):
     with open(cache) as f:
