@@ -24,7 +24,10 @@ def get_config():
   c.model.rope_scaling = ml_collections.FieldReference(None, field_type=dict)
   c.data = ml_collections.ConfigDict(dict(
       tasks=("addition", "equation", "countdown"), difficulties=(1, 2, 3, 4),
-      no_thinking_fraction=0.15, truncated_thinking_fraction=0.0, pack=True, seed=0))
+      no_thinking_fraction=0.15, truncated_thinking_fraction=0.0, pack=True, seed=0,
+      # The split training problems come from: "prompt" (every shipped checkpoint) or
+      # "canonical" (no held-out problem has a permuted twin in training; o1jax/tasks/base.py).
+      split_key="prompt"))
   # Relative share of examples per task; empty: uniform (a run that gave countdown 1.3 and
   # addition 0.7 ended lower on equation and no better overall: docs/RESULTS.md).
   c.data.task_weights = ml_collections.ConfigDict()

@@ -58,6 +58,8 @@ class Part:
 _NO_CKPT = dict(checkpoint=False)
 _SWEEP_FAST = " --num_problems=1 --difficulties=1 --budgets=0,inf"
 _KV_SWEEP = "python launch/sweep.py --nostop_rule_sweep"
+_SCALING_NOTE = ("models trained from scratch by this part's train.py commands "
+                 "(configs/scaling.py, canonical split), not the shipped checkpoint")
 
 PARTS: dict[str, Part] = {
   "sweep": Part("sweep", "docs/RESULTS.md", (
@@ -206,6 +208,19 @@ PARTS: dict[str, Part] = {
     Step("cp {runs}/prm_search/prm_results.json {docs}/prm/prm_results.json", None),
     Step("cp {runs}/prm_search/prm_results.md {docs}/prm/prm_results.md", None),
     Step("cp {runs}/prm_search/prm_head.json {docs}/prm/prm_head_candidate.json", None),
+  )),
+  # Thinking vs training on levels 1-5, canonical split (docs/SCALING.md): six models trained
+  # from scratch (configs/scaling.py), then evaluated. About 2 hours on the shared 2 cores.
+  "scaling": Part("scaling", "docs/SCALING.md", (
+    *(Step(f"python launch/train.py --config=configs/scaling.py:{size},{mode}"
+           f" --workdir={{runs}}/scaling/{size}_{mode}",
+           " --config.train.steps=2 --config.train.warmup_steps=1", **_NO_CKPT,
+           note=_SCALING_NOTE)
+      for size in ("L", "M", "S") for mode in ("think", "answers")),
+    Step("python launch/scaling_study.py --runs={runs}/scaling"
+         " --out={docs}/scaling/thinking_vs_training",
+         " --num_problems=1 --difficulty=1,5 --budgets=0,inf", **_NO_CKPT,
+         note=_SCALING_NOTE),
   )),
   "sampling": Part("sampling", "docs/BENCHMARKS.md", (
     Step("python launch/bench_sampling.py --reps=3 --steps=4"

@@ -266,6 +266,7 @@ def test_scratchpad_hints_only_on_worked_examples():
     ({"model.attention_impl": "pallas"}, "data.pack=True needs model.attention_impl"),
     ({"data.task_weights": {"sudoku": 1.0}}, "unknown task 'sudoku'"),
     ({"model.num_kv_heads": 3}, "multiple of num_kv_heads"),
+    ({"data.split_key": "hash"}, "split_key must be one of 'canonical', 'prompt'; got 'hash'"),
 ])
 def test_bad_config_values_are_named(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):

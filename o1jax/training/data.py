@@ -79,8 +79,12 @@ class Mixture:
   # The share of the answer-only levels' examples that still carry a worked solution: STaR's
   # "few rationale examples" (0: answers alone there).
   answer_only_worked_fraction: float = 0.0
+  # Which split the training problems come from (o1jax/tasks/base.py): "prompt", the shipped
+  # checkpoints' split, or "canonical", whose held-out side has no permuted twin in training.
+  split_key: str = tasks_lib.DEFAULT_SPLIT_KEY
 
   def __post_init__(self):
+    tasks_lib.check_split_key(self.split_key)
     reflection.check_style(self.trace_style)
     if "{answer}" not in self.hint_template:
       raise ValueError(f"hint_template must contain '{{answer}}', got {self.hint_template!r}")
@@ -141,7 +145,7 @@ class Mixture:
       # Its own stream, so the fraction changes nothing else about the example.
       worked = np.random.default_rng([self.seed, index, 4]).random()
       with_thinking = with_thinking and worked < self.answer_only_worked_fraction
-    problem = task.generate(rng, difficulty, split="train")
+    problem = task.generate(rng, difficulty, split="train", split_key=self.split_key)
     if not with_thinking:
       return problem, 0
     if truncate:
@@ -366,7 +370,10 @@ class _TrimPadding(grain.transforms.Map):
 
 
 def heldout_problems(task_names: Sequence[str], difficulties: Sequence[int], n: int,
-                     seed: int = 1234) -> dict[tuple[str, int], list[tasks_lib.Problem]]:
-  """n held-out problems per (task, difficulty), disjoint from every training stream."""
-  return {(t, d): tasks_lib.get_task(t).generate_problems(seed, d, n, split="eval")
+                     seed: int = 1234, split_key: str = tasks_lib.DEFAULT_SPLIT_KEY
+                     ) -> dict[tuple[str, int], list[tasks_lib.Problem]]:
+  """n held-out problems per (task, difficulty), disjoint from every training stream that
+  draws from the same `split_key`."""
+  return {(t, d): tasks_lib.get_task(t).generate_problems(seed, d, n, split="eval",
+                                                          split_key=split_key)
           for t in task_names for d in difficulties}

@@ -24,6 +24,7 @@ import optax
 from flax import struct
 
 from o1jax import parallel
+from o1jax import tasks as tasks_lib
 from o1jax.model.config import ModelConfig
 from o1jax.model.transformer import count_params, forward, init_params
 from o1jax.tasks.tokenizer import CharTokenizer
@@ -78,7 +79,8 @@ def mixture_from(config: ml_collections.ConfigDict) -> data_lib.Mixture:
                           answer_only_worked_fraction=float(
                               d.get("answer_only_worked_fraction", 0.0)),
                           hint_template=str(d.get("hint_template", " [hint: {answer}]")),
-                          max_tokens=int(config.train.seq_len) + 1)
+                          max_tokens=int(config.train.seq_len) + 1,
+                          split_key=str(d.get("split_key", tasks_lib.DEFAULT_SPLIT_KEY)))
 
 
 def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
@@ -310,7 +312,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, is_primary: bool |
          + f" over {jax.process_count()} process(es)")
 
   heldout = data_lib.heldout_problems(mixture.tasks, mixture.difficulties, t.eval_problems,
-                                      seed=t.eval_seed) if t.eval_problems else {}
+                                      seed=t.eval_seed, split_key=mixture.split_key
+                                      ) if t.eval_problems else {}
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   start = int(state.step)
   if is_primary:
