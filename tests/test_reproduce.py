@@ -167,7 +167,11 @@ def test_fast_sweep_regenerates_and_stamps_a_docs_folder(tmp_path):
   # The steps compiled into the persistent cache the run was given (a rerun loads them).
   assert timings["compilation_cache"]["entries_before"] == 0
   assert any((tmp_path / "jax_cache").iterdir())
-  written = [f for step in timings["parts"]["sweep"]["steps"] for f in step["files"]]
+  steps = timings["parts"]["sweep"]["steps"]
+  assert [s["command"].split(" --out")[0] for s in steps if s.get("skipped")] == [
+      "python launch/sweep.py --seed=1", "python launch/intervals.py --sweep=" + str(tmp_path)
+      + "/docs/sweep/seed1"]                              # full runs only, said so
+  written = [f for step in steps if not step.get("skipped") for f in step["files"]]
   assert sorted(written) == provenance.data_files(folder)
   assert "intervals.csv" in written
   assert "python launch/intervals.py" in (
