@@ -103,3 +103,24 @@ def test_step_end_reads_need_their_ids(model):
     make_think_config(mc, rl.TOK, 192, confidence_reads="step_ends")
   with pytest.raises(ValueError, match="confidence_reads"):
     make_think_config(mc, rl.TOK, 192, confidence_reads="every_step")
+
+
+def test_replayed_threshold_rule_and_selection_by_hand():
+  from types import SimpleNamespace
+  from o1jax.analysis.stop_rules import replay_threshold_rule, select_threshold
+  # Two greedy runs: 10 thinking tokens ending right, reads at 3 and 6 (forced answers wrong
+  # then right); 20 tokens ending wrong, reads at 5 and 12 (both wrong). The last prefix of a
+  # run is its natural end: never a read, even where its estimate is high.
+  data = SimpleNamespace(
+      natural=np.array([10, 20]), correct=np.array([True, False]),
+      rollout=np.array([0, 0, 0, 1, 1, 1]), prefix=np.array([3, 6, 10, 5, 12, 20]),
+      labels=np.array([0, 1, 1, 0, 0, 0], np.float32))
+  probs = np.array([0.6, 0.9, 0.99, 0.7, 0.8, 0.99])
+  assert replay_threshold_rule(data, probs, 0.95) == (0.0, 0.5)          # nothing fires
+  assert replay_threshold_rule(data, probs, 0.85) == (1 - (6 + 20) / 30, 0.5)
+  assert replay_threshold_rule(data, probs, 0.75) == (1 - (6 + 12) / 30, 0.5)
+  assert replay_threshold_rule(data, probs, 0.5) == (1 - (3 + 5) / 30, 0.0)
+  # 0.5 stops run 0 before its answer is known (-50 points); 0.75 saves the most at no loss.
+  best, table = select_threshold(data, probs, [0.5, 0.75, 0.85, 0.95], max_loss_pts=1.0)
+  assert best == 0.75 and [r["accuracy_delta_pts"] for r in table] == [-50.0, 0.0, 0.0, 0.0]
+  assert select_threshold(data, probs, [0.5], max_loss_pts=1.0)[0] is None
