@@ -201,6 +201,8 @@ def main(argv):
     rule_table = sweep.stop_rule_table(rule_rows, "natural+budget")
     stop_summary = stop_rules.oracle_and_calibration(
         params, model_config, base, problems, _PROBE_EVERY.value, head, _BATCH_SIZE.value)
+    if step_head is not None:
+      stop_summary["step_head_threshold"] = step_threshold   # picked on its selection split
     best = stop_rules.best_within(rule_table)
     stop_summary["best_within_1pt"] = best
     print("\nEarly-stop rules at unlimited budget (vs natural+budget)\n"
