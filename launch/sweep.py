@@ -42,6 +42,11 @@ _HEAD_EVERY = flags.DEFINE_integer("head_every", 4, "Thinking tokens between con
                                    "reads (a read costs no forward pass).")
 _HEADS_DIR = flags.DEFINE_string("heads_dir", None, "Confidence head for the stop-rule sweep "
                                  "(default: the heads/ beside the checkpoint, if any).")
+_STEP_HEAD_DIR = flags.DEFINE_string("step_head_dir", None, "Confidence head read at step "
+                                     "ends, with the threshold its selection split picked "
+                                     "(launch/fit_step_head.py; default: "
+                                     "o1jax/checkpoints/tiny_step_heads with the embedded "
+                                     "checkpoint, none otherwise).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Prompts per compiled batch.")
 _KV_DTYPE = flags.DEFINE_enum("kv_dtype", None, ["int8"], "KV cache storage (default: the "
                               "model's compute dtype); int8 stores per-token, per-head scales.")
@@ -68,6 +73,30 @@ def _confidence_head(model_config):
   if model.separate or model.head_config.embed_dim != model_config.embed_dim:
     sys.exit(f"error: the confidence head in {heads_dir} does not sit on this model's trunk")
   return model.head
+
+
+def _rule_heads(config, head, step_head):
+  """The heads a stop rule's config reads: none, the periodic head or the step-end head."""
+  if not (config.rule("confidence") and config.confidence_estimate == "head"):
+    return None
+  return {"confidence": step_head if config.confidence_reads == "step_ends" else head}
+
+
+def _step_head(model_config):
+  """(head params, threshold) of the step-end confidence head, or (None, None)."""
+  heads_dir = _STEP_HEAD_DIR.value
+  if heads_dir is None and _CHECKPOINT.value is None:
+    from o1jax.training.checkpoint import embedded_checkpoint_dir
+    heads_dir = os.path.join(os.path.dirname(embedded_checkpoint_dir()), "tiny_step_heads")
+  if heads_dir is None or not os.path.exists(os.path.join(heads_dir, "confidence_head.json")):
+    return None, None
+  from o1jax.model.heads import load_head
+  model, info = load_head(heads_dir, "confidence")
+  if model.separate or model.head_config.embed_dim != model_config.embed_dim:
+    sys.exit(f"error: the step-end head in {heads_dir} does not sit on this model's trunk")
+  if info.get("threshold") is None:
+    sys.exit(f"error: the step-end head in {heads_dir} has no selected threshold")
+  return model.head, float(info["threshold"])
 
 
 def main(argv):
@@ -152,8 +181,11 @@ def main(argv):
   stop_summary = {}
   if _STOP_RULE_SWEEP.value:
     from o1jax.analysis import stop_rules
+    from o1jax.training.rollouts import step_delimiter_ids
     head = _confidence_head(model_config)
-    configs = stop_rules.settings(base, _PROBE_EVERY.value, _HEAD_EVERY.value, head is not None)
+    step_head, step_threshold = _step_head(model_config)
+    configs = stop_rules.settings(base, _PROBE_EVERY.value, _HEAD_EVERY.value, head is not None,
+                                  step_threshold, tuple(sorted(step_delimiter_ids(tokenizer))))
     # The reference is the unlimited-budget run itself (the same program and inputs).
     rule_rows = {"natural+budget": [dataclasses.replace(r, setting="rules=natural+budget")
                                     for r in unlimited]}
@@ -163,13 +195,14 @@ def main(argv):
         continue
       rule_rows[name] = sweep.run(params, tokenizer, problems, config, UNLIMITED,
                                   f"rules={name}", _SEED.value, _BATCH_SIZE.value,
-                                  heads={"confidence": head} if config.rule("confidence")
-                                  and config.confidence_estimate == "head" else None)
+                                  heads=_rule_heads(config, head, step_head))
       rows += rule_rows[name]
       print(f"  {name}: {time.time() - t0:.0f}s", flush=True)
     rule_table = sweep.stop_rule_table(rule_rows, "natural+budget")
     stop_summary = stop_rules.oracle_and_calibration(
         params, model_config, base, problems, _PROBE_EVERY.value, head, _BATCH_SIZE.value)
+    if step_head is not None:
+      stop_summary["step_head_threshold"] = step_threshold   # picked on its selection split
     best = stop_rules.best_within(rule_table)
     stop_summary["best_within_1pt"] = best
     print("\nEarly-stop rules at unlimited budget (vs natural+budget)\n"

@@ -8,6 +8,9 @@ With no flags it draws held-out problems of every task from the embedded tiny re
   python launch/think.py --heads_dir=runs/heads --max_thinking_tokens=auto \
       --stop_rules=natural,budget,confidence --confidence_estimate=head --probe_every=4 \
       --confidence_threshold=0.5          # heads from launch/train_heads.py
+  python launch/think.py --heads_dir=o1jax/checkpoints/tiny_step_heads \
+      --stop_rules=natural,budget,confidence --confidence_estimate=head \
+      --confidence_reads=step_ends --confidence_threshold=T   # T: its confidence_head.json
   python launch/think.py --hf_dir=/models/DeepSeek-R1-Distill-Qwen-1.5B --prompt="..." \
       --max_thinking_tokens=512 --dtype=bfloat16
   python launch/think.py --mesh_shape=-1,1,2   # this host's devices: data x tensor 2
@@ -50,6 +53,9 @@ _PROBE_AGREEMENT = flags.DEFINE_integer("probe_agreement", 2, "Stop when this ma
 _CONF_ESTIMATE = flags.DEFINE_enum("confidence_estimate", "probe", ["probe", "head"],
                                    "What the confidence rule reads: a trial-answer probe, "
                                    "or the confidence head in --heads_dir (no extra forward).")
+_CONF_READS = flags.DEFINE_enum("confidence_reads", "periodic", ["periodic", "step_ends"],
+                                 "When the confidence estimate is taken: every --probe_every "
+                                 "thinking tokens, or after each ';' (step end).")
 _GIVE_UP = flags.DEFINE_float("give_up_threshold", 0.0, "With the head estimate: also stop "
                               "when the value head in --heads_dir falls below this (0: off).")
 _HEADS_DIR = flags.DEFINE_string("heads_dir", None, "Trained heads (a launch/train_heads.py "
@@ -186,12 +192,16 @@ def main(argv):
     heads, budget_head = _heads(params, model_config)
     overrides = dict(stop_rules=tuple(_STOP_RULES.value), temperature=_TEMPERATURE.value,
                      confidence_estimate=_CONF_ESTIMATE.value,
+                     confidence_reads=_CONF_READS.value,
                      give_up_threshold=_GIVE_UP.value,
                      top_k=_TOP_K.value, top_p=_TOP_P.value,
                      confidence_threshold=_CONF_THRESHOLD.value, probe_every=_PROBE_EVERY.value,
                      probe_agreement=_PROBE_AGREEMENT.value,
                      converge_window=_CONV_WINDOW.value, converge_threshold=_CONV_THRESHOLD.value,
                      max_answer_tokens=_MAX_ANSWER.value)
+    if _CONF_READS.value == "step_ends":
+      from o1jax.training.rollouts import step_delimiter_ids
+      overrides["step_end_ids"] = tuple(sorted(step_delimiter_ids(tokenizer)))
     if _WAIT_TEXT.value:
       overrides["wait_ids"] = tuple(tokenizer.encode(_WAIT_TEXT.value))
     if _CLOSE_TEXT.value is not None:

@@ -7,6 +7,8 @@ same held-out problems at an unlimited budget:
   probability threshold is set above 1 so only agreement stops.
 - DEER / the article: stop when the probe's mean token probability reaches 0.95.
 - the trained confidence head (no extra forward) at the article's 0.95 and at 0.8.
+- a confidence head trained at step ends (";") of the policy's own traces, read only there,
+  at the threshold its selection split picked (launch/fit_step_head.py).
 - convergence: the article's rule, the last 50 thinking tokens' mean hidden state vs the
   previous 50 at cosine >= 0.9; and with windows of 8.
 The oracle ceiling comes from forced answers at every `probe_every`-th prefix of the
@@ -28,9 +30,12 @@ from o1jax.thinking import ThinkConfig
 NEVER = 2.0  # a probability threshold no estimate reaches: agreement alone stops
 
 
-def settings(base: ThinkConfig, probe_every: int, head_every: int, has_head: bool
+def settings(base: ThinkConfig, probe_every: int, head_every: int, has_head: bool,
+             step_head_threshold: float | None = None, step_end_ids: Sequence[int] = ()
              ) -> dict[str, ThinkConfig]:
-  """The rules to compare, by the name they carry in the table."""
+  """The rules to compare, by the name they carry in the table. With `step_head_threshold`,
+  also the step-end head (launch/fit_step_head.py) at the threshold picked on its selection
+  split; its config reads at `step_end_ids` (`confidence_reads="step_ends"`)."""
   conf = ("natural", "budget", "confidence")
   probe = lambda **kw: dataclasses.replace(base, stop_rules=conf, confidence_estimate="probe",
                                            probe_every=probe_every, **kw)
@@ -46,6 +51,10 @@ def settings(base: ThinkConfig, probe_every: int, head_every: int, has_head: boo
       out[f"head >= {threshold}{label}"] = dataclasses.replace(
           base, stop_rules=conf, confidence_estimate="head", probe_every=head_every,
           confidence_threshold=threshold)
+  if step_head_threshold is not None:
+    out[f"step-end head >= {step_head_threshold:g} (selected)"] = dataclasses.replace(
+        base, stop_rules=conf, confidence_estimate="head", confidence_reads="step_ends",
+        step_end_ids=tuple(step_end_ids), confidence_threshold=step_head_threshold)
   for window, label in ((50, " (article)"), (8, "")):
     out[f"converged W={window} >= 0.9{label}"] = dataclasses.replace(
         base, stop_rules=("natural", "budget", "converged"), converge_window=window,
@@ -74,6 +83,45 @@ def oracle_and_calibration(params, model_config, base: ThinkConfig, problems: Se
   return out
 
 
+def replay_threshold_rule(data, probs: np.ndarray, threshold: float) -> tuple[float, float]:
+  """What a threshold rule on a confidence estimate would give on greedy runs, replayed on
+  forced-stop data (o1jax.training.heads.ConfidenceData) without decoding again.
+
+  At temperature 0 a run that stops at prefix k has thought exactly the full run's first k
+  tokens, and answers what the forced answer there says (the data's label). So the rule stops
+  each run at its first read prefix (every prefix but the full run's last) whose estimate
+  `probs` reaches `threshold`, or lets it finish. Returns (fraction of the thinking saved,
+  accuracy)."""
+  used, right = 0, []
+  for i, natural in enumerate(data.natural):
+    mine = np.flatnonzero(data.rollout == i)
+    mine = mine[data.prefix[mine] < natural]              # the reads, in prefix order
+    fire = mine[probs[mine] >= threshold]
+    if len(fire):
+      used += int(data.prefix[fire[0]])
+      right.append(bool(data.labels[fire[0]]))
+    else:
+      used += int(natural)
+      right.append(bool(data.correct[i]))
+  return 1.0 - used / max(int(np.sum(data.natural)), 1), float(np.mean(right))
+
+
+def select_threshold(data, probs: np.ndarray, thresholds: Sequence[float],
+                     max_loss_pts: float) -> tuple[float | None, list[dict]]:
+  """The threshold that saves the most thinking on `data` (a selection split, disjoint from
+  the problems the rule is evaluated on) at no more than `max_loss_pts` of accuracy lost
+  against letting every run finish; None if none qualifies. Also every threshold's replay."""
+  full = float(np.mean(data.correct))
+  table = []
+  for t in thresholds:
+    saved, accuracy = replay_threshold_rule(data, probs, t)
+    table.append({"threshold": float(t), "saved_pct": 100.0 * saved,
+                  "accuracy": accuracy, "accuracy_delta_pts": 100.0 * (accuracy - full)})
+  ok = [r for r in table if r["accuracy_delta_pts"] >= -max_loss_pts - 1e-9]
+  best = max(ok, key=lambda r: (r["saved_pct"], -r["threshold"])) if ok else None
+  return (None if best is None else best["threshold"]), table
+
+
 def by_level(rule_rows: dict[str, list], reference: str) -> list[dict]:
   """Thinking tokens saved and accuracy change per difficulty level, every rule."""
   out = []
@@ -100,4 +148,4 @@ def best_within(table: Sequence[dict], points: float = 1.0) -> dict | None:
 
 
 __all__ = ["NEVER", "best_within", "by_level", "oracle_and_calibration",
-           "settings"]
+           "replay_threshold_rule", "select_threshold", "settings"]

@@ -29,6 +29,7 @@ class StopReason(enum.IntEnum):
 STOP_RULES = ("natural", "budget", "confidence", "converged")
 DEFAULT_STOP_RULES = ("natural", "budget")
 CONFIDENCE_ESTIMATES = ("probe", "head")
+CONFIDENCE_READS = ("periodic", "step_ends")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,12 @@ class ThinkConfig:
   # hidden state the loop already has, every `probe_every` tokens, at no extra forward pass.
   # Its params come in through think(..., heads={"confidence": head}).
   confidence_estimate: str = "probe"
+  # When the confidence estimate is taken: "periodic" every `probe_every` thinking tokens;
+  # "step_ends" right after each thinking token in `step_end_ids` (a step's delimiter, ";"
+  # for the task traces), where a finished step can make the answer known: a head trained at
+  # step ends (launch/fit_step_head.py) is not asked mid-number, where it was never trained.
+  confidence_reads: str = "periodic"
+  step_end_ids: tuple[int, ...] = ()
   # With the head estimate, also stop a sequence whose value head (heads["value"]: P(the
   # answer ends right if thinking goes on)) falls below this: hopeless thinking is cut, which
   # costs no accuracy when the head is right; its stop reason is GIVE_UP. 0 turns it off; it
@@ -150,10 +157,14 @@ class ThinkConfig:
               ("converge_threshold", -1 <= self.converge_threshold <= 1)]
     checks.append(("confidence_estimate", self.confidence_estimate in CONFIDENCE_ESTIMATES))
     checks.append(("give_up_threshold", 0 <= self.give_up_threshold <= 1))
+    checks.append(("confidence_reads", self.confidence_reads in CONFIDENCE_READS))
     bad = [name for name, ok in checks if not ok]
     if bad:
       raise ValueError("invalid ThinkConfig values: " +
                        ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+    if self.confidence_reads == "step_ends" and not self.step_end_ids:
+      raise ValueError("confidence_reads='step_ends' needs step_end_ids: the token ids that "
+                       "end a thinking step (e.g. the tokenizer's id for ';')")
     if self.give_up_threshold > 0 and not (self.rule("confidence")
                                            and self.confidence_estimate == "head"):
       raise ValueError(

@@ -176,23 +176,30 @@ def record_token(s: ThinkState, token, segment, logprob):
   return s, live
 
 
-def estimate_due(s: ThinkState, fed_thinking, config: ThinkConfig):
-  """Confidence estimates are taken every probe_every thinking tokens once the minimum is
-  reached (below it no rule may stop, so an estimate there would be wasted work)."""
-  return (fed_thinking & (s.phase == Phase.THINKING) & s.use_confidence &
-          (s.thinking_tokens % config.probe_every == 0) &
+def estimate_due(s: ThinkState, fed_token, fed_thinking, config: ThinkConfig):
+  """Confidence estimates are taken every probe_every thinking tokens, or right after each
+  step-end token (`config.confidence_reads`), once the minimum is reached (below it no rule
+  may stop, so an estimate there would be wasted work). `fed_token` [batch]: the token each
+  row just fed."""
+  if config.confidence_reads == "step_ends":
+    at_read = jnp.isin(fed_token, jnp.asarray(config.step_end_ids, jnp.int32))
+  else:
+    at_read = s.thinking_tokens % config.probe_every == 0
+  return (fed_thinking & (s.phase == Phase.THINKING) & s.use_confidence & at_read &
           (s.thinking_tokens >= s.min_thinking))
 
 
-def token_stop_rules(s: ThinkState, hidden, fed_thinking, config: ThinkConfig, heads=None):
-  """The stop rules that read the hidden state [batch, embed] of one fed token: convergence
-  and a confidence (and give-up) head. The probe rule is decode_step's own."""
+def token_stop_rules(s: ThinkState, hidden, fed_token, fed_thinking, config: ThinkConfig,
+                     heads=None):
+  """The stop rules that read the hidden state [batch, embed] of one fed token `fed_token`
+  [batch]: convergence and a confidence (and give-up) head. The probe rule is
+  decode_step's own."""
   if config.rule("converged"):
     # Only compiled in with its rule: the windows cost ~10 ops a step on every row, a
     # visible share of a small model's step at batch 1. Without it `similarity` stays nan.
     s = _update_convergence(s, hidden, fed_thinking, config)
   if config.rule("confidence") and config.confidence_estimate == "head":
-    due = estimate_due(s, fed_thinking, config)
+    due = estimate_due(s, fed_token, fed_thinking, config)
     s = _head_confidence(s, due, hidden, heads, config)
     s = early_stop(s, due & (s.confidence >= s.confidence_threshold), StopReason.CONFIDENCE)
     if config.gives_up:

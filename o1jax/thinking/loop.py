@@ -58,9 +58,9 @@ def decode_step_with_hidden(s: ThinkState, params, config: ThinkConfig, heads=No
                 position=s.position + live)
 
   fed_thinking = segment == Segment.THINKING
-  s = token_stop_rules(s, hidden[:, 0], fed_thinking, config, heads)
+  s = token_stop_rules(s, hidden[:, 0], token, fed_thinking, config, heads)
   if config.rule("confidence") and config.confidence_estimate == "probe":
-    due = estimate_due(s, fed_thinking, config)
+    due = estimate_due(s, token, fed_thinking, config)
     due &= s.position + probe_lib.probe_length(config) <= config.cache_len
     s = jax.lax.cond(due.any(), lambda st: probe_lib.run_probe(st, due, params, config),
                      lambda st: st, s)

@@ -202,10 +202,11 @@ def speculative_step(sp: SpecState, params, draft_params, config: ThinkConfig,
     """The token at chunk index j was fed; the controller chooses the one after it."""
     (small, tokens, segments, logprobs, active, fed_segment, pending, pending_segment,
      accepted) = carry
-    p_logits, fed_hidden, proposed, draft_draw, q, is_bonus = x
+    p_logits, fed_hidden, fed_token, proposed, draft_draw, q, is_bonus = x
     # decode_step's bookkeeping after its forward, for the fed token.
     cur = small.replace(position=small.position + (active & (fed_segment != Segment.PAD)))
-    cur = token_stop_rules(cur, fed_hidden, fed_segment == Segment.THINKING, config, heads)
+    cur = token_stop_rules(cur, fed_hidden, fed_token, fed_segment == Segment.THINKING,
+                           config, heads)
     cur = stop_when_cache_full(cur, config)
     masked = controller_logits(cur, p_logits, config)
     n = cur.num_generated
@@ -243,7 +244,7 @@ def speculative_step(sp: SpecState, params, draft_params, config: ThinkConfig,
     return carry, None
 
   pad = lambda x, value: jnp.concatenate([x, jnp.full_like(x[:, :1], value)], 1)
-  xs = (logits, hidden, pad(proposals, -1), pad(draws, -1), pad(qs, 0.0),
+  xs = (logits, hidden, chunk, pad(proposals, -1), pad(draws, -1), pad(qs, 0.0),
         jnp.arange(gamma + 1)[None, :] == gamma)
   xs = jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), xs)   # candidate-major for the scan
   small = s.replace(cache=None, tokens=None, segments=None, logprobs=None, logits=None)

@@ -180,9 +180,12 @@ def needed_thinking(prefix: np.ndarray, labels: np.ndarray, natural: int, correc
 
 def confidence_data(params, model_config, think_config, problems: Sequence[Problem], *,
                     every: int = 4, seed: int = 0, batch_size: int = 64,
-                    tokenizer=None) -> ConfidenceData:
+                    tokenizer=None, step_end_ids: Sequence[int] | None = None
+                    ) -> ConfidenceData:
   """Forced-stop rollouts at every `every`-th thinking prefix (0 included) of one think()
-  run per problem (at think_config's temperature)."""
+  run per problem (at think_config's temperature). With `step_end_ids`, at the prefixes
+  that end in one of those tokens instead (where a step-end head is read: the
+  `confidence_reads="step_ends"` rule); the full run's thinking is the last prefix either way."""
   tok = rl.tokenizer_or_default(tokenizer)
   runs = [r[0] for r in rl.sample_rollouts(params, think_config, problems, 1, seed=seed,
                                            batch_size=batch_size, tokenizer=tok)]
@@ -190,7 +193,11 @@ def confidence_data(params, model_config, think_config, problems: Sequence[Probl
   contexts, positions, meta = [], [], []
   for i, lay in enumerate(layouts):
     n_think = lay.end_think_at - lay.think_at - 1
-    ks = list(range(0, n_think, every)) + [n_think]
+    if step_end_ids is None:
+      ks = list(range(0, n_think, every)) + [n_think]
+    else:  # prefix k ends with thinking token k, at index think_at + k
+      ends = frozenset(step_end_ids)
+      ks = [k for k in range(1, n_think) if lay.ids[lay.think_at + k] in ends] + [n_think]
     positions.append([lay.think_at + k for k in ks])
     for k in ks:
       contexts.append(list(lay.ids[:lay.think_at + 1 + k]) + [tok.end_think_id])
@@ -206,9 +213,15 @@ def confidence_data(params, model_config, think_config, problems: Sequence[Probl
   correct = np.array([r.correct for r in runs])
   needed = np.array([needed_thinking(prefix[rollout == i], labels[rollout == i], natural[i],
                                      correct[i]) for i in range(len(runs))])
+  if step_end_ids is None:
+    prompt_features = np.stack([h[0] for h in hidden])   # prefix 0 is the <think> token
+  else:
+    prompt_features = np.concatenate(rl.hidden_at(
+        params, model_config, [lay.ids for lay in layouts], [[lay.think_at] for lay in layouts],
+        batch_size, tok))
   return ConfidenceData(features=np.concatenate(hidden), labels=labels.astype(np.float32),
                         probe=probe, prefix=prefix, rollout=rollout,
-                        prompt_features=np.stack([h[0] for h in hidden]), natural=natural,
+                        prompt_features=prompt_features, natural=natural,
                         correct=correct, needed=needed, problems=list(problems))
 
 
