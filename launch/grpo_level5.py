@@ -219,7 +219,7 @@ def summarise(runs, out):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+  fig, axes = plt.subplots(1, 5, figsize=(21, 3.6))
   for run in sorted({r["run"] for r in rows}):
     rs = [r for r in rows if r["run"] == run]
     ev = [r for r in rs if r["level5_n"]]
@@ -236,8 +236,12 @@ def summarise(runs, out):
     axes[3].plot(steps, [r["train_thinking_tokens"] for r in tr], "-o", label=f"{run} sampled")
     axes[3].plot([r["step"] for r in ev], [r["level5_eval_thinking"] for r in ev], "x",
                  label=f"{run} greedy level 5")
+    kl = [r for r in tr if r["train_kl"] is not None]  # runs with a reference (kl_coef > 0)
+    if kl:
+      axes[4].plot([r["step"] for r in kl], [r["train_kl"] for r in kl], "-o", label=run)
   for ax, title in zip(axes, ("held-out greedy accuracy (Wilson 95%)", "mean sampled reward",
-                              "zero-advantage fraction", "mean thinking tokens")):
+                              "zero-advantage fraction", "mean thinking tokens",
+                              "k3 KL to the start, per token (before the step)")):
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("step")
     ax.legend(fontsize=6)
