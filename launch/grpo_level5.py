@@ -211,6 +211,13 @@ def summarise(runs, out):
                     f"{name}_n": len(sel)})
       five = [e["thinking"] for e in es if e["level"] == 5]
       row["level5_eval_thinking"] = float(np.mean(five)) if five else None
+      # Paired against the start: level-5 problems this step solves that step 0 did not
+      # (gained), and the reverse (lost); a sign test on these is sharper than two intervals.
+      start = {e["prompt"]: e["correct"] for e in evals.get(0, []) if e["level"] == 5}
+      now = {e["prompt"]: e["correct"] for e in es if e["level"] == 5}
+      paired = [(start[q], c) for q, c in now.items() if q in start] if step else []
+      row["level5_gained"] = sum(c and not s for s, c in paired) if paired else None
+      row["level5_lost"] = sum(s and not c for s, c in paired) if paired else None
       rows.append(row)
   with open(out + ".csv", "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
