@@ -11,6 +11,8 @@
       --hf_dir=/models/Qwen3-0.6B --data=train.jsonl [--eval_data=test.jsonl]
   # Level 5 only, held-out evaluation between chunks (issue 31):
   python launch/grpo_level5.py --config=configs/grpo.py:level5 --workdir=runs/l5_grpo_s0
+  # ... with the recipe that does not collapse (lr 3e-5, KL 0.04 to the start):
+  python launch/grpo_level5.py --config=configs/grpo.py:level5_kl --workdir=runs/l5_kl_s0
 
 Defaults are sized for a shared 2-core CPU: a step (16 prompts x 8 samples, one update) takes
 about a second or two on the embedded model. Field meanings: o1jax/training/grpo.py.
@@ -96,6 +98,16 @@ def get_config(variant: str = ""):
                   cache_len=512, prompts_per_step=8, group_size=8, learning_rate=3e-4,
                   warmup_steps=5, steps=60, eval_problems=0, checkpoint_every=10,
                   max_to_keep=1)
+  elif variant == "level5_kl":
+    # Issue 31, the recipe after `level5` collapsed (3e-4 with no KL: level 5 0.66 -> 0.07 in
+    # 40 steps). Adam moves every weight by about the learning rate per step whatever the
+    # gradient's size, and a 64-rollout policy gradient is mostly noise, so the step size is
+    # what bounds the drift: 10x lower, a k3 KL to the start policy (beta as DeepSeekMath),
+    # a short warmup; 20 steps (what fits the shared CPU), docs/REASONING_TRAINING.md.
+    c.grpo.update(tasks=("addition", "equation"), difficulties=(5,), split_key="canonical",
+                  max_thinking=448, cache_len=512, prompts_per_step=8, group_size=8,
+                  learning_rate=3e-5, warmup_steps=3, kl_coef=0.04, grad_clip=1.0, steps=20,
+                  eval_problems=0, checkpoint_every=10, max_to_keep=1)
   elif variant == "hf":
     # An HF thinking model (--hf_dir) on JSONL sets (--data): math-verify rewards, answers
     # of up to 1,024 tokens after </think>, RL-sized steps. Sized for an accelerator, not
@@ -106,5 +118,5 @@ def get_config(variant: str = ""):
                   log_kl=False, eval_problems=0, steps=100, checkpoint_every=10)
   elif variant:
     raise ValueError(f"unknown configs/grpo.py variant {variant!r}; known: 'budget', "
-                     "'budget_l1', 'level5', 'hf'")
+                     "'budget_l1', 'level5', 'level5_kl', 'hf'")
   return c

@@ -211,6 +211,13 @@ def summarise(runs, out):
                     f"{name}_n": len(sel)})
       five = [e["thinking"] for e in es if e["level"] == 5]
       row["level5_eval_thinking"] = float(np.mean(five)) if five else None
+      # Paired against the start: level-5 problems this step solves that step 0 did not
+      # (gained), and the reverse (lost); a sign test on these is sharper than two intervals.
+      start = {e["prompt"]: e["correct"] for e in evals.get(0, []) if e["level"] == 5}
+      now = {e["prompt"]: e["correct"] for e in es if e["level"] == 5}
+      paired = [(start[q], c) for q, c in now.items() if q in start] if step else []
+      row["level5_gained"] = sum(c and not s for s, c in paired) if paired else None
+      row["level5_lost"] = sum(s and not c for s, c in paired) if paired else None
       rows.append(row)
   with open(out + ".csv", "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -219,8 +226,9 @@ def summarise(runs, out):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-  for run in sorted({r["run"] for r in rows}):
+  fig, axes = plt.subplots(1, 5, figsize=(21, 3.6))
+  for i, run in enumerate(sorted({r["run"] for r in rows})):
+    color = f"C{i}"  # one colour per run in every panel
     rs = [r for r in rows if r["run"] == run]
     ev = [r for r in rs if r["level5_n"]]
     for name, style in (("level5", "-o"), ("levels1_4", "--s")):
@@ -228,16 +236,23 @@ def summarise(runs, out):
       axes[0].errorbar(steps, [r[f"{name}_acc"] for r in ev],
                        yerr=[[r[f"{name}_acc"] - r[f"{name}_lo"] for r in ev],
                              [r[f"{name}_hi"] - r[f"{name}_acc"] for r in ev]],
-                       fmt=style, capsize=3, label=f"{run} {name}")
+                       fmt=style, capsize=3, color=color, label=f"{run} {name}")
     tr = [r for r in rs if r["train_reward"] is not None]
     steps = [r["step"] for r in tr]
-    axes[1].plot(steps, [r["train_reward"] for r in tr], "-o", label=run)
-    axes[2].plot(steps, [r["train_zero_advantage_fraction"] for r in tr], "-o", label=run)
-    axes[3].plot(steps, [r["train_thinking_tokens"] for r in tr], "-o", label=f"{run} sampled")
+    axes[1].plot(steps, [r["train_reward"] for r in tr], "-o", color=color, label=run)
+    axes[2].plot(steps, [r["train_zero_advantage_fraction"] for r in tr], "-o", color=color,
+                 label=run)
+    axes[3].plot(steps, [r["train_thinking_tokens"] for r in tr], "-o", color=color,
+                 label=f"{run} sampled")
     axes[3].plot([r["step"] for r in ev], [r["level5_eval_thinking"] for r in ev], "x",
-                 label=f"{run} greedy level 5")
+                 color=color, label=f"{run} greedy level 5")
+    kl = [r for r in tr if r["train_kl"] is not None]  # runs with a reference (kl_coef > 0)
+    if kl:
+      axes[4].plot([r["step"] for r in kl], [r["train_kl"] for r in kl], "-o", color=color,
+                   label=run)
   for ax, title in zip(axes, ("held-out greedy accuracy (Wilson 95%)", "mean sampled reward",
-                              "zero-advantage fraction", "mean thinking tokens")):
+                              "zero-advantage fraction", "mean thinking tokens",
+                              "k3 KL to the start, per token (before the step)")):
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("step")
     ax.legend(fontsize=6)

@@ -198,7 +198,28 @@ PARTS: dict[str, Part] = {
          " --workdir={runs}/l5_rft_s0 --config.grpo.seed=0 --eval_every=10 --level5_problems=64"
          " --low_problems=8 --baseline_evals={runs}/l5_grpo_s0/evals.jsonl", None),
     Step("python launch/grpo_level5.py --plot={runs}/l5_grpo_s0,{runs}/l5_grpo_s1,{runs}/l5_rft_s0"
-         " --out={docs}/grpo/level5_rl", None),
+         " --out={docs}/grpo/level5_rl_3e-4", None),
+    # The recipe after that collapse (lr 3e-5, KL 0.04 to the start), RFT beside it.
+    Step("python launch/grpo_level5.py --config=configs/grpo.py:level5_kl --workdir={runs}/l5_kl_s0"
+         " --config.grpo.seed=0 --eval_every=10 --level5_problems=64 --low_problems=8", None),
+    Step("python launch/grpo_level5.py --config=configs/grpo.py:level5_kl --workdir={runs}/l5_kl_s1"
+         " --config.grpo.seed=1 --eval_every=10 --level5_problems=64 --low_problems=8"
+         " --baseline_evals={runs}/l5_kl_s0/evals.jsonl", None),
+    Step("python launch/grpo_level5.py --method=rft --config=configs/grpo.py:level5_kl"
+         " --workdir={runs}/l5_kl_rft_s0 --config.grpo.seed=0 --eval_every=10"
+         " --level5_problems=64 --low_problems=8 --baseline_evals={runs}/l5_kl_s0/evals.jsonl",
+         None),
+    Step("python launch/grpo_level5.py --config=configs/grpo.py:level5_kl"
+         " --workdir={runs}/l5_kl1e-4_s0 --config.grpo.seed=0 --config.grpo.learning_rate=1e-4"
+         " --config.grpo.steps=10 --eval_every=10 --level5_problems=64 --low_problems=8"
+         " --baseline_evals={runs}/l5_kl_s0/evals.jsonl", None),
+    Step("python launch/grpo_level5.py --config=configs/grpo.py:level5_kl"
+         " --workdir={runs}/l5_kl1e-4_t06_s0 --config.grpo.seed=0"
+         " --config.grpo.learning_rate=1e-4 --config.grpo.temperature=0.6 --config.grpo.steps=10"
+         " --eval_every=10 --level5_problems=64 --low_problems=8"
+         " --baseline_evals={runs}/l5_kl_s0/evals.jsonl", None),
+    Step("python launch/grpo_level5.py --plot={runs}/l5_kl_s0,{runs}/l5_kl_s1,{runs}/l5_kl_rft_s0,"
+         "{runs}/l5_kl1e-4_s0,{runs}/l5_kl1e-4_t06_s0 --out={docs}/grpo/level5_rl", None),
   )),
   # The candidate PRM on the shipped policy's own hard-regime samples (docs/PRM.md; not
   # shipped: it fails the reward-hacking check). Hours on 2 cores: no fast variant.
