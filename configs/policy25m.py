@@ -8,21 +8,11 @@ tiny model can draft: a few hundred steps teach it the traces' format, not the a
 (docs/BENCHMARKS.md says how far the benchmarked one got). Not shipped: 100 MB of weights.
 """
 
-import importlib.util
-import os
-
-
-def _tiny():
-  # Config files are loaded by path (the repo root need not be importable), as in star.py.
-  spec = importlib.util.spec_from_file_location(
-      "_o1jax_tiny_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from o1jax.training.config_files import sibling_config
 
 
 def get_config():
-  c = _tiny()
+  c = sibling_config(__file__, "tiny.py")
   c.model.update(embed_dim=512, num_layers=8, num_heads=8, num_kv_heads=4, head_dim=64,
                  mlp_dim=1536)
   c.train.update(steps=350, batch_size=8, learning_rate=2e-3, log_every=10, eval_problems=0,

@@ -16,22 +16,11 @@ What changes from v1, and why:
   traces of 200-560 characters: rows of 640 tokens, a decode cache of 704.
 """
 
-import importlib.util
-import os
-
-
-def _tiny_config():
-  # Config files are loaded by path (ml_collections), not as a package: load the v1 recipe
-  # beside this file the same way.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny.py")
-  spec = importlib.util.spec_from_file_location("o1jax_config_tiny", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from o1jax.training.config_files import sibling_config
 
 
 def get_config():
-  c = _tiny_config()
+  c = sibling_config(__file__, "tiny.py")
   c.model.max_seq_len = 704
   c.data.difficulties = (1, 2, 3, 4, 5)
   c.data.trace_style = "reflective"

@@ -17,8 +17,7 @@ budget 0 is a trained mode) plus 20% of traces cut at a random character and ans
 budget that forces the close mid-thought still answers. "answers" has every thinking empty.
 """
 
-import importlib.util
-import os
+from o1jax.training.config_files import sibling_config
 
 SIZES = {  # name: (layers, width, heads, kv heads, head dim, mlp, steps)
     "S": (2, 64, 4, 2, 16, 192, 360),
@@ -28,22 +27,13 @@ SIZES = {  # name: (layers, width, heads, kv heads, head dim, mlp, steps)
 MODES = ("think", "answers")
 ROWS, SEQ_LEN = 8, 480
 
-
-def _tiny_config():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny.py")
-  spec = importlib.util.spec_from_file_location("o1jax_config_tiny", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def get_config(arg: str = "S,think"):
   size, _, mode = arg.partition(",")
   if size not in SIZES or mode not in MODES:
     raise ValueError(f"configs/scaling.py takes SIZE,MODE with SIZE in {sorted(SIZES)} and "
                      f"MODE in {MODES}; got {arg!r}")
   layers, width, heads, kv, head_dim, mlp, steps = SIZES[size]
-  c = _tiny_config()
+  c = sibling_config(__file__, "tiny.py")
   c.model.update(dict(embed_dim=width, num_layers=layers, num_heads=heads, num_kv_heads=kv,
                       head_dim=head_dim, mlp_dim=mlp, max_seq_len=560))
   c.data.difficulties = (1, 2, 3, 4, 5)

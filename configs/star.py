@@ -16,27 +16,16 @@ filter, rationalise, fine-tune 300 steps, evaluate) takes about a minute, and --
 (three runs of ten iterations) about 24 minutes (docs/REASONING_TRAINING.md).
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _tiny():
-  # Config files are loaded by path (the repo root need not be importable): load the
-  # sibling the same way.
-  spec = importlib.util.spec_from_file_location(
-      "_o1jax_tiny_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from o1jax.training.config_files import sibling_config
 
 
 def get_config(variant: str = ""):
   """`--config=configs/star.py` is the answer-only experiment above;
   `--config=configs/star.py:embedded` runs STaR on the embedded reasoner over every task (a
   base whose sampler does find rationales at every level)."""
-  c = _tiny()
+  c = sibling_config(__file__, "tiny.py")
   # Addition alone keeps sequences short (<= 70 tokens), so training and sampling are
   # cheap. Levels 1-2 (2- and 3-digit operands) carry worked solutions; levels 3-4 (4 and 5
   # digits) carry answers, and worked solutions in only 4% of their examples: STaR's few
