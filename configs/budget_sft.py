@@ -28,9 +28,17 @@ def get_config(variant: str = ""):
       warmup_steps=30,
       final_lr_fraction=0.1,
       buckets=(96, 128, 320),
-      seed=0))
+      seed=0,
+      split_key="prompt"))   # the training side of v2's split; "canonical" for v3
   if variant == "smoke":
     c.sft.update(num_examples=200, steps=4, batch_size=8, warmup_steps=1)
+  elif variant == "v3":
+    # Reasoner v3's folded-in stage (launch/reasoner_v3.sh; base given there): the canonical
+    # split's training side, and level 5 too, so the plain and budgeted prompts of the level
+    # RL trains next are not left to drift; a plain countdown level-5 trace runs to ~540
+    # characters, hence the fourth bucket (under 1% of rows land there).
+    c.sft.update(split_key="canonical", difficulties=(1, 2, 3, 4, 5),
+                 buckets=(96, 128, 320, 544))
   elif variant:
-    raise ValueError(f"unknown configs/budget_sft.py variant {variant!r}; known: 'smoke'")
+    raise ValueError(f"unknown configs/budget_sft.py variant {variant!r}; known: 'smoke', 'v3'")
   return c

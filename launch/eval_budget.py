@@ -28,6 +28,9 @@ _TASKS = flags.DEFINE_list("tasks", ["addition", "equation", "countdown"], "Task
 _DIFFICULTIES = flags.DEFINE_list("difficulties", ["1", "2", "3", "4"], "Difficulty levels.")
 _METHODS = flags.DEFINE_list("methods", ["forcing", "conditioned"], "Methods to run.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the held-out draw.")
+_SPLIT_KEY = flags.DEFINE_enum("split_key", "prompt", ["prompt", "canonical"], "Which split's "
+                                 "held-out side to draw from: \"prompt\" (v2 was trained on its "
+                                 "other side) or \"canonical\" (no permuted twin in training: v3).")
 _OUT = flags.DEFINE_string("out", "runs/eval_budget", "Output directory.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 96, "Prompts per compiled batch.")
 
@@ -51,7 +54,8 @@ def main(argv):
     if _NUM_PROBLEMS.value <= 0:
       raise ValueError(f"--num_problems must be positive, got {_NUM_PROBLEMS.value}")
     problems = tasks.distinct_problems(_TASKS.value, [int(d) for d in _DIFFICULTIES.value],
-                                       _NUM_PROBLEMS.value, _SEED.value + 1000, split="eval")
+                                       _NUM_PROBLEMS.value, _SEED.value + 1000, split="eval",
+                                       split_key=_SPLIT_KEY.value)
     models = {"forcing": load_params(_BASE.value or embedded_checkpoint_dir()),
               "conditioned": load_params(_POLICY.value)}
   except (ValueError, FileNotFoundError) as e:
@@ -86,6 +90,7 @@ def main(argv):
     json.dump({"table": table, "num_problems": len(problems),
                "problems_per_level": _NUM_PROBLEMS.value, "policy": _POLICY.value,
                "base": _BASE.value or "embedded reasoner v2", "seed": _SEED.value,
+               "split_key": _SPLIT_KEY.value,
                "wall_s": time.time() - t0, "load_avg": os.getloadavg()}, f, indent=2)
   print("\n".join(f"{x['method']:>11} {x['budget']:>4} acc {x['accuracy']:.3f} think "
                   f"{x['thinking_tokens']:6.1f} within {x['within_budget']:.3f}" for x in table))

@@ -31,6 +31,9 @@ _TASKS = flags.DEFINE_list("tasks", ["addition", "equation", "countdown"], "Task
 _DIFFICULTIES = flags.DEFINE_list("difficulties", ["1", "2", "3", "4", "5"],
                                   "Difficulty levels.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the held-out draw and of sampling.")
+_SPLIT_KEY = flags.DEFINE_enum("split_key", "prompt", ["prompt", "canonical"], "Which split's "
+                                 "held-out side to draw from: \"prompt\" (v2 was trained on its "
+                                 "other side) or \"canonical\" (no permuted twin in training: v3).")
 _OUT = flags.DEFINE_string("out", "runs/sweep", "Output directory.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint dir or training workdir "
                                   "(default: the embedded tiny reasoner).")
@@ -127,10 +130,11 @@ def main(argv):
   tokenizer = CharTokenizer()
   try:
     problems = tasks.distinct_problems(_TASKS.value, difficulties, _NUM_PROBLEMS.value,
-                                       _SEED.value + 1000, split="eval")
+                                       _SEED.value + 1000, split="eval",
+                                       split_key=_SPLIT_KEY.value)
   except ValueError as e:
     sys.exit(f"error: {e}")
-  pools = {f"{name}/{d}": pool_size(name, d)
+  pools = {f"{name}/{d}": pool_size(name, d, split_key=_SPLIT_KEY.value)
            for name in _TASKS.value for d in difficulties}
   try:
     base = make_think_config(model_config, tokenizer, thinking_kv_budget=_KV_BUDGET.value,
@@ -221,7 +225,7 @@ def main(argv):
                "verification": verification, "stop_rules": stop_summary,
                "num_problems": len(problems), "problems_per_level": _NUM_PROBLEMS.value,
                "distinct_prompts": len({p.prompt for p in problems}),
-               "heldout_pool_sizes": pools, "seed": _SEED.value,
+               "heldout_pool_sizes": pools, "seed": _SEED.value, "split_key": _SPLIT_KEY.value,
                "kv_dtype": _KV_DTYPE.value, "thinking_kv_budget": _KV_BUDGET.value,
                "kv_importance_weight": _KV_WEIGHT.value, "kv_evict_policy": _KV_POLICY.value,
                "kv_evict_window": _KV_WINDOW.value,

@@ -2,6 +2,7 @@
 from them, and the forcing-vs-conditioned evaluation, each against an independent reading
 (Python arithmetic, string layout, a plain greedy decode written step by step)."""
 
+import dataclasses
 import functools
 import re
 
@@ -262,5 +263,10 @@ def test_l1_configs_are_valid():
   cfg = grpo.GRPOConfig.from_config_dict(grpo_config.get_config("budget_l1").grpo)
   assert cfg.budget_targets == (8, 16, 32, 64, 128, 256) and cfg.base
   assert budget_sft.SFTConfig.from_config_dict(sft_config.get_config().sft).steps > 0
+  v3 = budget_sft.SFTConfig.from_config_dict(sft_config.get_config("v3").sft)
+  assert v3.split_key == "canonical" and 5 in v3.difficulties
+  # Every v3 example fits a bucket (a plain countdown level-5 trace is the longest).
+  budget_sft.bucket_arrays(budget_sft.make_examples(
+      dataclasses.replace(v3, num_examples=1500)), v3.buckets, TOK)
   with pytest.raises(ValueError, match="variant"):
     sft_config.get_config("nope")

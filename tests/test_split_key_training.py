@@ -85,3 +85,20 @@ def test_prompt_split_does_train_on_canonical_heldout_problems():
 def test_bad_split_key_is_refused_early():
   with pytest.raises(ValueError, match="split_key"):
     trainer.mixture_from(_config("canonicall"))
+
+
+def _budget_sft_prompts(split_key):
+  from o1jax.training import budget_prompt, budget_sft
+  cfg = budget_sft.SFTConfig(tasks=("addition", "countdown"), difficulties=(1, 2),
+                             num_examples=600, split_key=split_key)
+  return [budget_prompt.parse_budget_prompt(e.prompt)[0] for e in budget_sft.make_examples(cfg)]
+
+
+def test_budget_sft_draws_from_the_split_it_is_given():
+  # Reasoner v3's budget stage (configs/budget_sft.py:v3) must not reintroduce the twins.
+  assert [p for p in _budget_sft_prompts("canonical") if _canonical_heldout(p)] == []
+  leaked = [p for p in _budget_sft_prompts("prompt") if _canonical_heldout(p)]
+  assert len(leaked) >= 0.03 * 600, len(leaked)
+  from o1jax.training import budget_sft
+  with pytest.raises(ValueError, match="split_key"):
+    budget_sft.SFTConfig(split_key="canon")

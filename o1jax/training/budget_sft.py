@@ -30,7 +30,7 @@ import optax
 
 from o1jax import tasks as tasks_lib
 from o1jax.tasks import compact
-from o1jax.tasks.base import render_text
+from o1jax.tasks.base import SPLIT_KEYS, render_text
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.training import budget_prompt
 from o1jax.training import data as data_lib
@@ -65,6 +65,7 @@ class SFTConfig:
   final_lr_fraction: float = 0.1
   buckets: tuple[int, ...] = (96, 128, 320)              # seq_len of each compiled step
   seed: int = 0
+  split_key: str = "prompt"   # the training side of which split (o1jax/tasks/base.py)
 
   def __post_init__(self):
     for t in self.tasks:
@@ -85,6 +86,8 @@ class SFTConfig:
     for name in ("num_examples", "steps", "batch_size"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    if self.split_key not in SPLIT_KEYS:
+      raise ValueError(f"split_key must be one of {SPLIT_KEYS}, got {self.split_key!r}")
     if list(self.buckets) != sorted(self.buckets) or not self.buckets:
       raise ValueError(f"buckets must be increasing sequence lengths, got {self.buckets}")
 
@@ -123,7 +126,7 @@ def make_examples(cfg: SFTConfig) -> list[BudgetExample]:
   out = []
   for _ in range(cfg.num_examples):
     t, d = pairs[int(rng.integers(len(pairs)))]
-    problem = tasks_lib.get_task(t).generate(rng, d, split="train")
+    problem = tasks_lib.get_task(t).generate(rng, d, split="train", split_key=cfg.split_key)
     target = None if rng.random() < cfg.plain_fraction else draw_target(cfg, rng)
     out.append(budget_example(problem, target, cfg.search_reserve))
   return out
