@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import weakref
 from typing import Any, Mapping, Sequence
 
@@ -48,14 +47,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from o1jax.model.cache import KVCache
+from o1jax.serving import slot_ops
 from o1jax.serving.chunked_prefill import padded_width, prefill_into, prefill_row
+from o1jax.serving.slot_ops import SavedSlot, SlotView
 from o1jax.thinking.api import parse_budget, prepare_inputs
-from o1jax.thinking.config import Phase, ThinkConfig
-from o1jax.thinking.controller import check_heads, to_result
-from o1jax.thinking.loop import run_steps
+from o1jax.thinking.config import ThinkConfig
+from o1jax.thinking.controller import check_heads
 from o1jax.thinking.state import (REQUEST_SETTINGS, ThinkInputs, ThinkState, fill_settings,
-                                  init_state, request_keys, setting_defaults)
+                                  request_keys, setting_defaults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,91 +88,6 @@ class Prefix:
   @property
   def has_kv(self) -> bool:
     return self.state.cache is not None
-
-
-def _stub(keys) -> ThinkState:
-  """A loop state holding only PRNG keys: a prefix that has no KV yet."""
-  return ThinkState(**{f.name: None for f in dataclasses.fields(ThinkState)}).replace(
-      keys=keys)
-
-
-# A slot's row set aside by evict(): a one-row ThinkState whose PRNG keys are their raw key
-# data, its leaves on the device (the pause pool) or numpy on host. resume() takes either.
-SavedSlot = ThinkState
-
-
-def _rows(state: ThinkState, slot, n: int = 1) -> ThinkState:
-  return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, slot, n, 0), state)
-
-
-@functools.partial(jax.jit, donate_argnames=("state",))
-def _insert(state: ThinkState, rows: ThinkState, row, slot) -> ThinkState:
-  """Row `row` of `rows` (a prefilled request, or a saved slot) into slot `slot`."""
-  return jax.tree.map(
-      lambda a, r: jax.lax.dynamic_update_slice_in_dim(
-          a, jax.lax.dynamic_slice_in_dim(r, row, 1, 0), slot, 0), state, rows)
-
-
-@jax.jit
-def _take(state: ThinkState, slot) -> ThinkState:
-  """The slot's row, PRNG keys as raw key data (what host numpy can hold)."""
-  row = _rows(state, slot)
-  return row.replace(keys=jax.random.key_data(row.keys))
-
-
-@functools.partial(jax.jit, donate_argnames=("state",))
-def _free(state: ThinkState, slot) -> ThinkState:
-  return state.replace(phase=state.phase.at[slot].set(Phase.DONE))
-
-
-@functools.partial(jax.jit, donate_argnames=("state",))
-def _resume(state: ThinkState, saved: SavedSlot, slot) -> ThinkState:
-  """A saved row (raw key data; device or host arrays) back into slot `slot`."""
-  impl = jax.random.key_impl(state.keys)
-  row = saved.replace(keys=jax.random.wrap_key_data(saved.keys, impl=impl))
-  return jax.tree.map(lambda a, r: jax.lax.dynamic_update_slice_in_dim(a, r, slot, 0),
-                      state, row)
-
-
-@functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
-def _generate(state: ThinkState, params, config: ThinkConfig, k, return_on_finish, heads):
-  return run_steps(state, params, config, k, heads, return_on_finish)
-
-
-@functools.partial(jax.jit, static_argnames=("config", "slots"))
-def _empty(config: ThinkConfig, slots: int) -> ThinkState:
-  """S free slots (phase DONE): a well-formed state for the slot functions to fill."""
-  inputs = ThinkInputs(tokens=jnp.zeros((slots, 1), jnp.int32),
-                       lengths=jnp.ones((slots,), jnp.int32),
-                       budget=jnp.zeros((slots,), jnp.int32),
-                       min_thinking=jnp.zeros((slots,), jnp.int32),
-                       request_key=request_keys(0, np.arange(slots)))
-  inputs = fill_settings(inputs, config)
-  logits = jnp.zeros((slots, config.model.vocab_size), jnp.float32)
-  state = init_state(inputs, logits, KVCache.init(config.model, slots, config.cache_len), config)
-  return state.replace(phase=jnp.full((slots,), int(Phase.DONE), jnp.int32))
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class SlotView:
-  """What the host reads after a `generate` call (numpy, [slots, ...])."""
-  phase: np.ndarray
-  tokens: np.ndarray
-  segments: np.ndarray
-  num_generated: np.ndarray
-  thinking_tokens: np.ndarray
-  answer_tokens: np.ndarray
-  stop_reason: np.ndarray
-  finished: np.ndarray
-
-
-@functools.partial(jax.jit, static_argnames=("config",))
-def _view(state: ThinkState, config: ThinkConfig) -> SlotView:
-  r = to_result(state, config)
-  return SlotView(phase=state.phase, tokens=r.tokens, segments=r.segments,
-                  num_generated=r.num_generated, thinking_tokens=r.thinking_tokens,
-                  answer_tokens=r.answer_tokens, stop_reason=r.stop_reason, finished=r.finished)
 
 
 class Engine:
@@ -240,7 +154,7 @@ class Engine:
       params = parallel.shard_params(params, config.model, mesh)
     self.params = params
     with self._on_mesh():
-      self.state = _empty(self._compiled, slots)
+      self.state = slot_ops.empty(self._compiled, slots)
       if mesh is not None:
         self.state = parallel.put_batch(self.state, mesh)
 
@@ -292,7 +206,7 @@ class Engine:
       else:
         predicted = (np.nan if self.budget_head is None else
                      float(np.asarray(self._prefill_row(inputs)[1])[0]))  # KV dropped
-        prefix = Prefix(_stub(inputs.request_key), 0, length, predicted, inputs)
+        prefix = Prefix(slot_ops.stub(inputs.request_key), 0, length, predicted, inputs)
       out.append(prefix)
     return out
 
@@ -319,7 +233,8 @@ class Engine:
     self._check_slot(slot)
     with self._on_mesh():
       if prefix.has_kv:
-        self.state = _insert(self.state, prefix.state, jnp.int32(prefix.row), jnp.int32(slot))
+        self.state = slot_ops.insert(self.state, prefix.state, jnp.int32(prefix.row),
+                                     jnp.int32(slot))
       else:   # its prompt goes straight into the slot's KV rows
         inputs = prefix.inputs.replace(request_key=prefix.state.keys)   # one row: row 0
         self.state = prefill_into(self.state, self.params, inputs, jnp.int32(slot),
@@ -331,13 +246,14 @@ class Engine:
     """Up to k decode steps for every live slot in one compiled call; returns the steps run
     (fewer than k when every slot finished, or, with `return_on_finish`, when one did)."""
     with self._on_mesh():
-      self.state, steps = _generate(self.state, self.params, self._compiled, jnp.int32(k),
-                                    jnp.bool_(return_on_finish), self.heads)
+      self.state, steps = slot_ops.generate(self.state, self.params, self._compiled,
+                                            jnp.int32(k), jnp.bool_(return_on_finish),
+                                            self.heads)
     return int(steps)
 
   def view(self) -> SlotView:
     with self._on_mesh():
-      return jax.device_get(_view(self.state, self._compiled))
+      return jax.device_get(slot_ops.view(self.state, self._compiled))
 
   # -- slots ------------------------------------------------------------------------------
 
@@ -347,7 +263,7 @@ class Engine:
     is copied to host. Dropping a saved row frees its place in the pool."""
     self._check_slot(slot)
     with self._on_mesh():
-      row = _take(self.state, jnp.int32(slot))
+      row = slot_ops.take(self.state, jnp.int32(slot))
     if to_host or (to_host is None and self.pause_room() <= 0):
       row = jax.device_get(row)
     else:
@@ -364,12 +280,12 @@ class Engine:
     """Puts an evicted row back (into any free slot); decoding continues bit for bit."""
     self._check_slot(slot)
     with self._on_mesh():
-      self.state = _resume(self.state, saved, jnp.int32(slot))
+      self.state = slot_ops.resume(self.state, saved, jnp.int32(slot))
 
   def free(self, slot: int) -> None:
     self._check_slot(slot)
     with self._on_mesh():
-      self.state = _free(self.state, jnp.int32(slot))
+      self.state = slot_ops.free(self.state, jnp.int32(slot))
 
   def _check_slot(self, slot: int) -> None:
     if not 0 <= slot < self.slots:
@@ -391,8 +307,8 @@ class Engine:
     pooled = Prefix(self._prefill_row(inputs)[0], 0, int(inputs.lengths[0]), np.nan, inputs)
     self.insert(pooled, 0)
     self.free(0)
-    self.insert(Prefix(_stub(inputs.request_key), 0, pooled.prompt_tokens, np.nan, inputs),
-                0)
+    stub = Prefix(slot_ops.stub(inputs.request_key), 0, pooled.prompt_tokens, np.nan, inputs)
+    self.insert(stub, 0)
     self.generate(1, return_on_finish=True)
     self.view()
     for to_host in (False, True):
@@ -421,9 +337,10 @@ class Engine:
   def compilations() -> dict[str, int]:
     """Programs compiled so far by each slot function (all engines in the process)."""
     return {name: fn._cache_size() for name, fn in
-            (("prefill", prefill_row), ("prefill_into", prefill_into), ("insert", _insert),
-             ("generate", _generate), ("evict", _take), ("resume", _resume), ("free", _free),
-             ("view", _view))}
+            (("prefill", prefill_row), ("prefill_into", prefill_into),
+             ("insert", slot_ops.insert), ("generate", slot_ops.generate),
+             ("evict", slot_ops.take), ("resume", slot_ops.resume), ("free", slot_ops.free),
+             ("view", slot_ops.view))}
 
 
 def requests_from(prompts: Sequence[Any], **kw) -> list[Request]:
