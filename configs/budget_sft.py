@@ -29,7 +29,10 @@ def get_config(variant: str = ""):
       final_lr_fraction=0.1,
       buckets=(96, 128, 320),
       seed=0,
-      split_key="prompt"))   # the training side of v2's split; "canonical" for v3
+      split_key="prompt",    # the training side of v2's split; "canonical" for v3
+      forced_fraction=0.0,   # v2's stage had none
+      forced_budgets=(8, 16, 32, 64, 128, 256),
+      forced_weights=(4.0, 4.0, 3.0, 2.0, 1.0, 1.0)))
   if variant == "smoke":
     c.sft.update(num_examples=200, steps=4, batch_size=8, warmup_steps=1)
   elif variant == "v3":
@@ -37,8 +40,10 @@ def get_config(variant: str = ""):
     # split's training side, and level 5 too, so the plain and budgeted prompts of the level
     # RL trains next are not left to drift; a plain countdown level-5 trace runs to ~540
     # characters, hence the fourth bucket (under 1% of rows land there).
+    # And plain prompts cut by a forced budget (o1jax/training/budget_sft.py), so that
+    # forced budgets of 8-32 tokens answer at least as well as none (v2 did not).
     c.sft.update(split_key="canonical", difficulties=(1, 2, 3, 4, 5),
-                 buckets=(96, 128, 320, 544))
+                 buckets=(96, 128, 320, 544), forced_fraction=0.2)
   elif variant:
     raise ValueError(f"unknown configs/budget_sft.py variant {variant!r}; known: 'smoke', 'v3'")
   return c

@@ -40,14 +40,15 @@ def main(argv):
     sys.exit(f"error: {e}")
   t0 = time.time()
   examples = budget_sft.make_examples(cfg)
-  plans = collections.Counter(e.plan if e.budget is not None else "plain" for e in examples)
+  plans = collections.Counter(e.plan if e.budget is not None or e.forced else "plain"
+                              for e in examples)
   _say(f"{len(examples)} examples in {time.time() - t0:.0f}s; plans: {dict(plans)}")
   params, losses = budget_sft.finetune(params, model_config, examples, cfg,
                                        tokenizer=tokenizer, log=_say)
   wall = time.time() - t0
   out = os.path.join(_WORKDIR.value, "final")
   save_pretrained(out, params, model_config, {
-      "version": "reasoner v2 + budget-conditioned SFT (L1-style stage 1)",
+      "version": "budget-conditioned SFT (L1-style stage 1)",
       "base": _CONFIG.value.base or "embedded reasoner v2",
       "sft_config": dataclasses.asdict(cfg), "plans": dict(plans),
       "final_loss": sum(losses[-50:]) / len(losses[-50:]), "wall_s": wall,

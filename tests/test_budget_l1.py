@@ -163,6 +163,43 @@ def test_make_examples_and_buckets():
     budget_sft.SFTConfig(targets=(8, 16), target_weights=(1.0,))
 
 
+def test_forced_examples_cut_the_trace_where_the_loop_would():
+  # Each is what think() produces on the plain prompt with a hard budget of N: N thinking
+  # characters, a forced `</think>` (context, not a target), then the answer the whole steps
+  # shown support (a stated candidate, else the true answer), checked here from the text.
+  from o1jax.tasks import reflection
+  problems = tasks.get_task("addition").generate_problems(3, 3, 40)
+  seen_candidate = seen_true = 0
+  for p in problems:
+    full = compact.plans(p)["full"]
+    for n in (8, 16, 32, 64):
+      e = budget_sft.forced_example(p, n)
+      if n >= len(full):
+        assert not e.forced and e.text == budget_sft.budget_example(p, None).text
+        continue
+      assert e.forced and e.prompt == p.prompt and e.budget is None
+      thinking, answer = e.text[len(p.prompt) + len("<think>"):].split("</think>")
+      assert thinking == full[:n]
+      # Whole steps: those followed by a separator inside the cut (or ending exactly at it).
+      whole = [s for s in thinking.split("; ")[:-1]]
+      if full[n:].startswith("; ") or full[n:] == "":
+        whole.append(thinking.split("; ")[-1])
+      so = [s[3:] for s in whole if s.startswith("so ")]
+      if so and not any(s.endswith(reflection.WAIT) for s in whole[whole.index("so " + so[-1]):]):
+        assert answer == so[-1]
+        seen_candidate += 1
+      else:
+        assert answer == p.answer
+        seen_true += 1
+      enc = budget_sft.bucket_arrays([e], (96, 128, 320), TOK)
+      enc = next(a for a in enc if a)
+      # Targets: the n thinking characters, the answer and EOS; never the forced close.
+      assert enc["loss_mask"].sum() == n + len(answer) + 1
+      close = len(p.prompt) + 1 + n   # input position of </think>; its target is the answer
+      assert enc["loss_mask"][0][close - 1] == 0   # the close itself is not a target
+  assert seen_candidate and seen_true
+
+
 @functools.partial(jax.jit, static_argnums=3)
 def _forward(params, tokens, positions, model_config):
   return forward(params, tokens, positions, None, model_config)[0]

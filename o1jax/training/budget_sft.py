@@ -10,6 +10,14 @@ cut mid-step as under budget forcing. Targets are drawn mostly from the budgets 
 them, so nearby targets are understood too; a share of plain, unbudgeted reflective
 examples keeps the base's behaviour on ordinary prompts.
 
+`forced_fraction` of examples (0 in v2's recipe; reasoner v3's stage) are plain prompts whose
+reflective trace the budget cut after N thinking tokens, N drawn from `forced_budgets`: the
+`</think>` is context (the loop forces it), the answer is the latest unrefuted candidate of
+the whole steps shown, else the true one (tasks/reflection.best_answer, the base recipe's
+rule for cut traces). The base saw such cuts at uniform positions, rarely at 8-32 tokens, and
+after learning to answer with no thinking at all it answered worse after 8 forced tokens
+than after none (v2: 12.8% vs 20.3%); the forced ladder is where those cuts land.
+
 The fine-tune buckets examples by length (a row padded to 320 costs about three rows of
 96), one compiled step per bucket; the loss is the trainer's (thinking, close, answer and
 EOS are targets; the budgeted prompt and `<think>` are context).
@@ -30,7 +38,8 @@ import optax
 
 from o1jax import tasks as tasks_lib
 from o1jax.tasks import compact
-from o1jax.tasks.base import SPLIT_KEYS, render_text
+from o1jax.tasks import reflection
+from o1jax.tasks.base import SPLIT_KEYS, STEP_SEP, render_text
 from o1jax.tasks.tokenizer import CharTokenizer
 from o1jax.training import budget_prompt
 from o1jax.training import data as data_lib
@@ -45,7 +54,8 @@ class BudgetExample:
   prompt: str          # what the model is given: "[budget N] <prompt>", or the plain prompt
   text: str            # prompt<think>plan</think>answer
   budget: int | None   # None: a plain (unbudgeted) example
-  plan: str            # the plan's name (compact.PLAN_NAMES)
+  plan: str            # the plan's name (compact.PLAN_NAMES), or "forced"
+  forced: bool = False  # the thinking was cut by a budget: `</think>` is context
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +76,9 @@ class SFTConfig:
   buckets: tuple[int, ...] = (96, 128, 320)              # seq_len of each compiled step
   seed: int = 0
   split_key: str = "prompt"   # the training side of which split (o1jax/tasks/base.py)
+  forced_fraction: float = 0.0          # plain prompts cut by a forced budget (docstring)
+  forced_budgets: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+  forced_weights: tuple[float, ...] = (4, 4, 3, 2, 1, 1)
 
   def __post_init__(self):
     for t in self.tasks:
@@ -80,7 +93,15 @@ class SFTConfig:
       raise ValueError(f"target_weights must be non-negative, not all 0: {self.target_weights}")
     if not 0 <= self.search_reserve < 1:
       raise ValueError(f"search_reserve must be in [0, 1), got {self.search_reserve}")
-    for name in ("between_fraction", "plain_fraction"):
+    if len(self.forced_budgets) != len(self.forced_weights) or not self.forced_budgets or (
+        min(self.forced_weights) < 0 or sum(self.forced_weights) <= 0 or
+        min(self.forced_budgets) < 1):
+      raise ValueError(f"forced_budgets {self.forced_budgets} must be positive, with one "
+                       f"non-negative weight each (not all 0): {self.forced_weights}")
+    if self.plain_fraction + self.forced_fraction > 1:
+      raise ValueError(f"plain_fraction + forced_fraction must be <= 1, got "
+                       f"{self.plain_fraction} + {self.forced_fraction}")
+    for name in ("between_fraction", "plain_fraction", "forced_fraction"):
       if not 0 <= getattr(self, name) <= 1:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
     for name in ("num_examples", "steps", "batch_size"):
@@ -111,6 +132,24 @@ def budget_example(problem, budget: int | None, search_reserve: float = 0.125
                        render_text(prompt, plan, problem.answer), budget, name)
 
 
+def forced_example(problem, budget: int) -> BudgetExample:
+  """`problem`'s plain prompt with its full reflective trace cut after `budget` thinking
+  tokens (one character each) and closed by the budget; a trace that fits closes itself."""
+  full = compact.plans(problem)["full"]
+  if budget >= len(full):
+    return budget_example(problem, None)
+  cut, whole, end = full[:budget], [], 0
+  for step in full.split(STEP_SEP):
+    end += len(step)
+    if end > budget:
+      break   # cut mid-step: it states nothing yet
+    whole.append(step)
+    end += len(STEP_SEP)
+  answer = reflection.best_answer(problem, whole)
+  return BudgetExample(problem.task, problem.difficulty, problem.prompt,
+                       render_text(problem.prompt, cut, answer), None, "forced", True)
+
+
 def draw_target(cfg: SFTConfig, rng: np.random.Generator) -> int:
   if rng.random() < cfg.between_fraction:
     low, high = max(min(cfg.targets) / 2, 1), max(cfg.targets)
@@ -127,7 +166,13 @@ def make_examples(cfg: SFTConfig) -> list[BudgetExample]:
   for _ in range(cfg.num_examples):
     t, d = pairs[int(rng.integers(len(pairs)))]
     problem = tasks_lib.get_task(t).generate(rng, d, split="train", split_key=cfg.split_key)
-    target = None if rng.random() < cfg.plain_fraction else draw_target(cfg, rng)
+    u = rng.random()
+    if u < cfg.forced_fraction:
+      w = np.asarray(cfg.forced_weights, np.float64)
+      budget = int(cfg.forced_budgets[int(rng.choice(len(w), p=w / w.sum()))])
+      out.append(forced_example(problem, budget))
+      continue
+    target = None if u < cfg.forced_fraction + cfg.plain_fraction else draw_target(cfg, rng)
     out.append(budget_example(problem, target, cfg.search_reserve))
   return out
 
@@ -150,7 +195,8 @@ def bucket_arrays(examples: Sequence[BudgetExample], buckets: Sequence[int], tok
     if i is None:
       raise ValueError(f"example of {n} tokens exceeds the largest bucket {buckets[-1]}: "
                        f"{e.text[:60]!r}...")
-    groups[i].append(data_lib.encode_example(e.text, e.prompt, buckets[i], tokenizer))
+    groups[i].append(data_lib.encode_example(e.text, e.prompt, buckets[i], tokenizer,
+                                             close_is_target=not e.forced))
   return [{k: np.stack([x[k] for x in g]) for k in g[0]} if g else {} for g in groups]
 
 
