@@ -61,6 +61,9 @@ _KV_SWEEP = "python launch/sweep.py --nostop_rule_sweep"
 _SCALING_NOTE = ("models trained from scratch by this part's train.py commands "
                  "(configs/scaling.py, canonical split), not the shipped checkpoint")
 
+_V3_NOTE = ("reasoner v3 candidate runs/v3/rl/final, trained from scratch by this part's "
+            "commands (launch/reasoner_v3.sh, canonical split), not the shipped checkpoint")
+
 PARTS: dict[str, Part] = {
   "sweep": Part("sweep", "docs/RESULTS.md", (
     Step("python launch/sweep.py --out={docs}/sweep",
@@ -242,6 +245,33 @@ PARTS: dict[str, Part] = {
          " --out={docs}/scaling/thinking_vs_training",
          " --num_problems=1 --difficulty=1,5 --budgets=0,inf", **_NO_CKPT,
          note=_SCALING_NOTE),
+  )),
+  # Reasoner v3's chain (launch/reasoner_v3.sh, docs/REASONING_TRAINING.md "Reasoner v3"):
+  # trained from scratch on the canonical split, RL'd, ship-checked. About 2 h 10 min on
+  # the 2 cores; no fast variant (each stage starts from the one before).
+  "v3": Part("v3", "docs/REASONING_TRAINING.md", (
+    Step("python launch/train.py --config=configs/tiny.py --workdir={runs}/v3/tiny"
+         " --config.data.split_key=canonical --config.train.export_dir={runs}/v3/tiny_export",
+         None, **_NO_CKPT, note=_V3_NOTE),
+    Step("python launch/train.py --config=configs/reasoner.py --workdir={runs}/v3/reasoner"
+         " --config.data.split_key=canonical --config.train.init_params={runs}/v3/tiny_export"
+         " --config.train.export_dir={runs}/v3/reasoner_export", None, **_NO_CKPT,
+         note=_V3_NOTE),
+    Step("python launch/budget_sft.py --config=configs/budget_sft.py:v3"
+         " --config.base={runs}/v3/reasoner_export --workdir={runs}/v3/budget", None,
+         **_NO_CKPT, note=_V3_NOTE),
+    *(Step(f"python launch/grpo_level5.py {method}--config=configs/grpo.py:level5_kl"
+           f" --workdir={{runs}}/v3/{name} --config.grpo.base={{runs}}/v3/budget/final"
+           f" --config.grpo.seed={seed}", None, **_NO_CKPT, note=_V3_NOTE)
+      for name, method, seed in (("rl", "", 0), ("rl_s1", "", 1), ("rft", "--method=rft ", 0))),
+    Step("python launch/grpo_level5.py --plot={runs}/v3/rl,{runs}/v3/rl_s1,{runs}/v3/rft"
+         " --out={docs}/v3/level5_rl", None, **_NO_CKPT, note=_V3_NOTE),
+    Step("python launch/sweep.py --checkpoint={runs}/v3/rl/final --split_key=canonical"
+         " --nostop_rule_sweep --out={docs}/v3", None, **_NO_CKPT, note=_V3_NOTE),
+    Step("python launch/eval_budget.py --policy={runs}/v3/rl/final --base={runs}/v3/rl/final"
+         " --split_key=canonical --out={docs}/v3", None, **_NO_CKPT, note=_V3_NOTE),
+    Step("python launch/ship_checks.py --sweep={docs}/v3 --budget={docs}/v3"
+         " --out={docs}/v3/ship_checks.json", None, **_NO_CKPT, note=_V3_NOTE),
   )),
   "sampling": Part("sampling", "docs/BENCHMARKS.md", (
     Step("python launch/bench_sampling.py --reps=3 --steps=4"

@@ -21,7 +21,9 @@ def sweep_rows(acc_by_budget, low_wrong=0, five_right=80, n_low=100, n_five=100)
         ok = (i >= low_wrong) if i < n_low else (i - n_low < five_right)
       else:
         ok = i < acc_by_budget[b]
-      rows.append({"budget": b, "task": "addition", "difficulty": str(level),
+      # As rows.csv stores them: no budget is the loop's UNLIMITED, not "inf".
+      stored = str(2**30) if b == "inf" else b
+      rows.append({"budget": stored, "task": "addition", "difficulty": str(level),
                    "prompt": f"p{i}", "correct": str(ok)})
   return rows
 

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from o1jax.analysis import sweep
 from o1jax.analysis.intervals import bootstrap_ci, wilson
 
 FORCED_ORDER = ("0", "8", "16", "32", "64", "128", "256", "inf")
@@ -69,11 +70,18 @@ def _correct_by_prompt(rows: Iterable[dict]) -> dict:
   return {(r["task"], r["difficulty"], r["prompt"]): _truthy(r["correct"]) for r in rows}
 
 
+def _forced_label(row: dict) -> str:
+  """The row's forced budget as the sweep labels it: "inf" for no budget (rows.csv stores
+  the loop's UNLIMITED, 2**30)."""
+  b = str(row["budget"])
+  return b if b == "inf" else sweep.budget_label(int(b))
+
+
 def forced_checks(sweep_rows: Sequence[dict], *, min_low: float = 0.99,
                   level5_goal: float = 0.80) -> list[Check]:
   by_budget = {}
   for r in sweep_rows:
-    by_budget.setdefault(str(r["budget"]), []).append(r)
+    by_budget.setdefault(_forced_label(r), []).append(r)
   missing = [b for b in FORCED_ORDER if b not in by_budget]
   if missing:
     raise ValueError(f"sweep rows lack forced budgets {missing}; the dip check needs "
