@@ -236,6 +236,9 @@ PARTS: dict[str, Part] = {
       for name, method, seed in (("rl", "", 0), ("rl_s1", "", 1), ("rft", "--method=rft ", 0))),
     Step("python launch/grpo_level5.py --plot={runs}/v3/rl,{runs}/v3/rl_s1,{runs}/v3/rft"
          " --out={docs}/v3/level5_rl", None, **_NO_CKPT, note=_V3_NOTE),
+    # The control: stage 2 (before the budget stage) through the same sweep.
+    Step("python launch/sweep.py --checkpoint={runs}/v3/reasoner_export --split_key=canonical"
+         " --nostop_rule_sweep --out={docs}/v3/stage2", None, **_NO_CKPT, note=_V3_NOTE),
     Step("python launch/sweep.py --checkpoint={runs}/v3/rl/final --split_key=canonical"
          " --nostop_rule_sweep --out={docs}/v3", None, **_NO_CKPT, note=_V3_NOTE),
     Step("python launch/eval_budget.py --policy={runs}/v3/rl/final --base={runs}/v3/rl/final"
