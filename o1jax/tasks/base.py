@@ -113,6 +113,15 @@ def split_steps(thinking: str | None) -> list[str]:
   return [s.strip() for s in thinking.split(";") if s.strip()]
 
 
+def whole_steps(steps: Sequence[str], cut: int) -> list[str]:
+  """The steps a trace (`steps` joined by STEP_SEP) states whole when cut after `cut`
+  characters, as a forced close sees it: a step cut mid-way states nothing yet."""
+  shown = STEP_SEP.join(steps)[:cut].split(STEP_SEP)
+  if shown[-1] != steps[len(shown) - 1]:
+    shown = shown[:-1]
+  return shown
+
+
 def is_heldout(key: str) -> bool:
   """Deterministic ~10% held-out split by the hash of a string (a prompt or a canonical
   key), stable across runs and machines."""

@@ -138,14 +138,9 @@ def forced_example(problem, budget: int) -> BudgetExample:
   full = compact.plans(problem)["full"]
   if budget >= len(full):
     return budget_example(problem, None)
-  cut, whole, end = full[:budget], [], 0
-  for step in full.split(STEP_SEP):
-    end += len(step)
-    if end > budget:
-      break   # cut mid-step: it states nothing yet
-    whole.append(step)
-    end += len(STEP_SEP)
-  answer = reflection.best_answer(problem, whole)
+  cut = full[:budget]
+  # The same whole-step rule as the base recipe's cut traces (training/data.py).
+  answer = reflection.best_answer(problem, tasks_lib.whole_steps(full.split(STEP_SEP), budget))
   return BudgetExample(problem.task, problem.difficulty, problem.prompt,
                        render_text(problem.prompt, cut, answer), None, "forced", True)
 

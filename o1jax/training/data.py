@@ -222,10 +222,7 @@ class Mixture:
       cut = min(max(cut, 1), len(thinking) - 1)
     else:
       cut = int(rng.integers(1, len(thinking)))
-    whole = [s for s in thinking[:cut].split(tasks_lib.STEP_SEP)]
-    if whole[-1] != steps[len(whole) - 1]:
-      whole = whole[:-1]  # the last step is cut mid-way: it states nothing yet
-    answer = reflection.best_answer(problem, whole)
+    answer = reflection.best_answer(problem, tasks_lib.whole_steps(steps, cut))
     masked = tuple((a, min(b, cut)) for a, b in masked if a < cut)
     return Example(tasks_lib.render_text(problem.prompt, thinking[:cut], answer),
                    problem.prompt, False, masked)
